@@ -1,0 +1,212 @@
+// Blocked direct convolution over phase-split input (see phase.h).
+// A task computes an MR-channel x (NV * width)-position register tile of the
+// output: per input channel and tap, NV contiguous vector loads of input and MR
+// weight broadcasts feed MR * NV FMAs. Depthwise convolution is the MR = 1 case.
+#pragma once
+#include <omp.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "conv/phase.h"
+#include "core/buffer.h"
+
+namespace fastconv {
+namespace FC_NS {
+
+#if defined(__AVX512F__)
+constexpr int kDirectMR = 6, kDirectNV = 4, kDepthwiseNV = 4;
+#elif defined(__AVX2__)
+constexpr int kDirectMR = 6, kDirectNV = 2, kDepthwiseNV = 4;
+#else
+constexpr int kDirectMR = 4, kDirectNV = 4, kDepthwiseNV = 4;
+#endif
+
+// Accumulates one register tile. `x` points at channel 0's phase block plus the
+// tile's first flat output; `w` at packed weights [cin][taps][MR].
+template <int MR, int NV>
+inline void direct_tile(const float* __restrict x, int64_t cin, int64_t cstride, const int64_t* offs, int taps,
+                        const float* __restrict w, VecF (&acc)[MR][NV]) {
+  constexpr int L = VecF::kWidth;
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[i][v] = VecF::zero();
+  for (int64_t ci = 0; ci < cin; ++ci) {
+    const float* xc = x + ci * cstride;
+    for (int t = 0; t < taps; ++t) {
+      const float* src = xc + offs[t];
+      VecF xv[NV];
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) xv[v] = VecF::load(src + v * L);
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+        const VecF wv = VecF::set1(w[i]);
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) acc[i][v] = VecF::fmadd(wv, xv[v], acc[i][v]);
+      }
+      w += MR;
+    }
+  }
+}
+
+// Applies bias + activation and scatters the valid lanes (ow < w_out) of a tile
+// starting at flat output j0 into output channels co .. co + m.
+template <int MR, int NV>
+inline void store_direct_tile(VecF (&acc)[MR][NV], int m, int64_t co, int64_t j0, const PhaseLayout& L,
+                              const Conv2dArgs& a, float* y_image, const Epilogue& epi) {
+  constexpr int T = NV * VecF::kWidth;
+  alignas(64) float tmp[T];
+  const int64_t plane_out = a.h_out * a.w_out;
+  const int64_t j_end = imin(j0 + T, L.flat_outputs);
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    if (i >= m) break;
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) apply_epilogue(acc[i][v], epi, co + i, 0, VecF::kWidth).store(tmp + v * VecF::kWidth);
+    float* yc = y_image + (co + i) * plane_out;
+    for (int64_t j = j0; j < j_end;) {
+      const int64_t oh = j / L.wq, ow = j - oh * L.wq;
+      const int64_t row_end = imin(j_end, (oh + 1) * L.wq);
+      if (ow < a.w_out) {
+        const int64_t n = imin(row_end, oh * L.wq + a.w_out) - j;
+        std::memcpy(yc + oh * a.w_out + ow, tmp + (j - j0), sizeof(float) * n);
+      }
+      j = row_end;
+    }
+  }
+}
+
+inline Epilogue conv_epilogue(const Conv2dArgs& a) {
+  Epilogue e;
+  e.bias = a.bias;
+  e.bias_mode = a.bias ? BiasMode::per_row : BiasMode::none;
+  e.act = a.act;
+  return e;
+}
+
+inline void fill_tap_offsets(const Conv2dArgs& a, const PhaseLayout& L, int64_t* offs) {
+  for (int64_t kh = 0; kh < a.kh; ++kh)
+    for (int64_t kw = 0; kw < a.kw; ++kw) offs[kh * a.kw + kw] = L.tap_offset(a, kh, kw);
+}
+
+// Packs weights (c_out, cin_g, kh, kw) into [group][block][cin_g][taps][MR],
+// zero-padding each group's last block.
+template <int MR>
+inline void pack_direct_weights(const Conv2dArgs& a, float* dst, int threads) {
+  const int64_t cin_g = a.c_in / a.groups, cout_g = a.c_out / a.groups, taps = a.kh * a.kw;
+  const int64_t blocks = ceil_div(cout_g, MR);
+  const int64_t block_size = cin_g * taps * MR;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t gb = 0; gb < a.groups * blocks; ++gb) {
+    const int64_t g = gb / blocks, b = gb % blocks;
+    float* d = dst + gb * block_size;
+    for (int64_t ci = 0; ci < cin_g; ++ci)
+      for (int64_t t = 0; t < taps; ++t)
+        for (int i = 0; i < MR; ++i) {
+          const int64_t co = b * MR + i;
+          d[(ci * taps + t) * MR + i] = co < cout_g ? a.weight[((g * cout_g + co) * cin_g + ci) * taps + t] : 0.0f;
+        }
+  }
+}
+
+// One output tile task of the dense/grouped direct convolution.
+inline void direct_task(const Conv2dArgs& a, const PhaseLayout& L, const float* phases, const int64_t* offs,
+                        const float* wpack, int64_t g, int64_t tile, int64_t block, float* y_image,
+                        const Epilogue& epi) {
+  constexpr int MR = kDirectMR, NV = kDirectNV, T = NV * VecF::kWidth;
+  const int64_t cin_g = a.c_in / a.groups, cout_g = a.c_out / a.groups, taps = a.kh * a.kw;
+  const int64_t blocks = ceil_div(cout_g, MR);
+  const int64_t j0 = tile * T;
+  VecF acc[MR][NV];
+  direct_tile<MR, NV>(phases + g * cin_g * L.channel_stride + j0, cin_g, L.channel_stride, offs,
+                      static_cast<int>(taps), wpack + (g * blocks + block) * cin_g * taps * MR, acc);
+  const int m = static_cast<int>(imin(MR, cout_g - block * MR));
+  store_direct_tile<MR, NV>(acc, m, g * cout_g + block * MR, j0, L, a, y_image, epi);
+}
+
+inline void conv2d_direct(const Conv2dArgs& a) {
+  constexpr int MR = kDirectMR, T = kDirectNV * VecF::kWidth;
+  const PhaseLayout L(a, T);
+  const int64_t cin_g = a.c_in / a.groups, cout_g = a.c_out / a.groups, taps = a.kh * a.kw;
+  const int64_t blocks = ceil_div(cout_g, MR), tiles = ceil_div(L.flat_outputs, T);
+  const int64_t tasks = a.groups * tiles * blocks;
+  const int64_t image_in = a.c_in * a.h * a.w, image_out = a.c_out * a.h_out * a.w_out;
+  const int threads = a.threads;
+  const Epilogue epi = conv_epilogue(a);
+
+  AlignedBuffer wpack(checked_mul(checked_mul(a.groups, blocks), checked_mul(cin_g * taps, MR)));
+  AlignedBuffer offs_buf(taps * 2);  // int64 offsets stored in float-sized slots
+  auto* offs = reinterpret_cast<int64_t*>(offs_buf.data());
+  fill_tap_offsets(a, L, offs);
+  pack_direct_weights<MR>(a, wpack.data(), threads);
+
+  const int64_t phase_floats = L.buffer_floats(a.c_in);
+  if (a.n >= threads && threads > 1) {
+    // Many images: each thread takes whole images with its own phase buffer.
+    AlignedBuffer phases(checked_mul(threads, phase_floats), true);
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (int64_t n = 0; n < a.n; ++n) {
+      float* ph = phases.data() + omp_get_thread_num() * phase_floats;
+      for (int64_t c = 0; c < a.c_in; ++c)
+        fill_phase_channel(a, L, a.x + n * image_in + c * a.h * a.w, ph + c * L.channel_stride);
+      for (int64_t t = 0; t < tasks; ++t) {
+        const int64_t block = t % blocks, tile = (t / blocks) % tiles, g = t / (blocks * tiles);
+        direct_task(a, L, ph, offs, wpack.data(), g, tile, block, a.y + n * image_out, epi);
+      }
+    }
+    return;
+  }
+  AlignedBuffer phases(phase_floats, true);
+  for (int64_t n = 0; n < a.n; ++n) {
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+#pragma omp for schedule(static)
+      for (int64_t c = 0; c < a.c_in; ++c)
+        fill_phase_channel(a, L, a.x + n * image_in + c * a.h * a.w, phases.data() + c * L.channel_stride);
+      // Tile-major order: consecutive tasks of a thread share their input tile.
+#pragma omp for schedule(static)
+      for (int64_t t = 0; t < tasks; ++t) {
+        const int64_t block = t % blocks, tile = (t / blocks) % tiles, g = t / (blocks * tiles);
+        direct_task(a, L, phases.data(), offs, wpack.data(), g, tile, block, a.y + n * image_out, epi);
+      }
+    }
+  }
+}
+
+// Depthwise (groups == c_in, any channel multiplier): one job per input plane,
+// phase-split into a thread-local buffer, then MR = 1 direct tiles per output channel.
+inline void conv2d_depthwise(const Conv2dArgs& a) {
+  constexpr int NV = kDepthwiseNV, T = NV * VecF::kWidth;
+  const PhaseLayout L(a, T);
+  const int64_t mult = a.c_out / a.c_in, taps = a.kh * a.kw;
+  const int64_t tiles = ceil_div(L.flat_outputs, T);
+  const int64_t image_in = a.c_in * a.h * a.w, image_out = a.c_out * a.h_out * a.w_out;
+  const int threads = a.threads;
+  const Epilogue epi = conv_epilogue(a);
+  const int64_t phase_floats = L.buffer_floats(1);
+
+  AlignedBuffer offs_buf(taps * 2);
+  auto* offs = reinterpret_cast<int64_t*>(offs_buf.data());
+  fill_tap_offsets(a, L, offs);
+  AlignedBuffer phases(checked_mul(threads, phase_floats), true);
+  const int64_t jobs = a.n * a.c_in;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t job = 0; job < jobs; ++job) {
+    const int64_t n = job / a.c_in, c = job % a.c_in;
+    float* ph = phases.data() + omp_get_thread_num() * phase_floats;
+    fill_phase_channel(a, L, a.x + n * image_in + c * a.h * a.w, ph);
+    for (int64_t m = 0; m < mult; ++m) {
+      const int64_t co = c * mult + m;
+      const float* w = a.weight + co * taps;
+      for (int64_t tile = 0; tile < tiles; ++tile) {
+        VecF acc[1][NV];
+        direct_tile<1, NV>(ph + tile * T, 1, L.channel_stride, offs, static_cast<int>(taps), w, acc);
+        store_direct_tile<1, NV>(acc, 1, co, tile * T, L, a, a.y + n * image_out, epi);
+      }
+    }
+  }
+}
+
+}  // namespace FC_NS
+}  // namespace fastconv

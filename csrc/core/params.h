@@ -1,0 +1,55 @@
+// Plain parameter structs shared by the bindings and every ISA's kernels.
+// Sizes are 64-bit throughout; the Python layer validates before filling these.
+#pragma once
+#include <cstdint>
+
+namespace fastconv {
+
+enum class Activation : int { none = 0, relu = 1, relu6 = 2 };
+
+// Where the epilogue's bias vector runs: one value per output row or per column.
+enum class BiasMode : int { none = 0, per_row = 1, per_col = 2 };
+
+struct Epilogue {
+  const float* bias = nullptr;
+  BiasMode bias_mode = BiasMode::none;
+  Activation act = Activation::none;
+};
+
+// C[m x n] = A[m x k] * B[k x n], with element (i, p) of A at a[i * a_rs + p * a_cs]
+// (and likewise B), so transposed operands need no copy. C is row-major with
+// leading dimension ldc; the epilogue is applied before C is stored.
+struct GemmArgs {
+  int64_t m = 0, n = 0, k = 0;
+  const float* a = nullptr;
+  int64_t a_rs = 0, a_cs = 0;
+  const float* b = nullptr;
+  int64_t b_rs = 0, b_cs = 0;
+  float* c = nullptr;
+  int64_t ldc = 0;
+  Epilogue epi;
+  int threads = 1;
+};
+
+enum class ConvAlgo : int { direct = 0, im2col = 1, pointwise = 2, depthwise = 3 };
+
+// NCHW float32 convolution. Output sizes are computed (and checked) by the caller;
+// bottom/right padding is implied by h_out/w_out, which allows PyTorch's asymmetric
+// 'same' padding for even kernels.
+struct Conv2dArgs {
+  int64_t n = 0, c_in = 0, h = 0, w = 0;
+  int64_t c_out = 0, kh = 0, kw = 0;
+  int64_t h_out = 0, w_out = 0;
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_top = 0, pad_left = 0;
+  int64_t dil_h = 1, dil_w = 1;
+  int64_t groups = 1;
+  const float* x = nullptr;
+  const float* weight = nullptr;  // (c_out, c_in / groups, kh, kw)
+  const float* bias = nullptr;    // (c_out) or null
+  float* y = nullptr;
+  Activation act = Activation::none;
+  int threads = 1;
+};
+
+}  // namespace fastconv

@@ -1,0 +1,72 @@
+// Packing routines: copy a block of A into MR-row slivers (k-major, kc x MR each)
+// and a block of B into NR-column slivers (kc x NR each), zero-padding the edges
+// so the micro-kernel always sees full tiles.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+#include "gemm/ukernel.h"
+
+namespace fastconv {
+namespace FC_NS {
+
+// A with general strides: element (i, p) at a[i * rs + p * cs].
+struct PackAStrided {
+  const float* a;
+  int64_t rs, cs;
+
+  void operator()(float* dst, int64_t i0, int64_t mc, int64_t p0, int64_t kc) const {
+    constexpr int MR = kGemmMR;
+    for (int64_t s = 0; s < mc; s += MR) {
+      const int rows = static_cast<int>(imin(MR, mc - s));
+      float* d = dst + s * kc;
+      const float* src = a + (i0 + s) * rs + p0 * cs;
+      if (rows == MR) {
+        for (int64_t p = 0; p < kc; ++p)
+#pragma GCC unroll 16
+          for (int r = 0; r < MR; ++r) d[p * MR + r] = src[r * rs + p * cs];
+      } else {
+        for (int64_t p = 0; p < kc; ++p)
+          for (int r = 0; r < MR; ++r) d[p * MR + r] = r < rows ? src[r * rs + p * cs] : 0.0f;
+      }
+    }
+  }
+};
+
+// B with general strides: element (p, j) at b[p * rs + j * cs].
+struct PackBStrided {
+  const float* b;
+  int64_t rs, cs;
+
+  void operator()(float* dst, int64_t j0, int64_t nc, int64_t p0, int64_t kc) const {
+    constexpr int NR = kGemmNR;
+    constexpr int L = VecF::kWidth;
+    for (int64_t s = 0; s < nc; s += NR) {
+      const int cols = static_cast<int>(imin(NR, nc - s));
+      float* d = dst + s * kc;
+      const float* src = b + p0 * rs + (j0 + s) * cs;
+      if (cs == 1) {
+        for (int64_t p = 0; p < kc; ++p) {
+          const float* row = src + p * rs;
+          float* out = d + p * NR;
+#pragma GCC unroll 8
+          for (int v = 0; v < NR / L; ++v) {
+            const int lanes = cols - v * L;
+            const VecF x = lanes >= L ? VecF::load(row + v * L) : lanes > 0 ? VecF::load_partial(row + v * L, lanes) : VecF::zero();
+            x.store(out + v * L);
+          }
+        }
+      } else {
+        for (int j = 0; j < cols; ++j) {
+          const float* col = src + j * cs;
+          for (int64_t p = 0; p < kc; ++p) d[p * NR + j] = col[p * rs];
+        }
+        for (int j = cols; j < NR; ++j)
+          for (int64_t p = 0; p < kc; ++p) d[p * NR + j] = 0.0f;
+      }
+    }
+  }
+};
+
+}  // namespace FC_NS
+}  // namespace fastconv

@@ -1,0 +1,32 @@
+// AVX2 + FMA: 8 float lanes; tails through vmaskmovps.
+#pragma once
+#include <immintrin.h>
+
+namespace fastconv {
+namespace FC_NS {
+
+struct VecF {
+  static constexpr int kWidth = 8;
+  __m256 v;
+
+  static VecF zero() { return {_mm256_setzero_ps()}; }
+  static VecF set1(float x) { return {_mm256_set1_ps(x)}; }
+  static VecF load(const float* p) { return {_mm256_loadu_ps(p)}; }
+  static VecF load_partial(const float* p, int n) { return {_mm256_maskload_ps(p, mask(n))}; }
+  void store(float* p) const { _mm256_storeu_ps(p, v); }
+  void store_partial(float* p, int n) const { _mm256_maskstore_ps(p, mask(n), v); }
+  static VecF fmadd(VecF a, VecF b, VecF c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+  static VecF add(VecF a, VecF b) { return {_mm256_add_ps(a.v, b.v)}; }
+  static VecF clamp_min(VecF v, float lo) { return {_mm256_max_ps(_mm256_set1_ps(lo), v.v)}; }
+  static VecF clamp_max(VecF v, float hi) { return {_mm256_min_ps(_mm256_set1_ps(hi), v.v)}; }
+
+ private:
+  static __m256i mask(int n) {
+    alignas(32) static const int kTable[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+    n = n < 0 ? 0 : (n > 8 ? 8 : n);
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kTable + 8 - n));
+  }
+};
+
+}  // namespace FC_NS
+}  // namespace fastconv

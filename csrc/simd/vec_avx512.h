@@ -1,0 +1,30 @@
+// AVX-512F: 16 float lanes, masked loads and stores for tails.
+#pragma once
+#include <immintrin.h>
+
+namespace fastconv {
+namespace FC_NS {
+
+struct VecF {
+  static constexpr int kWidth = 16;
+  __m512 v;
+
+  static VecF zero() { return {_mm512_setzero_ps()}; }
+  static VecF set1(float x) { return {_mm512_set1_ps(x)}; }
+  static VecF load(const float* p) { return {_mm512_loadu_ps(p)}; }
+  static VecF load_partial(const float* p, int n) { return {_mm512_maskz_loadu_ps(mask(n), p)}; }
+  void store(float* p) const { _mm512_storeu_ps(p, v); }
+  void store_partial(float* p, int n) const { _mm512_mask_storeu_ps(p, mask(n), v); }
+  static VecF fmadd(VecF a, VecF b, VecF c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+  static VecF add(VecF a, VecF b) { return {_mm512_add_ps(a.v, b.v)}; }
+  // max/min with the constant first: vmaxps returns the second operand when
+  // either is NaN, so a NaN in v propagates.
+  static VecF clamp_min(VecF v, float lo) { return {_mm512_max_ps(_mm512_set1_ps(lo), v.v)}; }
+  static VecF clamp_max(VecF v, float hi) { return {_mm512_min_ps(_mm512_set1_ps(hi), v.v)}; }
+
+ private:
+  static __mmask16 mask(int n) { return static_cast<__mmask16>(n >= 16 ? 0xFFFFu : ((1u << n) - 1u)); }
+};
+
+}  // namespace FC_NS
+}  // namespace fastconv

@@ -1,0 +1,27 @@
+// Baseline x86-64: one float per "vector". The compiler may still use SSE2.
+#pragma once
+
+namespace fastconv {
+namespace FC_NS {
+
+struct VecF {
+  static constexpr int kWidth = 1;
+  float v;
+
+  static VecF zero() { return {0.0f}; }
+  static VecF set1(float x) { return {x}; }
+  static VecF load(const float* p) { return {*p}; }
+  static VecF load_partial(const float* p, int n) { return {n > 0 ? *p : 0.0f}; }
+  void store(float* p) const { *p = v; }
+  void store_partial(float* p, int n) const {
+    if (n > 0) *p = v;
+  }
+  static VecF fmadd(VecF a, VecF b, VecF c) { return {a.v * b.v + c.v}; }
+  static VecF add(VecF a, VecF b) { return {a.v + b.v}; }
+  // Written so that a NaN input is returned unchanged.
+  static VecF clamp_min(VecF x, float lo) { return {x.v < lo ? lo : x.v}; }
+  static VecF clamp_max(VecF x, float hi) { return {x.v > hi ? hi : x.v}; }
+};
+
+}  // namespace FC_NS
+}  // namespace fastconv

@@ -1,0 +1,18 @@
+"""fastconv: fast CNN kernels for Python.
+
+A C++/OpenMP core (packed GEMM, direct / im2col / pointwise / depthwise convolution)
+compiled once per ISA (AVX-512, AVX2+FMA, scalar) and chosen at import by CPU
+detection. ``fastconv.ops`` is the numpy API::
+
+    import numpy as np, fastconv
+    x = np.random.rand(1, 3, 224, 224).astype(np.float32)
+    w = np.random.rand(64, 3, 7, 7).astype(np.float32)
+    y = fastconv.ops.conv2d(x, w, stride=2, padding=3, activation="relu")
+"""
+
+__version__ = "0.1.0"
+
+from ._runtime import cpu_info, get_num_threads, set_num_threads, use_isa
+from . import ops
+
+__all__ = ["cpu_info", "get_num_threads", "set_num_threads", "use_isa", "ops", "__version__"]

@@ -1,0 +1,94 @@
+"""Argument validation and normalisation shared by every op.
+
+This is the single place where user input is checked; the kernels below trust
+what they are given. Errors name the offending argument.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Optional, Tuple, Union
+
+import numpy as np
+
+# Element counts above this cannot be allocated on any real machine; refusing them
+# early also keeps every size computed in the C++ core far from int64 overflow.
+MAX_ELEMENTS = 1 << 48
+# Per-parameter bound (stride, padding, dilation) for the same reason.
+MAX_PARAM = 1 << 31
+
+ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2}
+
+IntPair = Union[int, Tuple[int, int]]
+
+
+def as_int(value, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int, got bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+
+
+def pair(value, name: str, *, minimum: int) -> Tuple[int, int]:
+    """An int or a pair of ints, each >= minimum and bounded."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints, got {len(value)} values")
+        out = (as_int(value[0], name), as_int(value[1], name))
+    else:
+        v = as_int(value, name)
+        out = (v, v)
+    for v in out:
+        if v < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+        if v > MAX_PARAM:
+            raise ValueError(f"{name} is too large: {value!r}")
+    return out
+
+
+def float32_array(x, name: str, ndim: Optional[int] = None) -> np.ndarray:
+    """A C-contiguous float32 ndarray view of x (copied once only if not contiguous).
+
+    Only float32 is supported for now: other dtypes (float64 included) raise
+    TypeError rather than being converted behind the caller's back.
+    """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
+    if x.dtype != np.float32:
+        raise TypeError(f"{name} must have dtype float32, got {x.dtype} (convert with .astype(np.float32))")
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {x.shape}")
+    return np.ascontiguousarray(x)
+
+
+def activation_code(activation) -> int:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be None, 'relu' or 'relu6', got {activation!r}")
+    return ACTIVATIONS[activation]
+
+
+def check_numel(shape, name: str) -> None:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    if n > MAX_ELEMENTS:
+        raise ValueError(f"{name} would have {n} elements, more than fastconv can address ({MAX_ELEMENTS})")
+
+
+def output_array(out, shape, name: str = "out") -> np.ndarray:
+    """A fresh float32 array of `shape`, or the caller's `out` after checking it."""
+    shape = tuple(int(s) for s in shape)
+    check_numel(shape, "the output")
+    if out is None:
+        return np.empty(shape, dtype=np.float32)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != np.float32:
+        raise TypeError(f"{name} must have dtype float32, got {out.dtype}")
+    if out.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {out.shape}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"{name} must be C-contiguous and writeable")
+    return out
