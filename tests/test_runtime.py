@@ -1,0 +1,115 @@
+"""cpu_info, thread control and the choice of ISA path."""
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _core
+
+
+def test_cpu_info_reports_detection_and_use():
+    info = fastconv.cpu_info()
+    assert set(info) == {"cpu", "detected_isa", "isa", "supported_isas", "cores", "threads"}
+    assert info["detected_isa"] == info["supported_isas"][0]
+    assert info["isa"] in info["supported_isas"]
+    assert info["supported_isas"][-1] == "scalar"
+    assert info["cores"] == os.cpu_count()
+    assert info["threads"] == fastconv.get_num_threads()
+
+
+def test_set_num_threads_roundtrip_and_errors():
+    old = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(3)
+        assert fastconv.get_num_threads() == 3
+        assert fastconv.cpu_info()["threads"] == 3
+    finally:
+        fastconv.set_num_threads(old)
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        fastconv.set_num_threads(0)
+    with pytest.raises(TypeError, match="n must be an int"):
+        fastconv.set_num_threads(2.0)
+
+
+def test_use_isa_is_scoped_and_thread_local():
+    default = fastconv.cpu_info()["isa"]
+    seen = {}
+    with fastconv.use_isa("scalar"):
+        assert fastconv.cpu_info()["isa"] == "scalar"
+        t = threading.Thread(target=lambda: seen.setdefault("other", fastconv.cpu_info()["isa"]))
+        t.start()
+        t.join()
+    assert seen["other"] == default
+    assert fastconv.cpu_info()["isa"] == default
+    with pytest.raises(ValueError, match="unknown ISA"):
+        with fastconv.use_isa("sse9"):
+            pass
+
+
+@pytest.mark.parametrize("isa", fastconv.cpu_info()["supported_isas"])
+def test_fastconv_isa_environment_variable_selects_the_path(isa):
+    env = dict(os.environ, FASTCONV_ISA=isa)
+    r = subprocess.run([sys.executable, "-c", "import fastconv; print(fastconv.cpu_info()['isa'])"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == isa
+
+
+def test_unknown_fastconv_isa_fails_import_clearly():
+    env = dict(os.environ, FASTCONV_ISA="avx9000")
+    r = subprocess.run([sys.executable, "-c", "import fastconv"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode != 0
+    assert "ImportError" in r.stderr and "FASTCONV_ISA='avx9000'" in r.stderr
+
+
+def test_requesting_an_isa_the_cpu_lacks_is_an_error_not_a_crash():
+    # The same resolution that runs at import, for a CPU whose best path is AVX2 / scalar.
+    assert _core.resolve_isa_request("", "avx2") == "avx2"
+    assert _core.resolve_isa_request("scalar", "avx2") == "scalar"
+    with pytest.raises(ValueError, match="supports at most 'avx2'"):
+        _core.resolve_isa_request("avx512", "avx2")
+    with pytest.raises(ValueError, match="supports at most 'scalar'"):
+        _core.resolve_isa_request("avx2", "scalar")
+
+
+def test_import_is_fast_and_needs_no_torch():
+    code = ("import sys, time; t = time.perf_counter(); import fastconv; "
+            "print(time.perf_counter() - t, 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    seconds, torch_loaded = r.stdout.split()
+    assert float(seconds) < 1.0
+    assert torch_loaded == "False"
+
+
+def test_kernels_release_the_gil():
+    # Two Python threads running large convolutions overlap: with the GIL held
+    # they would serialise, and the check below would see no concurrency.
+    x = np.random.default_rng(0).standard_normal((1, 32, 64, 64), dtype=np.float32)
+    w = np.random.default_rng(1).standard_normal((32, 32, 3, 3), dtype=np.float32)
+    old = fastconv.get_num_threads()
+    fastconv.set_num_threads(1)
+    ticks = []
+    stop = threading.Event()
+
+    def ticker():
+        while not stop.is_set():
+            ticks.append(1)
+            stop.wait(0.001)
+
+    try:
+        t = threading.Thread(target=ticker)
+        t.start()
+        for _ in range(20):
+            fastconv.ops.conv2d(x, w, padding=1)
+        stop.set()
+        t.join()
+    finally:
+        fastconv.set_num_threads(old)
+    assert len(ticks) > 5
