@@ -23,15 +23,21 @@ constexpr int kDirectMR = 4, kDirectNV = 4, kDepthwiseNV = 4;
 #endif
 
 // Accumulates one register tile. `x` points at channel 0's phase block plus the
-// tile's first flat output; `w` at packed weights [cin][taps][MR].
+// tile's first flat output. Weights are read in place: `w` is output channel
+// co's filter (cin x taps floats), the next channel's `w_stride` floats further;
+// the MR filters are MR sequential streams, so no per-call repacking is needed.
+// Rows past `m` re-read the last valid filter (their results are discarded).
 template <int MR, int NV>
 inline void direct_tile(const float* __restrict x, int64_t cin, int64_t cstride, const int64_t* offs, int taps,
-                        const float* __restrict w, VecF (&acc)[MR][NV]) {
+                        const float* __restrict w, int64_t w_stride, int m, VecF (&acc)[MR][NV]) {
   constexpr int L = VecF::kWidth;
+  const float* wr[MR];
 #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i)
+  for (int i = 0; i < MR; ++i) {
+    wr[i] = w + (i < m ? i : m - 1) * w_stride;
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) acc[i][v] = VecF::zero();
+  }
   for (int64_t ci = 0; ci < cin; ++ci) {
     const float* xc = x + ci * cstride;
     for (int t = 0; t < taps; ++t) {
@@ -41,12 +47,13 @@ inline void direct_tile(const float* __restrict x, int64_t cin, int64_t cstride,
       for (int v = 0; v < NV; ++v) xv[v] = VecF::load(src + v * L);
 #pragma GCC unroll 16
       for (int i = 0; i < MR; ++i) {
-        const VecF wv = VecF::set1(w[i]);
+        const VecF wv = VecF::set1(wr[i][t]);
 #pragma GCC unroll 8
         for (int v = 0; v < NV; ++v) acc[i][v] = VecF::fmadd(wv, xv[v], acc[i][v]);
       }
-      w += MR;
     }
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) wr[i] += taps;
   }
 }
 
@@ -90,56 +97,34 @@ inline void fill_tap_offsets(const Conv2dArgs& a, const PhaseLayout& L, int64_t*
     for (int64_t kw = 0; kw < a.kw; ++kw) offs[kh * a.kw + kw] = L.tap_offset(a, kh, kw);
 }
 
-// Packs weights (c_out, cin_g, kh, kw) into [group][block][cin_g][taps][MR],
-// zero-padding each group's last block.
-template <int MR>
-inline void pack_direct_weights(const Conv2dArgs& a, float* dst, int threads) {
-  const int64_t cin_g = a.c_in / a.groups, cout_g = a.c_out / a.groups, taps = a.kh * a.kw;
-  const int64_t blocks = ceil_div(cout_g, MR);
-  const int64_t block_size = cin_g * taps * MR;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-  for (int64_t gb = 0; gb < a.groups * blocks; ++gb) {
-    const int64_t g = gb / blocks, b = gb % blocks;
-    float* d = dst + gb * block_size;
-    for (int64_t ci = 0; ci < cin_g; ++ci)
-      for (int64_t t = 0; t < taps; ++t)
-        for (int i = 0; i < MR; ++i) {
-          const int64_t co = b * MR + i;
-          d[(ci * taps + t) * MR + i] = co < cout_g ? a.weight[((g * cout_g + co) * cin_g + ci) * taps + t] : 0.0f;
-        }
-  }
-}
-
 // One output tile task of the dense/grouped direct convolution.
+template <int NV>
 inline void direct_task(const Conv2dArgs& a, const PhaseLayout& L, const float* phases, const int64_t* offs,
-                        const float* wpack, int64_t g, int64_t tile, int64_t block, float* y_image,
-                        const Epilogue& epi) {
-  constexpr int MR = kDirectMR, NV = kDirectNV, T = NV * VecF::kWidth;
+                        int64_t g, int64_t tile, int64_t block, float* y_image, const Epilogue& epi) {
+  constexpr int MR = kDirectMR, T = NV * VecF::kWidth;
   const int64_t cin_g = a.c_in / a.groups, cout_g = a.c_out / a.groups, taps = a.kh * a.kw;
-  const int64_t blocks = ceil_div(cout_g, MR);
-  const int64_t j0 = tile * T;
+  const int64_t j0 = tile * T, co = g * cout_g + block * MR;
+  const int m = static_cast<int>(imin(MR, cout_g - block * MR));
   VecF acc[MR][NV];
   direct_tile<MR, NV>(phases + g * cin_g * L.channel_stride + j0, cin_g, L.channel_stride, offs,
-                      static_cast<int>(taps), wpack + (g * blocks + block) * cin_g * taps * MR, acc);
-  const int m = static_cast<int>(imin(MR, cout_g - block * MR));
-  store_direct_tile<MR, NV>(acc, m, g * cout_g + block * MR, j0, L, a, y_image, epi);
+                      static_cast<int>(taps), a.weight + co * cin_g * taps, cin_g * taps, m, acc);
+  store_direct_tile<MR, NV>(acc, m, co, j0, L, a, y_image, epi);
 }
 
-inline void conv2d_direct(const Conv2dArgs& a) {
-  constexpr int MR = kDirectMR, T = kDirectNV * VecF::kWidth;
-  const PhaseLayout L(a, T);
-  const int64_t cin_g = a.c_in / a.groups, cout_g = a.c_out / a.groups, taps = a.kh * a.kw;
+template <int NV>
+void conv2d_direct_nv(const Conv2dArgs& a) {
+  constexpr int MR = kDirectMR, T = NV * VecF::kWidth;
+  const PhaseLayout L(a, kDirectNV * VecF::kWidth);
+  const int64_t cout_g = a.c_out / a.groups, taps = a.kh * a.kw;
   const int64_t blocks = ceil_div(cout_g, MR), tiles = ceil_div(L.flat_outputs, T);
   const int64_t tasks = a.groups * tiles * blocks;
   const int64_t image_in = a.c_in * a.h * a.w, image_out = a.c_out * a.h_out * a.w_out;
   const int threads = a.threads;
   const Epilogue epi = conv_epilogue(a);
 
-  AlignedBuffer wpack(checked_mul(checked_mul(a.groups, blocks), checked_mul(cin_g * taps, MR)));
   AlignedBuffer offs_buf(taps * 2);  // int64 offsets stored in float-sized slots
   auto* offs = reinterpret_cast<int64_t*>(offs_buf.data());
   fill_tap_offsets(a, L, offs);
-  pack_direct_weights<MR>(a, wpack.data(), threads);
 
   const int64_t phase_floats = L.buffer_floats(a.c_in);
   if (a.n >= threads && threads > 1) {
@@ -152,7 +137,7 @@ inline void conv2d_direct(const Conv2dArgs& a) {
         fill_phase_channel(a, L, a.x + n * image_in + c * a.h * a.w, ph + c * L.channel_stride);
       for (int64_t t = 0; t < tasks; ++t) {
         const int64_t block = t % blocks, tile = (t / blocks) % tiles, g = t / (blocks * tiles);
-        direct_task(a, L, ph, offs, wpack.data(), g, tile, block, a.y + n * image_out, epi);
+        direct_task<NV>(a, L, ph, offs, g, tile, block, a.y + n * image_out, epi);
       }
     }
     return;
@@ -168,10 +153,22 @@ inline void conv2d_direct(const Conv2dArgs& a) {
 #pragma omp for schedule(static)
       for (int64_t t = 0; t < tasks; ++t) {
         const int64_t block = t % blocks, tile = (t / blocks) % tiles, g = t / (blocks * tiles);
-        direct_task(a, L, phases.data(), offs, wpack.data(), g, tile, block, a.y + n * image_out, epi);
+        direct_task<NV>(a, L, phases.data(), offs, g, tile, block, a.y + n * image_out, epi);
       }
     }
   }
+}
+
+// Tiles of NV and NV/2 vectors run at the same speed (measured), so the
+// narrower one is used whenever it computes fewer discarded lanes (on AVX2 the
+// narrow tile would leave too few accumulators to hide FMA latency).
+inline void conv2d_direct(const Conv2dArgs& a) {
+  constexpr int T = kDirectNV * VecF::kWidth;
+  const int64_t flat = PhaseLayout(a, T).flat_outputs;
+  if (kDirectNV >= 4 && round_up(flat, T / 2) < round_up(flat, T))
+    conv2d_direct_nv<kDirectNV / 2>(a);
+  else
+    conv2d_direct_nv<kDirectNV>(a);
 }
 
 // Depthwise (groups == c_in, any channel multiplier): one job per input plane,
@@ -201,7 +198,7 @@ inline void conv2d_depthwise(const Conv2dArgs& a) {
       const float* w = a.weight + co * taps;
       for (int64_t tile = 0; tile < tiles; ++tile) {
         VecF acc[1][NV];
-        direct_tile<1, NV>(ph + tile * T, 1, L.channel_stride, offs, static_cast<int>(taps), w, acc);
+        direct_tile<1, NV>(ph + tile * T, 1, L.channel_stride, offs, static_cast<int>(taps), w, taps, 1, acc);
         store_direct_tile<1, NV>(acc, 1, co, tile * T, L, a, a.y + n * image_out, epi);
       }
     }
