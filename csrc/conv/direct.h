@@ -57,31 +57,28 @@ inline void direct_tile(const float* __restrict x, int64_t cin, int64_t cstride,
   }
 }
 
-// Applies bias + activation and scatters the valid lanes (ow < w_out) of a tile
+// Applies bias + activation and stores the valid lanes (ow < w_out) of a tile
 // starting at flat output j0 into output channels co .. co + m.
+// `oh` is a row cursor at or before j0's row (see store_flat_vector).
 template <int MR, int NV>
 inline void store_direct_tile(VecF (&acc)[MR][NV], int m, int64_t co, int64_t j0, const PhaseLayout& L,
-                              const Conv2dArgs& a, float* y_image, const Epilogue& epi) {
-  constexpr int T = NV * VecF::kWidth;
-  alignas(64) float tmp[T];
+                              const Conv2dArgs& a, float* y_image, const Epilogue& epi, int64_t& oh) {
   const int64_t plane_out = a.h_out * a.w_out;
-  const int64_t j_end = imin(j0 + T, L.flat_outputs);
+  while ((oh + 1) * L.wq <= j0) ++oh;
+  const int64_t oh0 = oh;
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
     if (i >= m) break;
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) apply_epilogue(acc[i][v], epi, co + i, 0, VecF::kWidth).store(tmp + v * VecF::kWidth);
     float* yc = y_image + (co + i) * plane_out;
-    for (int64_t j = j0; j < j_end;) {
-      const int64_t oh = j / L.wq, ow = j - oh * L.wq;
-      const int64_t row_end = imin(j_end, (oh + 1) * L.wq);
-      if (ow < a.w_out) {
-        const int64_t n = imin(row_end, oh * L.wq + a.w_out) - j;
-        std::memcpy(yc + oh * a.w_out + ow, tmp + (j - j0), sizeof(float) * n);
-      }
-      j = row_end;
+    oh = oh0;
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      const int64_t j = j0 + v * VecF::kWidth;
+      if (j >= L.flat_outputs) break;
+      store_flat_vector(apply_epilogue(acc[i][v], epi, co + i, 0, VecF::kWidth), yc, j, L, a.w_out, oh);
     }
   }
+  oh = oh0;
 }
 
 inline Epilogue conv_epilogue(const Conv2dArgs& a) {
@@ -108,7 +105,8 @@ inline void direct_task(const Conv2dArgs& a, const PhaseLayout& L, const float* 
   VecF acc[MR][NV];
   direct_tile<MR, NV>(phases + g * cin_g * L.channel_stride + j0, cin_g, L.channel_stride, offs,
                       static_cast<int>(taps), a.weight + co * cin_g * taps, cin_g * taps, m, acc);
-  store_direct_tile<MR, NV>(acc, m, co, j0, L, a, y_image, epi);
+  int64_t oh = j0 / L.wq;
+  store_direct_tile<MR, NV>(acc, m, co, j0, L, a, y_image, epi, oh);
 }
 
 template <int NV>
@@ -126,7 +124,7 @@ void conv2d_direct_nv(const Conv2dArgs& a) {
   auto* offs = reinterpret_cast<int64_t*>(offs_buf.data());
   fill_tap_offsets(a, L, offs);
 
-  const int64_t phase_floats = L.buffer_floats(a.c_in);
+  const int64_t phase_floats = per_thread_floats(L.buffer_floats(a.c_in));
   if (a.n >= threads && threads > 1) {
     // Many images: each thread takes whole images with its own phase buffer.
     AlignedBuffer phases(checked_mul(threads, phase_floats), true);
@@ -172,35 +170,43 @@ inline void conv2d_direct(const Conv2dArgs& a) {
 }
 
 // Depthwise (groups == c_in, any channel multiplier): one job per input plane,
-// phase-split into a thread-local buffer, then MR = 1 direct tiles per output channel.
+// phase-split into a thread-local buffer, then MR = 1 direct tiles per output
+// channel. With only taps FMAs per vector, the flat-to-row store logic would cost
+// more than the arithmetic, so tiles go to a thread-local "wide" plane (h_out x wq,
+// epilogue applied) that is then compacted row by row.
 inline void conv2d_depthwise(const Conv2dArgs& a) {
-  constexpr int NV = kDepthwiseNV, T = NV * VecF::kWidth;
-  const PhaseLayout L(a, T);
+  constexpr int NV = kDepthwiseNV, L = VecF::kWidth, T = NV * L;
+  const PhaseLayout P(a, T);
   const int64_t mult = a.c_out / a.c_in, taps = a.kh * a.kw;
-  const int64_t tiles = ceil_div(L.flat_outputs, T);
+  const int64_t tiles = ceil_div(P.flat_outputs, T);
   const int64_t image_in = a.c_in * a.h * a.w, image_out = a.c_out * a.h_out * a.w_out;
   const int threads = a.threads;
   const Epilogue epi = conv_epilogue(a);
-  const int64_t phase_floats = L.buffer_floats(1);
+  const int64_t per_thread = per_thread_floats(P.buffer_floats(1) + tiles * T);
 
   AlignedBuffer offs_buf(taps * 2);
   auto* offs = reinterpret_cast<int64_t*>(offs_buf.data());
-  fill_tap_offsets(a, L, offs);
-  AlignedBuffer phases(checked_mul(threads, phase_floats), true);
+  fill_tap_offsets(a, P, offs);
+  AlignedBuffer scratch(checked_mul(threads, per_thread), true);
   const int64_t jobs = a.n * a.c_in;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
   for (int64_t job = 0; job < jobs; ++job) {
     const int64_t n = job / a.c_in, c = job % a.c_in;
-    float* ph = phases.data() + omp_get_thread_num() * phase_floats;
-    fill_phase_channel(a, L, a.x + n * image_in + c * a.h * a.w, ph);
+    float* ph = scratch.data() + omp_get_thread_num() * per_thread;
+    float* wide = ph + P.buffer_floats(1);
+    fill_phase_channel(a, P, a.x + n * image_in + c * a.h * a.w, ph);
     for (int64_t m = 0; m < mult; ++m) {
       const int64_t co = c * mult + m;
       const float* w = a.weight + co * taps;
       for (int64_t tile = 0; tile < tiles; ++tile) {
         VecF acc[1][NV];
-        direct_tile<1, NV>(ph + tile * T, 1, L.channel_stride, offs, static_cast<int>(taps), w, taps, 1, acc);
-        store_direct_tile<1, NV>(acc, 1, co, tile * T, L, a, a.y + n * image_out, epi);
+        direct_tile<1, NV>(ph + tile * T, 1, P.channel_stride, offs, static_cast<int>(taps), w, taps, 1, acc);
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) apply_epilogue(acc[0][v], epi, co, 0, L).store(wide + tile * T + v * L);
       }
+      float* yc = a.y + n * image_out + co * a.h_out * a.w_out;
+      for (int64_t oh = 0; oh < a.h_out; ++oh)
+        std::memcpy(yc + oh * a.w_out, wide + oh * P.wq, sizeof(float) * a.w_out);
     }
   }
 }

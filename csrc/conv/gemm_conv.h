@@ -64,7 +64,7 @@ inline void conv2d_gemm(const Conv2dArgs& a, bool explicit_im2col) {
 
   if (jobs >= threads && threads > 1) {
     // Enough (image, group) jobs to give each thread whole GEMMs of its own.
-    const int64_t per_thread = col_floats + kGemmScratchPerThread;
+    const int64_t per_thread = per_thread_floats(col_floats + kGemmScratchPerThread);
     AlignedBuffer scratch(checked_mul(threads, per_thread));
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
     for (int64_t job = 0; job < jobs; ++job) {

@@ -45,33 +45,85 @@ struct PhaseLayout {
   }
 };
 
-// Fills the phase planes of `channels` input planes (each h x w, starting at x).
+// xpad[c] for one input row: the element at padded column c, or 0 in the padding.
+inline float padded_at(const float* row, int64_t w, int64_t pad_left, int64_t c) {
+  const int64_t k = c - pad_left;
+  return k >= 0 && k < w ? row[k] : 0.0f;
+}
+
+// Both column phases of one input row for stride 2: even[j] = xpad[2j], odd[j] = xpad[2j + 1].
+inline void fill_row_stride2(const float* src, int64_t w, int64_t pad_left, int64_t wq, float* even, float* odd) {
+  constexpr int L = VecF::kWidth;
+  // Columns j whose two source elements both lie inside the row.
+  const int64_t j_lo = imin(wq, (pad_left + 1) / 2);
+  const int64_t j_hi = imax(j_lo, imin(wq, (w + pad_left - 2) / 2 + 1));
+  int64_t j = 0;
+  for (; j < j_lo; ++j) {
+    even[j] = padded_at(src, w, pad_left, 2 * j);
+    odd[j] = padded_at(src, w, pad_left, 2 * j + 1);
+  }
+  for (; j + L <= j_hi; j += L) {
+    VecF e, o;
+    VecF::deinterleave2(src + 2 * j - pad_left, &e, &o);
+    e.store(even + j);
+    o.store(odd + j);
+  }
+  for (; j < wq; ++j) {
+    even[j] = padded_at(src, w, pad_left, 2 * j);
+    odd[j] = padded_at(src, w, pad_left, 2 * j + 1);
+  }
+}
+
+// Fills the phase planes of one input plane (h x w, at x) into dst. Only the
+// positions that hold input are written: `dst` must start zeroed, and since every
+// plane of a call writes the same positions, a buffer can be refilled plane after
+// plane without clearing the padding again.
 inline void fill_phase_channel(const Conv2dArgs& a, const PhaseLayout& L, const float* x, float* dst) {
   const int64_t sh = a.stride_h, sw = a.stride_w;
   for (int64_t rr = 0; rr < sh; ++rr) {
-    for (int64_t r = 0; r < sw; ++r) {
-      float* ph = dst + (rr * sw + r) * L.plane;
-      for (int64_t i = 0; i < L.hq; ++i) {
-        float* row = ph + i * L.wq;
-        const int64_t ih = i * sh + rr - a.pad_top;
-        if (ih < 0 || ih >= a.h) {
-          std::memset(row, 0, sizeof(float) * L.wq);
-          continue;
-        }
-        const float* src = x + ih * a.w;
+    for (int64_t i = 0; i < L.hq; ++i) {
+      const int64_t ih = i * sh + rr - a.pad_top;
+      const float* src = x + ih * a.w;
+      if (ih < 0 || ih >= a.h) continue;
+      if (sw == 2) {
+        float* even = dst + (rr * 2) * L.plane + i * L.wq;
+        fill_row_stride2(src, a.w, a.pad_left, L.wq, even, even + L.plane);
+        continue;
+      }
+      for (int64_t r = 0; r < sw; ++r) {
+        float* row = dst + (rr * sw + r) * L.plane + i * L.wq;
         // Columns j with 0 <= j*sw + r - pad_left < w.
         const int64_t off = r - a.pad_left;
         const int64_t j_lo = imin(L.wq, imax(0, ceil_div(-off, sw)));
         const int64_t j_hi = imax(j_lo, imin(L.wq, off >= a.w ? 0 : ceil_div(a.w - off, sw)));
-        std::memset(row, 0, sizeof(float) * j_lo);
         if (sw == 1) {
           std::memcpy(row + j_lo, src + j_lo + off, sizeof(float) * (j_hi - j_lo));
         } else {
           for (int64_t j = j_lo; j < j_hi; ++j) row[j] = src[j * sw + off];
         }
-        std::memset(row + j_hi, 0, sizeof(float) * (L.wq - j_hi));
       }
     }
+  }
+}
+
+// Stores one vector of flat outputs j0 .. j0 + width into an output plane (h_out x w_out),
+// skipping the lanes that fall in the discarded columns ow >= w_out or past the end.
+// `oh` is a cursor: any output row at or before j0's (advanced here, so a caller walking
+// j0 upwards never divides).
+inline void store_flat_vector(VecF r, float* y_plane, int64_t j0, const PhaseLayout& L, int64_t w_out, int64_t& oh) {
+  constexpr int W = VecF::kWidth;
+  const int64_t j_end = imin(j0 + W, L.flat_outputs);
+  while ((oh + 1) * L.wq <= j0) ++oh;
+  for (int64_t row = oh, row_start = oh * L.wq; row_start < j_end; row_start += L.wq, ++row) {
+    const int64_t lo = imax(j0, row_start) - j0, hi = imin(j_end, row_start + w_out) - j0;
+    if (hi <= lo) continue;
+    if (lo == 0 && hi == W) {  // whole vector inside one row: a plain store
+      r.store(y_plane + row * w_out - row_start + j0);
+      continue;
+    }
+    const unsigned bits = ((hi >= 32 ? 0u : (1u << hi)) - 1u) & ~((1u << lo) - 1u);
+    // Lane l of this row lands at y_plane[oh * w_out + (j0 + l - row_start)].
+    r.store_mask(y_plane + row * w_out - row_start + j0, bits);
   }
 }
 

@@ -19,17 +19,6 @@ constexpr int kGemmMR = 4, kGemmNV = 4;  // 4 x 4 scalars
 #endif
 constexpr int kGemmNR = kGemmNV * VecF::kWidth;
 
-// Adds the bias for C[row][col .. col + lanes) and applies the activation.
-// `row` and `col` are absolute coordinates in the full C.
-inline VecF apply_epilogue(VecF r, const Epilogue& epi, int64_t row, int64_t col, int lanes) {
-  if (epi.bias_mode == BiasMode::per_row) {
-    r = VecF::add(r, VecF::set1(epi.bias[row]));
-  } else if (epi.bias_mode == BiasMode::per_col) {
-    r = VecF::add(r, lanes >= VecF::kWidth ? VecF::load(epi.bias + col) : VecF::load_partial(epi.bias + col, lanes));
-  }
-  return apply_activation(r, epi.act);
-}
-
 // Stores one row of accumulators to C[row][0 .. n) (n <= NV * width).
 // `epi` is null except on the last k block.
 template <int NV>

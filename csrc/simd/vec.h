@@ -30,10 +30,24 @@ inline VecF apply_activation(VecF v, Activation act) {
   return v;
 }
 
+// Adds the bias for C[row][col .. col + lanes) and applies the activation.
+// `row` and `col` are absolute coordinates in the full C.
+inline VecF apply_epilogue(VecF r, const Epilogue& epi, int64_t row, int64_t col, int lanes) {
+  if (epi.bias_mode == BiasMode::per_row) {
+    r = VecF::add(r, VecF::set1(epi.bias[row]));
+  } else if (epi.bias_mode == BiasMode::per_col) {
+    r = VecF::add(r, lanes >= VecF::kWidth ? VecF::load(epi.bias + col) : VecF::load_partial(epi.bias + col, lanes));
+  }
+  return apply_activation(r, epi.act);
+}
+
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+// Floats per thread-private slice of a shared scratch buffer: whole 64-byte lines,
+// so that two threads never write the same cache line.
+inline int64_t per_thread_floats(int64_t floats) { return round_up(floats, 16); }
 
 }  // namespace FC_NS
 }  // namespace fastconv

@@ -15,6 +15,16 @@ struct VecF {
   static VecF load_partial(const float* p, int n) { return {_mm512_maskz_loadu_ps(mask(n), p)}; }
   void store(float* p) const { _mm512_storeu_ps(p, v); }
   void store_partial(float* p, int n) const { _mm512_mask_storeu_ps(p, mask(n), v); }
+  // Stores the lanes whose bit is set in `bits`; other lanes' addresses are never touched.
+  void store_mask(float* p, unsigned bits) const { _mm512_mask_storeu_ps(p, static_cast<__mmask16>(bits), v); }
+  // Even and odd elements of p[0 .. 2 * kWidth).
+  static void deinterleave2(const float* p, VecF* even, VecF* odd) {
+    const __m512 a = _mm512_loadu_ps(p), b = _mm512_loadu_ps(p + 16);
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    even->v = _mm512_permutex2var_ps(a, ie, b);
+    odd->v = _mm512_permutex2var_ps(a, io, b);
+  }
   static VecF fmadd(VecF a, VecF b, VecF c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
   static VecF add(VecF a, VecF b) { return {_mm512_add_ps(a.v, b.v)}; }
   // max/min with the constant first: vmaxps returns the second operand when

@@ -16,6 +16,13 @@ struct VecF {
   void store_partial(float* p, int n) const {
     if (n > 0) *p = v;
   }
+  void store_mask(float* p, unsigned bits) const {
+    if (bits & 1u) *p = v;
+  }
+  static void deinterleave2(const float* p, VecF* even, VecF* odd) {
+    even->v = p[0];
+    odd->v = p[1];
+  }
   static VecF fmadd(VecF a, VecF b, VecF c) { return {a.v * b.v + c.v}; }
   static VecF add(VecF a, VecF b) { return {a.v + b.v}; }
   // Written so that a NaN input is returned unchanged.
