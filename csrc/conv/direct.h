@@ -169,13 +169,157 @@ inline void conv2d_direct(const Conv2dArgs& a) {
     conv2d_direct_nv<kDirectNV>(a);
 }
 
+// All output tiles of one depthwise output channel into the wide plane (h_out x wq).
+// TAPS > 0 fixes the filter size at compile time (3x3, 5x5): the filter and tap
+// offsets stay in registers and two accumulator sets halve the FMA chains.
+// TAPS == 0 is the general case.
+template <int TAPS, int NV>
+inline void depthwise_channel(const float* ph, const PhaseLayout& P, const int64_t* offs_in, int64_t taps,
+                              const float* w, int64_t tiles, float* wide, const Epilogue& epi, int64_t co) {
+  constexpr int L = VecF::kWidth, T = NV * L;
+  if constexpr (TAPS == 0) {
+    for (int64_t tile = 0; tile < tiles; ++tile) {
+      VecF acc[1][NV];
+      direct_tile<1, NV>(ph + tile * T, 1, P.channel_stride, offs_in, static_cast<int>(taps), w, taps, 1, acc);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) apply_epilogue(acc[0][v], epi, co, 0, L).store(wide + tile * T + v * L);
+    }
+  } else {
+    int64_t offs[TAPS];
+    VecF wv[TAPS];
+#pragma GCC unroll 32
+    for (int t = 0; t < TAPS; ++t) {
+      offs[t] = offs_in[t];
+      wv[t] = VecF::set1(w[t]);
+    }
+    for (int64_t tile = 0; tile < tiles; ++tile) {
+      const float* x = ph + tile * T;
+      // Keep one base pointer: without this barrier GCC turns every (tap, vector)
+      // address into its own induction variable and spills them.
+      asm("" : "+r"(x));
+      VecF even[NV], odd[NV];
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) even[v] = odd[v] = VecF::zero();
+#pragma GCC unroll 32
+      for (int t = 0; t < TAPS; ++t)
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) {
+          VecF& acc = (t & 1) ? odd[v] : even[v];
+          acc = VecF::fmadd(wv[t], VecF::load(x + offs[t] + v * L), acc);
+        }
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v)
+        apply_epilogue(VecF::add(even[v], odd[v]), epi, co, 0, L).store(wide + tile * T + v * L);
+    }
+  }
+}
+
+// Lanes l of a vector starting at column `col` that fall inside [0, w).
+inline unsigned lanes_inside(int64_t col, int64_t w) {
+  const int64_t lo = imax(0, -col), hi = imin(VecF::kWidth, w - col);
+  if (hi <= lo) return 0u;
+  return ((hi >= 32 ? 0u : (1u << hi)) - 1u) & ~((1u << lo) - 1u);
+}
+
+inline VecF load_row_vector(const float* row, int64_t col, int64_t w) {
+  if (col >= 0 && col + VecF::kWidth <= w) return VecF::load(row + col);
+  return VecF::load_mask(row + col, lanes_inside(col, w));
+}
+
+constexpr int kDepthwiseRowsNV = 2;
+
+// Load masks of the row kernel: for chunk c (columns c * NV * width ..), filter column
+// kw and vector v, the lanes whose input column lies inside the row. The same for
+// every row and plane of a call.
+inline void depthwise_rows_masks(const Conv2dArgs& a, unsigned* masks) {
+  constexpr int L = VecF::kWidth, NV = kDepthwiseRowsNV;
+  const int64_t chunks = ceil_div(a.w_out, NV * L);
+  for (int64_t c = 0; c < chunks; ++c)
+    for (int64_t kw = 0; kw < a.kw; ++kw)
+      for (int v = 0; v < NV; ++v) masks[(c * a.kw + kw) * NV + v] = lanes_inside(c * NV * L + v * L + kw - a.pad_left, a.w);
+}
+
+// Stride-1, undilated K x K depthwise filter of one plane, straight from input rows
+// to output rows: no padded copy (masked loads supply the zero padding) and no
+// staging. Two output rows are computed together so each input vector loaded
+// feeds both.
+template <int K>
+inline void depthwise_plane_rows(const Conv2dArgs& a, const float* x, const float* w, float* y, const Epilogue& epi,
+                                 int64_t co, const unsigned* masks) {
+  constexpr int L = VecF::kWidth, NV = kDepthwiseRowsNV, C = NV * L;
+  VecF wv[K * K];
+#pragma GCC unroll 32
+  for (int t = 0; t < K * K; ++t) wv[t] = VecF::set1(w[t]);
+  for (int64_t oh = 0; oh < a.h_out; oh += 2) {
+    const bool second = oh + 1 < a.h_out;
+    const float* rows[K + 1];
+#pragma GCC unroll 8
+    for (int r = 0; r <= K; ++r) {
+      const int64_t ih = oh - a.pad_top + r;
+      rows[r] = (ih < 0 || ih >= a.h || (r == K && !second)) ? nullptr : x + ih * a.w;
+    }
+    const unsigned* m = masks;
+    for (int64_t ow = 0; ow < a.w_out; ow += C, m += K * NV) {
+      const int64_t col0 = ow - a.pad_left;
+      VecF top[NV], bottom[NV];
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) top[v] = bottom[v] = VecF::zero();
+      // Input row r feeds output row oh with filter row r and row oh + 1 with filter row r - 1.
+#pragma GCC unroll 8
+      for (int r = 0; r <= K; ++r) {
+        const float* row = rows[r];
+        if (!row) continue;
+#pragma GCC unroll 8
+        for (int kw = 0; kw < K; ++kw) {
+#pragma GCC unroll 8
+          for (int v = 0; v < NV; ++v) {
+            const VecF xv = VecF::load_mask(row + col0 + v * L + kw, m[kw * NV + v]);
+            if (r < K) top[v] = VecF::fmadd(wv[r * K + kw], xv, top[v]);
+            if (r > 0) bottom[v] = VecF::fmadd(wv[(r - 1) * K + kw], xv, bottom[v]);
+          }
+        }
+      }
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) {
+        const int64_t col = ow + v * L;
+        const int lanes = static_cast<int>(imin(L, a.w_out - col));
+        if (lanes <= 0) break;
+        apply_epilogue(top[v], epi, co, 0, L).store_partial(y + oh * a.w_out + col, lanes);
+        if (second) apply_epilogue(bottom[v], epi, co, 0, L).store_partial(y + (oh + 1) * a.w_out + col, lanes);
+      }
+    }
+  }
+}
+
+// The row kernel applies to square 3x3 / 5x5 filters, stride 1, no dilation, on rows
+// wide enough that a 2-vector chunk is mostly used.
+inline int depthwise_rows_filter(const Conv2dArgs& a) {
+  const bool fits = a.stride_h == 1 && a.stride_w == 1 && a.dil_h == 1 && a.dil_w == 1 && a.kh == a.kw &&
+                    a.w_out >= 2 * VecF::kWidth;
+  return fits && (a.kh == 3 || a.kh == 5) ? static_cast<int>(a.kh) : 0;
+}
+
 // Depthwise (groups == c_in, any channel multiplier): one job per input plane,
 // phase-split into a thread-local buffer, then MR = 1 direct tiles per output
-// channel. With only taps FMAs per vector, the flat-to-row store logic would cost
+// channel. With only `taps` FMAs per vector, the flat-to-row store logic would cost
 // more than the arithmetic, so tiles go to a thread-local "wide" plane (h_out x wq,
 // epilogue applied) that is then compacted row by row.
 inline void conv2d_depthwise(const Conv2dArgs& a) {
-  constexpr int NV = kDepthwiseNV, L = VecF::kWidth, T = NV * L;
+  constexpr int NV = kDepthwiseNV, T = NV * VecF::kWidth;
+  if (const int k = depthwise_rows_filter(a)) {
+    const int64_t mult = a.c_out / a.c_in, plane_in = a.h * a.w, plane_out = a.h_out * a.w_out;
+    const Epilogue epi = conv_epilogue(a);
+    auto plane = k == 3 ? depthwise_plane_rows<3> : depthwise_plane_rows<5>;
+    AlignedBuffer masks(ceil_div(a.w_out, kDepthwiseRowsNV * VecF::kWidth) * k * kDepthwiseRowsNV);
+    depthwise_rows_masks(a, reinterpret_cast<unsigned*>(masks.data()));
+#pragma omp parallel for num_threads(a.threads) schedule(static) if (a.threads > 1)
+    for (int64_t job = 0; job < a.n * a.c_out; ++job) {
+      const int64_t n = job / a.c_out, co = job % a.c_out;
+      plane(a, a.x + (n * a.c_in + co / mult) * plane_in, a.weight + co * k * k, a.y + job * plane_out, epi, co,
+            reinterpret_cast<const unsigned*>(masks.data()));
+    }
+    return;
+  }
   const PhaseLayout P(a, T);
   const int64_t mult = a.c_out / a.c_in, taps = a.kh * a.kw;
   const int64_t tiles = ceil_div(P.flat_outputs, T);
@@ -183,6 +327,7 @@ inline void conv2d_depthwise(const Conv2dArgs& a) {
   const int threads = a.threads;
   const Epilogue epi = conv_epilogue(a);
   const int64_t per_thread = per_thread_floats(P.buffer_floats(1) + tiles * T);
+  auto channel = taps == 9 ? depthwise_channel<9, NV> : taps == 25 ? depthwise_channel<25, NV> : depthwise_channel<0, NV>;
 
   AlignedBuffer offs_buf(taps * 2);
   auto* offs = reinterpret_cast<int64_t*>(offs_buf.data());
@@ -197,16 +342,9 @@ inline void conv2d_depthwise(const Conv2dArgs& a) {
     fill_phase_channel(a, P, a.x + n * image_in + c * a.h * a.w, ph);
     for (int64_t m = 0; m < mult; ++m) {
       const int64_t co = c * mult + m;
-      const float* w = a.weight + co * taps;
-      for (int64_t tile = 0; tile < tiles; ++tile) {
-        VecF acc[1][NV];
-        direct_tile<1, NV>(ph + tile * T, 1, P.channel_stride, offs, static_cast<int>(taps), w, taps, 1, acc);
-#pragma GCC unroll 8
-        for (int v = 0; v < NV; ++v) apply_epilogue(acc[0][v], epi, co, 0, L).store(wide + tile * T + v * L);
-      }
+      channel(ph, P, offs, taps, a.weight + co * taps, tiles, wide, epi, co);
       float* yc = a.y + n * image_out + co * a.h_out * a.w_out;
-      for (int64_t oh = 0; oh < a.h_out; ++oh)
-        std::memcpy(yc + oh * a.w_out, wide + oh * P.wq, sizeof(float) * a.w_out);
+      for (int64_t oh = 0; oh < a.h_out; ++oh) copy_floats(yc + oh * a.w_out, wide + oh * P.wq, a.w_out);
     }
   }
 }

@@ -97,7 +97,7 @@ inline void fill_phase_channel(const Conv2dArgs& a, const PhaseLayout& L, const 
         const int64_t j_lo = imin(L.wq, imax(0, ceil_div(-off, sw)));
         const int64_t j_hi = imax(j_lo, imin(L.wq, off >= a.w ? 0 : ceil_div(a.w - off, sw)));
         if (sw == 1) {
-          std::memcpy(row + j_lo, src + j_lo + off, sizeof(float) * (j_hi - j_lo));
+          copy_floats(row + j_lo, src + j_lo + off, j_hi - j_lo);
         } else {
           for (int64_t j = j_lo; j < j_hi; ++j) row[j] = src[j * sw + off];
         }

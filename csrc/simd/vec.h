@@ -45,6 +45,14 @@ inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+// dst[0 .. n) = src[0 .. n) for short runs, where a libc call costs more than the copy.
+inline void copy_floats(float* dst, const float* src, int64_t n) {
+  constexpr int L = VecF::kWidth;
+  int64_t i = 0;
+  for (; i + L <= n; i += L) VecF::load(src + i).store(dst + i);
+  if (i < n) VecF::load_partial(src + i, static_cast<int>(n - i)).store_partial(dst + i, static_cast<int>(n - i));
+}
+
 // Floats per thread-private slice of a shared scratch buffer: whole 64-byte lines,
 // so that two threads never write the same cache line.
 inline int64_t per_thread_floats(int64_t floats) { return round_up(floats, 16); }

@@ -16,11 +16,7 @@ struct VecF {
   void store(float* p) const { _mm256_storeu_ps(p, v); }
   void store_partial(float* p, int n) const { _mm256_maskstore_ps(p, mask(n), v); }
   // Stores the lanes whose bit is set in `bits`; other lanes' addresses are never touched.
-  void store_mask(float* p, unsigned bits) const {
-    const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-    const __m256i m = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(static_cast<int>(bits)), bit), bit);
-    _mm256_maskstore_ps(p, m, v);
-  }
+  void store_mask(float* p, unsigned bits) const { _mm256_maskstore_ps(p, bits_mask(bits), v); }
   // Even and odd elements of p[0 .. 2 * kWidth).
   static void deinterleave2(const float* p, VecF* even, VecF* odd) {
     const __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
@@ -30,12 +26,18 @@ struct VecF {
     even->v = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
     odd->v = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0)));
   }
+  // Loads the lanes whose bit is set in `bits` (others are zero and never touched).
+  static VecF load_mask(const float* p, unsigned bits) { return {_mm256_maskload_ps(p, bits_mask(bits))}; }
   static VecF fmadd(VecF a, VecF b, VecF c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
   static VecF add(VecF a, VecF b) { return {_mm256_add_ps(a.v, b.v)}; }
   static VecF clamp_min(VecF v, float lo) { return {_mm256_max_ps(_mm256_set1_ps(lo), v.v)}; }
   static VecF clamp_max(VecF v, float hi) { return {_mm256_min_ps(_mm256_set1_ps(hi), v.v)}; }
 
  private:
+  static __m256i bits_mask(unsigned bits) {
+    const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(static_cast<int>(bits)), bit), bit);
+  }
   static __m256i mask(int n) {
     alignas(32) static const int kTable[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
     n = n < 0 ? 0 : (n > 8 ? 8 : n);

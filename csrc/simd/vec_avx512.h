@@ -25,6 +25,8 @@ struct VecF {
     even->v = _mm512_permutex2var_ps(a, ie, b);
     odd->v = _mm512_permutex2var_ps(a, io, b);
   }
+  // Loads the lanes whose bit is set in `bits` (others are zero and never touched).
+  static VecF load_mask(const float* p, unsigned bits) { return {_mm512_maskz_loadu_ps(static_cast<__mmask16>(bits), p)}; }
   static VecF fmadd(VecF a, VecF b, VecF c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
   static VecF add(VecF a, VecF b) { return {_mm512_add_ps(a.v, b.v)}; }
   // max/min with the constant first: vmaxps returns the second operand when

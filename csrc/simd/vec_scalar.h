@@ -23,6 +23,7 @@ struct VecF {
     even->v = p[0];
     odd->v = p[1];
   }
+  static VecF load_mask(const float* p, unsigned bits) { return {(bits & 1u) ? *p : 0.0f}; }
   static VecF fmadd(VecF a, VecF b, VecF c) { return {a.v * b.v + c.v}; }
   static VecF add(VecF a, VecF b) { return {a.v + b.v}; }
   // Written so that a NaN input is returned unchanged.
