@@ -59,26 +59,19 @@ inline void direct_tile(const float* __restrict x, int64_t cin, int64_t cstride,
 
 // Applies bias + activation and stores the valid lanes (ow < w_out) of a tile
 // starting at flat output j0 into output channels co .. co + m.
-// `oh` is a row cursor at or before j0's row (see store_flat_vector).
 template <int MR, int NV>
 inline void store_direct_tile(VecF (&acc)[MR][NV], int m, int64_t co, int64_t j0, const PhaseLayout& L,
-                              const Conv2dArgs& a, float* y_image, const Epilogue& epi, int64_t& oh) {
+                              const Conv2dArgs& a, float* y_image, const Epilogue& epi) {
+  const FlatTileMap<NV> map(j0, L, a.w_out);
   const int64_t plane_out = a.h_out * a.w_out;
-  while ((oh + 1) * L.wq <= j0) ++oh;
-  const int64_t oh0 = oh;
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
     if (i >= m) break;
-    float* yc = y_image + (co + i) * plane_out;
-    oh = oh0;
+    VecF r[NV];
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) {
-      const int64_t j = j0 + v * VecF::kWidth;
-      if (j >= L.flat_outputs) break;
-      store_flat_vector(apply_epilogue(acc[i][v], epi, co + i, 0, VecF::kWidth), yc, j, L, a.w_out, oh);
-    }
+    for (int v = 0; v < NV; ++v) r[v] = apply_epilogue(acc[i][v], epi, co + i, 0, VecF::kWidth);
+    map.store(r, y_image + (co + i) * plane_out);
   }
-  oh = oh0;
 }
 
 inline Epilogue conv_epilogue(const Conv2dArgs& a) {
@@ -105,8 +98,7 @@ inline void direct_task(const Conv2dArgs& a, const PhaseLayout& L, const float* 
   VecF acc[MR][NV];
   direct_tile<MR, NV>(phases + g * cin_g * L.channel_stride + j0, cin_g, L.channel_stride, offs,
                       static_cast<int>(taps), a.weight + co * cin_g * taps, cin_g * taps, m, acc);
-  int64_t oh = j0 / L.wq;
-  store_direct_tile<MR, NV>(acc, m, co, j0, L, a, y_image, epi, oh);
+  store_direct_tile<MR, NV>(acc, m, co, j0, L, a, y_image, epi);
 }
 
 template <int NV>
@@ -212,18 +204,6 @@ inline void depthwise_channel(const float* ph, const PhaseLayout& P, const int64
         apply_epilogue(VecF::add(even[v], odd[v]), epi, co, 0, L).store(wide + tile * T + v * L);
     }
   }
-}
-
-// Lanes l of a vector starting at column `col` that fall inside [0, w).
-inline unsigned lanes_inside(int64_t col, int64_t w) {
-  const int64_t lo = imax(0, -col), hi = imin(VecF::kWidth, w - col);
-  if (hi <= lo) return 0u;
-  return ((hi >= 32 ? 0u : (1u << hi)) - 1u) & ~((1u << lo) - 1u);
-}
-
-inline VecF load_row_vector(const float* row, int64_t col, int64_t w) {
-  if (col >= 0 && col + VecF::kWidth <= w) return VecF::load(row + col);
-  return VecF::load_mask(row + col, lanes_inside(col, w));
 }
 
 constexpr int kDepthwiseRowsNV = 2;

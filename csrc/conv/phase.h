@@ -45,32 +45,27 @@ struct PhaseLayout {
   }
 };
 
-// xpad[c] for one input row: the element at padded column c, or 0 in the padding.
-inline float padded_at(const float* row, int64_t w, int64_t pad_left, int64_t c) {
-  const int64_t k = c - pad_left;
-  return k >= 0 && k < w ? row[k] : 0.0f;
+// Lanes l of a vector starting at column `col` that fall inside [0, w).
+inline unsigned lanes_inside(int64_t col, int64_t w) {
+  const int64_t lo = imax(0, -col), hi = imin(VecF::kWidth, w - col);
+  if (hi <= lo) return 0u;
+  return ((hi >= 32 ? 0u : (1u << hi)) - 1u) & ~((1u << lo) - 1u);
 }
 
-// Both column phases of one input row for stride 2: even[j] = xpad[2j], odd[j] = xpad[2j + 1].
+// Both column phases of one input row for stride 2: even[j] = xpad[2j], odd[j] = xpad[2j + 1]
+// for j < wq. Masked loads supply the zero padding; no scalar edge loop.
 inline void fill_row_stride2(const float* src, int64_t w, int64_t pad_left, int64_t wq, float* even, float* odd) {
   constexpr int L = VecF::kWidth;
-  // Columns j whose two source elements both lie inside the row.
-  const int64_t j_lo = imin(wq, (pad_left + 1) / 2);
-  const int64_t j_hi = imax(j_lo, imin(wq, (w + pad_left - 2) / 2 + 1));
-  int64_t j = 0;
-  for (; j < j_lo; ++j) {
-    even[j] = padded_at(src, w, pad_left, 2 * j);
-    odd[j] = padded_at(src, w, pad_left, 2 * j + 1);
-  }
-  for (; j + L <= j_hi; j += L) {
+  for (int64_t j = 0; j < wq; j += L) {
+    const int64_t c = 2 * j - pad_left;
+    const VecF lo = c >= 0 && c + L <= w ? VecF::load(src + c) : VecF::load_mask(src + c, lanes_inside(c, w));
+    const VecF hi = c + L >= 0 && c + 2 * L <= w ? VecF::load(src + c + L)
+                                                  : VecF::load_mask(src + c + L, lanes_inside(c + L, w));
     VecF e, o;
-    VecF::deinterleave2(src + 2 * j - pad_left, &e, &o);
-    e.store(even + j);
-    o.store(odd + j);
-  }
-  for (; j < wq; ++j) {
-    even[j] = padded_at(src, w, pad_left, 2 * j);
-    odd[j] = padded_at(src, w, pad_left, 2 * j + 1);
+    VecF::deinterleave2(lo, hi, &e, &o);
+    const int n = static_cast<int>(imin(L, wq - j));
+    e.store_partial(even + j, n);
+    o.store_partial(odd + j, n);
   }
 }
 
@@ -106,26 +101,48 @@ inline void fill_phase_channel(const Conv2dArgs& a, const PhaseLayout& L, const 
   }
 }
 
-// Stores one vector of flat outputs j0 .. j0 + width into an output plane (h_out x w_out),
-// skipping the lanes that fall in the discarded columns ow >= w_out or past the end.
-// `oh` is a cursor: any output row at or before j0's (advanced here, so a caller walking
-// j0 upwards never divides).
-inline void store_flat_vector(VecF r, float* y_plane, int64_t j0, const PhaseLayout& L, int64_t w_out, int64_t& oh) {
-  constexpr int W = VecF::kWidth;
-  const int64_t j_end = imin(j0 + W, L.flat_outputs);
-  while ((oh + 1) * L.wq <= j0) ++oh;
-  for (int64_t row = oh, row_start = oh * L.wq; row_start < j_end; row_start += L.wq, ++row) {
-    const int64_t lo = imax(j0, row_start) - j0, hi = imin(j_end, row_start + w_out) - j0;
-    if (hi <= lo) continue;
-    if (lo == 0 && hi == W) {  // whole vector inside one row: a plain store
-      r.store(y_plane + row * w_out - row_start + j0);
-      continue;
+// Where the lanes of a tile of flat outputs go in an output plane: one entry per
+// (vector, output row) piece, with the lanes it keeps (ow < w_out, j < flat_outputs)
+// and the plane offset of its lane 0. Computed once per tile, shared by every
+// output channel stored from it.
+template <int NV>
+struct FlatTileMap {
+  static constexpr int kMax = NV * (VecF::kWidth + 1);
+  int count = 0;
+  int vec[kMax];
+  unsigned bits[kMax];
+  int64_t offset[kMax];
+
+  FlatTileMap(int64_t j0, const PhaseLayout& L, int64_t w_out) {
+    constexpr int W = VecF::kWidth;
+    constexpr unsigned kAll = W >= 32 ? ~0u : (1u << W) - 1u;
+    int64_t oh = j0 / L.wq;
+    for (int v = 0; v < NV; ++v) {
+      const int64_t j = j0 + v * W, j_end = imin(j + W, L.flat_outputs);
+      while ((oh + 1) * L.wq <= j) ++oh;
+      for (int64_t row = oh, row_start = oh * L.wq; row_start < j_end; row_start += L.wq, ++row) {
+        const int64_t lo = imax(j, row_start) - j, hi = imin(j_end, row_start + w_out) - j;
+        if (hi <= lo) continue;
+        vec[count] = v;
+        bits[count] = ((hi >= 32 ? 0u : (1u << hi)) - 1u) & ~((1u << lo) - 1u) & kAll;
+        // Lane l of this row lands at plane[row * w_out + (j + l - row_start)].
+        offset[count] = row * w_out - row_start + j;
+        ++count;
+      }
     }
-    const unsigned bits = ((hi >= 32 ? 0u : (1u << hi)) - 1u) & ~((1u << lo) - 1u);
-    // Lane l of this row lands at y_plane[oh * w_out + (j0 + l - row_start)].
-    r.store_mask(y_plane + row * w_out - row_start + j0, bits);
   }
-}
+
+  // Stores NV vectors (one output channel's part of the tile) into its plane.
+  void store(const VecF* r, float* plane) const {
+    constexpr unsigned kAll = VecF::kWidth >= 32 ? ~0u : (1u << VecF::kWidth) - 1u;
+    for (int s = 0; s < count; ++s) {
+      if (bits[s] == kAll)
+        r[vec[s]].store(plane + offset[s]);
+      else
+        r[vec[s]].store_mask(plane + offset[s], bits[s]);
+    }
+  }
+};
 
 }  // namespace FC_NS
 }  // namespace fastconv

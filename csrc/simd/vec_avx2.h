@@ -17,9 +17,9 @@ struct VecF {
   void store_partial(float* p, int n) const { _mm256_maskstore_ps(p, mask(n), v); }
   // Stores the lanes whose bit is set in `bits`; other lanes' addresses are never touched.
   void store_mask(float* p, unsigned bits) const { _mm256_maskstore_ps(p, bits_mask(bits), v); }
-  // Even and odd elements of p[0 .. 2 * kWidth).
-  static void deinterleave2(const float* p, VecF* even, VecF* odd) {
-    const __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
+  // Even and odd elements of the 2 * kWidth values a, b.
+  static void deinterleave2(VecF lo, VecF hi, VecF* even, VecF* odd) {
+    const __m256 a = lo.v, b = hi.v;
     // Within 128-bit halves: [a0 a2 b0 b2 | a4 a6 b4 b6]; then put the 64-bit pairs in order.
     const __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
     const __m256 o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));

@@ -17,9 +17,9 @@ struct VecF {
   void store_partial(float* p, int n) const { _mm512_mask_storeu_ps(p, mask(n), v); }
   // Stores the lanes whose bit is set in `bits`; other lanes' addresses are never touched.
   void store_mask(float* p, unsigned bits) const { _mm512_mask_storeu_ps(p, static_cast<__mmask16>(bits), v); }
-  // Even and odd elements of p[0 .. 2 * kWidth).
-  static void deinterleave2(const float* p, VecF* even, VecF* odd) {
-    const __m512 a = _mm512_loadu_ps(p), b = _mm512_loadu_ps(p + 16);
+  // Even and odd elements of the 2 * kWidth values a, b.
+  static void deinterleave2(VecF lo, VecF hi, VecF* even, VecF* odd) {
+    const __m512 a = lo.v, b = hi.v;
     const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     even->v = _mm512_permutex2var_ps(a, ie, b);

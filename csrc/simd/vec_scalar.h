@@ -19,9 +19,9 @@ struct VecF {
   void store_mask(float* p, unsigned bits) const {
     if (bits & 1u) *p = v;
   }
-  static void deinterleave2(const float* p, VecF* even, VecF* odd) {
-    even->v = p[0];
-    odd->v = p[1];
+  static void deinterleave2(VecF lo, VecF hi, VecF* even, VecF* odd) {
+    even->v = lo.v;
+    odd->v = hi.v;
   }
   static VecF load_mask(const float* p, unsigned bits) { return {(bits & 1u) ? *p : 0.0f}; }
   static VecF fmadd(VecF a, VecF b, VecF c) { return {a.v * b.v + c.v}; }
