@@ -132,13 +132,16 @@ void conv2d_direct_nv(const Conv2dArgs& a) {
     }
     return;
   }
-  AlignedBuffer phases(phase_floats, true);
+  // Each thread clears the channels it fills (the first image only): zeroing the whole
+  // buffer up front would be a serial pass over it.
+  AlignedBuffer phases(phase_floats);
+  std::memset(phases.data() + a.c_in * L.channel_stride, 0, sizeof(float) * (phase_floats - a.c_in * L.channel_stride));
   for (int64_t n = 0; n < a.n; ++n) {
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
 #pragma omp for schedule(static)
       for (int64_t c = 0; c < a.c_in; ++c)
-        fill_phase_channel(a, L, a.x + n * image_in + c * a.h * a.w, phases.data() + c * L.channel_stride);
+        fill_phase_channel(a, L, a.x + n * image_in + c * a.h * a.w, phases.data() + c * L.channel_stride, n == 0);
       // Tile-major order: consecutive tasks of a thread share their input tile.
 #pragma omp for schedule(static)
       for (int64_t t = 0; t < tasks; ++t) {

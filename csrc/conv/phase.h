@@ -73,8 +73,11 @@ inline void fill_row_stride2(const float* src, int64_t w, int64_t pad_left, int6
 // positions that hold input are written: `dst` must start zeroed, and since every
 // plane of a call writes the same positions, a buffer can be refilled plane after
 // plane without clearing the padding again.
-inline void fill_phase_channel(const Conv2dArgs& a, const PhaseLayout& L, const float* x, float* dst) {
+// `clear` zeroes the channel's block first, for buffers that are not already zero.
+inline void fill_phase_channel(const Conv2dArgs& a, const PhaseLayout& L, const float* x, float* dst,
+                               bool clear = false) {
   const int64_t sh = a.stride_h, sw = a.stride_w;
+  if (clear) std::memset(dst, 0, sizeof(float) * L.channel_stride);
   for (int64_t rr = 0; rr < sh; ++rr) {
     for (int64_t i = 0; i < L.hq; ++i) {
       const int64_t ih = i * sh + rr - a.pad_top;
