@@ -87,18 +87,33 @@ inline void fill_tap_offsets(const Conv2dArgs& a, const PhaseLayout& L, int64_t*
     for (int64_t kw = 0; kw < a.kw; ++kw) offs[kh * a.kw + kw] = L.tap_offset(a, kh, kw);
 }
 
-// One output tile task of the dense/grouped direct convolution.
+// One output tile task with an R-row register tile (R >= the block's channel count m).
+template <int R, int NV>
+inline void direct_task_rows(const Conv2dArgs& a, const PhaseLayout& L, const float* phases, const int64_t* offs,
+                             int64_t g, int64_t j0, int64_t co, int m, float* y_image, const Epilogue& epi) {
+  const int64_t cin_g = a.c_in / a.groups, taps = a.kh * a.kw;
+  VecF acc[R][NV];
+  direct_tile<R, NV>(phases + g * cin_g * L.channel_stride + j0, cin_g, L.channel_stride, offs,
+                     static_cast<int>(taps), a.weight + co * cin_g * taps, cin_g * taps, m, acc);
+  store_direct_tile<R, NV>(acc, m, co, j0, L, a, y_image, epi);
+}
+
+// One output tile task of the dense/grouped direct convolution: kDirectMR output
+// channels, except that a group's last, partial block runs a 2- or 4-row tile when
+// that covers it, rather than computing rows that are thrown away.
 template <int NV>
 inline void direct_task(const Conv2dArgs& a, const PhaseLayout& L, const float* phases, const int64_t* offs,
                         int64_t g, int64_t tile, int64_t block, float* y_image, const Epilogue& epi) {
   constexpr int MR = kDirectMR, T = NV * VecF::kWidth;
-  const int64_t cin_g = a.c_in / a.groups, cout_g = a.c_out / a.groups, taps = a.kh * a.kw;
+  const int64_t cout_g = a.c_out / a.groups;
   const int64_t j0 = tile * T, co = g * cout_g + block * MR;
   const int m = static_cast<int>(imin(MR, cout_g - block * MR));
-  VecF acc[MR][NV];
-  direct_tile<MR, NV>(phases + g * cin_g * L.channel_stride + j0, cin_g, L.channel_stride, offs,
-                      static_cast<int>(taps), a.weight + co * cin_g * taps, cin_g * taps, m, acc);
-  store_direct_tile<MR, NV>(acc, m, co, j0, L, a, y_image, epi);
+  if (m <= 2 && MR > 2)
+    direct_task_rows<2, NV>(a, L, phases, offs, g, j0, co, m, y_image, epi);
+  else if (m <= 4 && MR > 4)
+    direct_task_rows<4, NV>(a, L, phases, offs, g, j0, co, m, y_image, epi);
+  else
+    direct_task_rows<MR, NV>(a, L, phases, offs, g, j0, co, m, y_image, epi);
 }
 
 template <int NV>
