@@ -34,10 +34,9 @@ def gemm_peak(case: GemmCase = GEMM_PEAK_CASE, budget_s: float = 2.0) -> dict:
 
 
 def auto_algo(case: ConvCase) -> str:
-    ho, wo = case.output_hw()
     s = (case.stride, case.stride)
     pads = _padding(case.padding, (case.kernel, case.kernel), s, (1, 1))
-    return _choose_algo(case.c_in, case.c_out, case.groups, case.kernel, case.kernel, s, pads, ho, wo)
+    return _choose_algo(case.c_in, case.groups, case.kernel, case.kernel, s, pads)
 
 
 def layer_suite(cases=LAYER_CASES, *, compare_torch: bool = True, budget_s: float = 1.0,

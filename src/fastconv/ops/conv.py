@@ -71,7 +71,7 @@ def conv2d_output_shape(
     return (_output_size(h, kh, s[0], pt, pb, d[0], "height"), _output_size(w, kw, s[1], pl, pr, d[1], "width"))
 
 
-def _choose_algo(c_in, c_out, groups, kh, kw, stride, pads, h_out, w_out) -> str:
+def _choose_algo(c_in, groups, kh, kw, stride, pads) -> str:
     """The algorithm ``algo='auto'`` picks, from the shape alone.
 
     - groups == C_in (> 1): the depthwise kernel (memory-bound; vectorised along W).
@@ -164,7 +164,7 @@ def conv2d(
     if not isinstance(algo, str) or algo not in ALGORITHMS:
         raise ValueError(f"algo must be one of {ALGORITHMS}, got {algo!r}")
     if algo == "auto":
-        algo = _choose_algo(c_in, c_out, groups, kh, kw, s, pads, h_out, w_out)
+        algo = _choose_algo(c_in, groups, kh, kw, s, pads)
     elif algo == "pointwise" and ((kh, kw) != (1, 1) or s != (1, 1) or any(pads)):
         raise ValueError(
             f"algo='pointwise' needs a 1x1 kernel, stride 1 and no padding; got kernel {(kh, kw)}, "
