@@ -180,9 +180,9 @@ inline void conv2d_direct(const Conv2dArgs& a) {
 }
 
 // All output tiles of one depthwise output channel into the wide plane (h_out x wq).
-// TAPS > 0 fixes the filter size at compile time (3x3, 5x5): the filter and tap
-// offsets stay in registers and two accumulator sets halve the FMA chains.
-// TAPS == 0 is the general case.
+// TAPS > 0 fixes the filter size at compile time (3x3, 5x5): the filter stays in
+// registers and two accumulator sets halve the FMA chains. TAPS == 0 is the
+// general case.
 template <int TAPS, int NV>
 inline void depthwise_channel(const float* ph, const PhaseLayout& P, const int64_t* offs_in, int64_t taps,
                               const float* w, int64_t tiles, float* wide, const Epilogue& epi, int64_t co) {
@@ -297,11 +297,12 @@ inline int depthwise_rows_filter(const Conv2dArgs& a) {
   return fits && (a.kh == 3 || a.kh == 5) ? static_cast<int>(a.kh) : 0;
 }
 
-// Depthwise (groups == c_in, any channel multiplier): one job per input plane,
-// phase-split into a thread-local buffer, then MR = 1 direct tiles per output
-// channel. With only `taps` FMAs per vector, the flat-to-row store logic would cost
-// more than the arithmetic, so tiles go to a thread-local "wide" plane (h_out x wq,
-// epilogue applied) that is then compacted row by row.
+// Depthwise (groups == c_in, any channel multiplier), parallel over (image, channel)
+// planes. Stride-1 3x3 / 5x5 filters on wide rows take the row kernel above. Other
+// shapes phase-split each input plane into a thread-local buffer and run MR = 1
+// direct tiles per output channel; with only `taps` FMAs per vector, the flat-to-row
+// store logic would cost more than the arithmetic, so those tiles go to a
+// thread-local "wide" plane (h_out x wq, epilogue applied) compacted row by row.
 inline void conv2d_depthwise(const Conv2dArgs& a) {
   constexpr int NV = kDepthwiseNV, T = NV * VecF::kWidth;
   if (const int k = depthwise_rows_filter(a)) {
