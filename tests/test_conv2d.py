@@ -226,14 +226,17 @@ def test_depthwise_separable_equals_two_convolutions(isa, rng):
 
 
 @pytest.mark.parametrize("k", [3, 5])
-@pytest.mark.parametrize("width", [31, 32, 33, 56, 70])
+@pytest.mark.parametrize("stride,width", [(1, 31), (1, 32), (1, 33), (1, 56), (1, 70), (2, 63), (2, 64), (2, 67),
+                                          (2, 112), (2, 131)])
 @pytest.mark.parametrize("padding", [0, 1, 2, (2, 0)])
-def test_depthwise_row_kernel_shapes(isa, rng, k, width, padding):
-    # Stride 1, undilated 3x3 / 5x5 on wide rows take the row kernel (masked edge
-    # loads, two output rows per pass): odd heights, both borders, multipliers.
+def test_depthwise_row_kernel_shapes(isa, rng, k, stride, width, padding):
+    # 3x3 / 5x5, stride 1 or 2, undilated, on wide rows take the row kernel (masked
+    # edge loads, stride-2 deinterleave in registers, two output rows per pass):
+    # odd heights, both borders, channel multipliers.
     x = rng.standard_normal((2, 3, 9, width), dtype=np.float32)
     for mult in (1, 2):
         w = rng.standard_normal((3 * mult, 1, k, k), dtype=np.float32)
         b = rng.standard_normal(3 * mult, dtype=np.float32)
-        ref = ref_conv2d(x, w, b, padding=padding, groups=3, activation="relu")
-        assert close(conv2d(x, w, b, padding=padding, groups=3, activation="relu", algo="depthwise"), ref)
+        ref = ref_conv2d(x, w, b, stride=(stride, stride), padding=padding, groups=3, activation="relu")
+        got = conv2d(x, w, b, stride=stride, padding=padding, groups=3, activation="relu", algo="depthwise")
+        assert close(got, ref)

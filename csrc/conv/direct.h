@@ -226,56 +226,91 @@ inline void depthwise_channel(const float* ph, const PhaseLayout& P, const int64
 
 constexpr int kDepthwiseRowsNV = 2;
 
-// Load masks of the row kernel: for chunk c (columns c * NV * width ..), filter column
-// kw and vector v, the lanes whose input column lies inside the row. The same for
-// every row and plane of a call.
+// Masks per output chunk of the row kernel: stride 1 loads one vector per (filter
+// column kw, vector v); stride 2 loads two per (column pair p = kw / 2, vector v) and
+// deinterleaves them.
+template <int K, int S>
+constexpr int depthwise_rows_masks_per_chunk() {
+  return S == 1 ? K * kDepthwiseRowsNV : ((K + 1) / 2) * kDepthwiseRowsNV * 2;
+}
+
+// The lanes of each load that lie inside the row: the same for every row and plane of
+// a call, so computed once.
+template <int K, int S>
 inline void depthwise_rows_masks(const Conv2dArgs& a, unsigned* masks) {
   constexpr int L = VecF::kWidth, NV = kDepthwiseRowsNV;
   const int64_t chunks = ceil_div(a.w_out, NV * L);
-  for (int64_t c = 0; c < chunks; ++c)
-    for (int64_t kw = 0; kw < a.kw; ++kw)
-      for (int v = 0; v < NV; ++v) masks[(c * a.kw + kw) * NV + v] = lanes_inside(c * NV * L + v * L + kw - a.pad_left, a.w);
+  for (int64_t c = 0; c < chunks; ++c) {
+    unsigned* m = masks + c * depthwise_rows_masks_per_chunk<K, S>();
+    const int64_t c0 = S * c * NV * L - a.pad_left;
+    for (int v = 0; v < NV; ++v) {
+      if (S == 1) {
+        for (int kw = 0; kw < K; ++kw) m[kw * NV + v] = lanes_inside(c0 + v * L + kw, a.w);
+      } else {
+        for (int p = 0; p < (K + 1) / 2; ++p)
+          for (int half = 0; half < 2; ++half)
+            m[(p * NV + v) * 2 + half] = lanes_inside(c0 + 2 * v * L + 2 * p + half * L, a.w);
+      }
+    }
+  }
 }
 
-// Stride-1, undilated K x K depthwise filter of one plane, straight from input rows
-// to output rows: no padded copy (masked loads supply the zero padding) and no
-// staging. Two output rows are computed together so each input vector loaded
-// feeds both.
-template <int K>
+// A K x K depthwise filter with stride S (1 or 2), undilated, over one plane,
+// straight from input rows to output rows: no padded copy (masked loads supply the
+// zero padding; stride 2 deinterleaves even and odd columns in registers) and no
+// staging. Two output rows are computed together: input row r feeds output row oh
+// with filter row r and row oh + 1 with filter row r - S, so a shared row is loaded once.
+template <int K, int S>
 inline void depthwise_plane_rows(const Conv2dArgs& a, const float* x, const float* w, float* y, const Epilogue& epi,
                                  int64_t co, const unsigned* masks) {
-  constexpr int L = VecF::kWidth, NV = kDepthwiseRowsNV, C = NV * L;
+  constexpr int L = VecF::kWidth, NV = kDepthwiseRowsNV, C = NV * L, R = K + S;
   VecF wv[K * K];
 #pragma GCC unroll 32
   for (int t = 0; t < K * K; ++t) wv[t] = VecF::set1(w[t]);
   for (int64_t oh = 0; oh < a.h_out; oh += 2) {
     const bool second = oh + 1 < a.h_out;
-    const float* rows[K + 1];
+    const float* rows[R];
 #pragma GCC unroll 8
-    for (int r = 0; r <= K; ++r) {
-      const int64_t ih = oh - a.pad_top + r;
-      rows[r] = (ih < 0 || ih >= a.h || (r == K && !second)) ? nullptr : x + ih * a.w;
+    for (int r = 0; r < R; ++r) {
+      const int64_t ih = S * oh - a.pad_top + r;
+      const bool used = r < K || second;
+      rows[r] = (ih < 0 || ih >= a.h || !used) ? nullptr : x + ih * a.w;
     }
     const unsigned* m = masks;
-    for (int64_t ow = 0; ow < a.w_out; ow += C, m += K * NV) {
-      const int64_t col0 = ow - a.pad_left;
+    for (int64_t ow = 0; ow < a.w_out; ow += C, m += depthwise_rows_masks_per_chunk<K, S>()) {
+      const int64_t c0 = S * ow - a.pad_left;
       VecF top[NV], bottom[NV];
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) top[v] = bottom[v] = VecF::zero();
-      // Input row r feeds output row oh with filter row r and row oh + 1 with filter row r - 1.
 #pragma GCC unroll 8
-      for (int r = 0; r <= K; ++r) {
+      for (int r = 0; r < R; ++r) {
         const float* row = rows[r];
         if (!row) continue;
+        VecF cols[K][NV];  // cols[kw][v]: the input under filter column kw for vector v
 #pragma GCC unroll 8
-        for (int kw = 0; kw < K; ++kw) {
+        for (int v = 0; v < NV; ++v) {
+          if constexpr (S == 1) {
 #pragma GCC unroll 8
-          for (int v = 0; v < NV; ++v) {
-            const VecF xv = VecF::load_mask(row + col0 + v * L + kw, m[kw * NV + v]);
-            if (r < K) top[v] = VecF::fmadd(wv[r * K + kw], xv, top[v]);
-            if (r > 0) bottom[v] = VecF::fmadd(wv[(r - 1) * K + kw], xv, bottom[v]);
+            for (int kw = 0; kw < K; ++kw) cols[kw][v] = VecF::load_mask(row + c0 + v * L + kw, m[kw * NV + v]);
+          } else {
+#pragma GCC unroll 8
+            for (int p = 0; p < (K + 1) / 2; ++p) {
+              const float* src = row + c0 + 2 * v * L + 2 * p;
+              const unsigned* mm = m + (p * NV + v) * 2;
+              VecF even, odd;
+              VecF::deinterleave2(VecF::load_mask(src, mm[0]), VecF::load_mask(src + L, mm[1]), &even, &odd);
+              cols[2 * p][v] = even;
+              if (2 * p + 1 < K) cols[2 * p + 1][v] = odd;
+            }
           }
         }
+#pragma GCC unroll 8
+        for (int kw = 0; kw < K; ++kw)
+#pragma GCC unroll 8
+          for (int v = 0; v < NV; ++v) {
+            if (r < K) top[v] = VecF::fmadd(wv[r * K + kw], cols[kw][v], top[v]);
+            if (r >= S) bottom[v] = VecF::fmadd(wv[(r - S) * K + kw], cols[kw][v], bottom[v]);
+          }
       }
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) {
@@ -289,33 +324,55 @@ inline void depthwise_plane_rows(const Conv2dArgs& a, const float* x, const floa
   }
 }
 
-// The row kernel applies to square 3x3 / 5x5 filters, stride 1, no dilation, on rows
-// wide enough that a 2-vector chunk is mostly used.
-inline int depthwise_rows_filter(const Conv2dArgs& a) {
-  const bool fits = a.stride_h == 1 && a.stride_w == 1 && a.dil_h == 1 && a.dil_w == 1 && a.kh == a.kw &&
-                    a.w_out >= 2 * VecF::kWidth;
-  return fits && (a.kh == 3 || a.kh == 5) ? static_cast<int>(a.kh) : 0;
+// The row kernel applies to square 3x3 / 5x5 filters, stride 1 or 2 (the same on both
+// axes), no dilation, on output rows wide enough that a 2-vector chunk is mostly used.
+// Returns the plane function, or null.
+using DepthwisePlaneFn = void (*)(const Conv2dArgs&, const float*, const float*, float*, const Epilogue&, int64_t,
+                                  const unsigned*);
+inline DepthwisePlaneFn depthwise_rows_kernel(const Conv2dArgs& a, int* masks_per_chunk) {
+  if (a.stride_h != a.stride_w || a.dil_h != 1 || a.dil_w != 1 || a.kh != a.kw || a.w_out < 2 * VecF::kWidth)
+    return nullptr;
+  const int64_t k = a.kh, s = a.stride_h;
+#define FC_ROWS_CASE(K, S)                                       \
+  if (k == K && s == S) {                                       \
+    *masks_per_chunk = depthwise_rows_masks_per_chunk<K, S>();  \
+    return &depthwise_plane_rows<K, S>;                         \
+  }
+  FC_ROWS_CASE(3, 1)
+  FC_ROWS_CASE(5, 1)
+  FC_ROWS_CASE(3, 2)
+  FC_ROWS_CASE(5, 2)
+#undef FC_ROWS_CASE
+  return nullptr;
+}
+
+inline void depthwise_rows_masks_for(const Conv2dArgs& a, unsigned* masks) {
+  const int64_t k = a.kh, s = a.stride_h;
+  if (k == 3 && s == 1) depthwise_rows_masks<3, 1>(a, masks);
+  if (k == 5 && s == 1) depthwise_rows_masks<5, 1>(a, masks);
+  if (k == 3 && s == 2) depthwise_rows_masks<3, 2>(a, masks);
+  if (k == 5 && s == 2) depthwise_rows_masks<5, 2>(a, masks);
 }
 
 // Depthwise (groups == c_in, any channel multiplier), parallel over (image, channel)
-// planes. Stride-1 3x3 / 5x5 filters on wide rows take the row kernel above. Other
+// planes. 3x3 / 5x5 filters with stride 1 or 2 on wide rows take the row kernel above. Other
 // shapes phase-split each input plane into a thread-local buffer and run MR = 1
 // direct tiles per output channel; with only `taps` FMAs per vector, the flat-to-row
 // store logic would cost more than the arithmetic, so those tiles go to a
 // thread-local "wide" plane (h_out x wq, epilogue applied) compacted row by row.
 inline void conv2d_depthwise(const Conv2dArgs& a) {
   constexpr int NV = kDepthwiseNV, T = NV * VecF::kWidth;
-  if (const int k = depthwise_rows_filter(a)) {
+  int masks_per_chunk = 0;
+  if (const DepthwisePlaneFn plane = depthwise_rows_kernel(a, &masks_per_chunk)) {
     const int64_t mult = a.c_out / a.c_in, plane_in = a.h * a.w, plane_out = a.h_out * a.w_out;
     const Epilogue epi = conv_epilogue(a);
-    auto plane = k == 3 ? depthwise_plane_rows<3> : depthwise_plane_rows<5>;
-    AlignedBuffer masks(ceil_div(a.w_out, kDepthwiseRowsNV * VecF::kWidth) * k * kDepthwiseRowsNV);
-    depthwise_rows_masks(a, reinterpret_cast<unsigned*>(masks.data()));
+    AlignedBuffer masks(ceil_div(a.w_out, kDepthwiseRowsNV * VecF::kWidth) * masks_per_chunk);
+    depthwise_rows_masks_for(a, reinterpret_cast<unsigned*>(masks.data()));
 #pragma omp parallel for num_threads(a.threads) schedule(static) if (a.threads > 1)
     for (int64_t job = 0; job < a.n * a.c_out; ++job) {
       const int64_t n = job / a.c_out, co = job % a.c_out;
-      plane(a, a.x + (n * a.c_in + co / mult) * plane_in, a.weight + co * k * k, a.y + job * plane_out, epi, co,
-            reinterpret_cast<const unsigned*>(masks.data()));
+      plane(a, a.x + (n * a.c_in + co / mult) * plane_in, a.weight + co * a.kh * a.kw, a.y + job * plane_out, epi,
+            co, reinterpret_cast<const unsigned*>(masks.data()));
     }
     return;
   }
