@@ -226,13 +226,13 @@ def test_depthwise_separable_equals_two_convolutions(isa, rng):
 
 
 @pytest.mark.parametrize("k", [3, 5])
-@pytest.mark.parametrize("stride,width", [(1, 31), (1, 32), (1, 33), (1, 56), (1, 70), (2, 63), (2, 64), (2, 67),
-                                          (2, 112), (2, 131)])
+@pytest.mark.parametrize("stride,width", [(1, 5), (1, 7), (1, 16), (1, 17), (1, 31), (1, 33), (1, 56), (1, 70),
+                                          (2, 7), (2, 14), (2, 33), (2, 63), (2, 64), (2, 67), (2, 112), (2, 131)])
 @pytest.mark.parametrize("padding", [0, 1, 2, (2, 0)])
 def test_depthwise_row_kernel_shapes(isa, rng, k, stride, width, padding):
-    # 3x3 / 5x5, stride 1 or 2, undilated, on wide rows take the row kernel (masked
-    # edge loads, stride-2 deinterleave in registers, two output rows per pass):
-    # odd heights, both borders, channel multipliers.
+    # 3x3 / 5x5, stride 1 or 2, undilated, take the row kernel (masked edge loads,
+    # stride-2 deinterleave in registers, two output rows per pass, 1- or 2-vector
+    # chunks): narrow and wide rows, odd heights, both borders, channel multipliers.
     x = rng.standard_normal((2, 3, 9, width), dtype=np.float32)
     for mult in (1, 2):
         w = rng.standard_normal((3 * mult, 1, k, k), dtype=np.float32)
