@@ -240,3 +240,18 @@ def test_depthwise_row_kernel_shapes(isa, rng, k, stride, width, padding):
         ref = ref_conv2d(x, w, b, stride=(stride, stride), padding=padding, groups=3, activation="relu")
         got = conv2d(x, w, b, stride=stride, padding=padding, groups=3, activation="relu", algo="depthwise")
         assert close(got, ref)
+
+
+@pytest.mark.parametrize("padding", [(0, 9), (3, 12), (1, 20), (2, (1, 0))])
+def test_padding_wider_than_the_input(isa, rng, padding):
+    # With stride 1 the phase buffer's rows share their padding columns: reads past a
+    # row's end wrap into the next row's (or the buffer's trailing) zeros. Very wide
+    # padding makes those wrapped reads long.
+    pad = padding if not isinstance(padding[1], tuple) else padding[1]
+    x = rng.standard_normal((2, 2, 5, 4), dtype=np.float32)
+    w = rng.standard_normal((3, 2, 3, 3), dtype=np.float32)
+    for algo in ("direct", "im2col"):
+        assert close(conv2d(x, w, padding=pad, algo=algo), ref_conv2d(x, w, padding=pad))
+    xd = rng.standard_normal((1, 3, 5, 4), dtype=np.float32)
+    wd = rng.standard_normal((3, 1, 3, 2), dtype=np.float32)
+    assert close(conv2d(xd, wd, padding=pad, groups=3, algo="depthwise"), ref_conv2d(xd, wd, padding=pad, groups=3))
