@@ -255,3 +255,13 @@ def test_padding_wider_than_the_input(isa, rng, padding):
     xd = rng.standard_normal((1, 3, 5, 4), dtype=np.float32)
     wd = rng.standard_normal((3, 1, 3, 2), dtype=np.float32)
     assert close(conv2d(xd, wd, padding=pad, groups=3, algo="depthwise"), ref_conv2d(xd, wd, padding=pad, groups=3))
+
+
+@pytest.mark.parametrize("width", [192, 193, 230])
+def test_wide_images_on_both_phase_layouts(isa, rng, width):
+    # Stride-1 images up to 192 wide share padding columns between rows; wider ones
+    # keep separate columns. Both layouts, with symmetric and asymmetric padding.
+    x = rng.standard_normal((1, 3, 6, width), dtype=np.float32)
+    w = rng.standard_normal((5, 3, 3, 4), dtype=np.float32)
+    for padding in ((1, 1), (0, 2), "same"):
+        assert close(conv2d(x, w, padding=padding, algo="direct"), ref_conv2d(x, w, padding=padding))
