@@ -60,11 +60,15 @@ struct PhaseLayout {
   }
 };
 
+// Bit mask of lanes lo .. hi - 1 (0 <= lo < hi <= 32).
+inline unsigned lane_range_bits(int64_t lo, int64_t hi) {
+  return ((hi >= 32 ? 0u : (1u << hi)) - 1u) & ~((1u << lo) - 1u);
+}
+
 // Lanes l of a vector starting at column `col` that fall inside [0, w).
 inline unsigned lanes_inside(int64_t col, int64_t w) {
   const int64_t lo = imax(0, -col), hi = imin(VecF::kWidth, w - col);
-  if (hi <= lo) return 0u;
-  return ((hi >= 32 ? 0u : (1u << hi)) - 1u) & ~((1u << lo) - 1u);
+  return hi <= lo ? 0u : lane_range_bits(lo, hi);
 }
 
 // Both column phases of one input row for stride 2: even[j] = xpad[2j], odd[j] = xpad[2j + 1]
@@ -133,7 +137,6 @@ struct FlatTileMap {
 
   FlatTileMap(int64_t j0, const PhaseLayout& L, int64_t w_out) {
     constexpr int W = VecF::kWidth;
-    constexpr unsigned kAll = W >= 32 ? ~0u : (1u << W) - 1u;
     int64_t oh = j0 / L.wq;
     for (int v = 0; v < NV; ++v) {
       const int64_t j = j0 + v * W, j_end = imin(j + W, L.flat_outputs);
@@ -142,7 +145,7 @@ struct FlatTileMap {
         const int64_t lo = imax(j, row_start) - j, hi = imin(j_end, row_start + w_out) - j;
         if (hi <= lo) continue;
         vec[count] = v;
-        bits[count] = ((hi >= 32 ? 0u : (1u << hi)) - 1u) & ~((1u << lo) - 1u) & kAll;
+        bits[count] = lane_range_bits(lo, hi);
         // Lane l of this row lands at plane[row * w_out + (j + l - row_start)].
         offset[count] = row * w_out - row_start + j;
         ++count;

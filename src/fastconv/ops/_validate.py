@@ -48,16 +48,21 @@ def pair(value, name: str, *, minimum: int) -> Tuple[int, int]:
     return out
 
 
-def float32_array(x, name: str, ndim: Optional[int] = None) -> np.ndarray:
-    """A C-contiguous float32 ndarray view of x (copied once only if not contiguous).
+def require_float32(x, name: str) -> None:
+    """TypeError unless x is a float32 ndarray.
 
     Only float32 is supported for now: other dtypes (float64 included) raise
-    TypeError rather than being converted behind the caller's back.
+    rather than being converted behind the caller's back.
     """
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
     if x.dtype != np.float32:
         raise TypeError(f"{name} must have dtype float32, got {x.dtype} (convert with .astype(np.float32))")
+
+
+def float32_array(x, name: str, ndim: Optional[int] = None) -> np.ndarray:
+    """A C-contiguous float32 ndarray view of x (copied once only if not contiguous)."""
+    require_float32(x, name)
     if ndim is not None and x.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {x.shape}")
     return np.ascontiguousarray(x)
@@ -83,10 +88,7 @@ def output_array(out, shape, name: str = "out") -> np.ndarray:
     check_numel(shape, "the output")
     if out is None:
         return np.empty(shape, dtype=np.float32)
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
-    if out.dtype != np.float32:
-        raise TypeError(f"{name} must have dtype float32, got {out.dtype}")
+    require_float32(out, name)
     if out.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {out.shape}")
     if not out.flags.c_contiguous or not out.flags.writeable:

@@ -7,16 +7,14 @@ from typing import Optional
 import numpy as np
 
 from .._runtime import backend
-from ._validate import activation_code, output_array
+from ._validate import activation_code, output_array, require_float32
 
 _BIAS_NONE, _BIAS_PER_COL = 0, 2
 
 
 def _matrix(x, name: str) -> np.ndarray:
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
-    if x.dtype != np.float32:
-        raise TypeError(f"{name} must have dtype float32, got {x.dtype} (convert with .astype(np.float32))")
+    """A 2-D float32 array; strided views are kept (the GEMM reads them in place)."""
+    require_float32(x, name)
     if x.ndim != 2:
         raise ValueError(f"{name} must be 2-D, got shape {x.shape}")
     if any(s % x.itemsize for s in x.strides):
@@ -51,10 +49,7 @@ def linear(
         bias: optional (out_features,) float32.
         activation: None, 'relu' or 'relu6'.
     """
-    if not isinstance(input, np.ndarray):
-        raise TypeError(f"input must be a numpy.ndarray, got {type(input).__name__}")
-    if input.dtype != np.float32:
-        raise TypeError(f"input must have dtype float32, got {input.dtype}")
+    require_float32(input, "input")
     if input.ndim < 1:
         raise ValueError("input must have at least 1 dimension")
     w = _matrix(weight, "weight")
@@ -64,8 +59,7 @@ def linear(
     x2 = _matrix(input.reshape(-1, input.shape[-1]), "input")
     mode = _BIAS_NONE
     if bias is not None:
-        if not isinstance(bias, np.ndarray) or bias.dtype != np.float32:
-            raise TypeError("bias must be a float32 numpy.ndarray")
+        require_float32(bias, "bias")
         if bias.shape != (w.shape[0],):
             raise ValueError(f"bias must have shape ({w.shape[0]},), got {bias.shape}")
         bias = np.ascontiguousarray(bias)
