@@ -117,9 +117,8 @@ inline void direct_task(const Conv2dArgs& a, const PhaseLayout& L, const float* 
 }
 
 template <int NV>
-void conv2d_direct_nv(const Conv2dArgs& a) {
+void conv2d_direct_nv(const Conv2dArgs& a, const PhaseLayout& L) {
   constexpr int MR = kDirectMR, T = NV * VecF::kWidth;
-  const PhaseLayout L(a, kDirectNV * VecF::kWidth);
   const int64_t cout_g = a.c_out / a.groups, taps = a.kh * a.kw;
   const int64_t blocks = ceil_div(cout_g, MR), tiles = ceil_div(L.flat_outputs, T);
   const int64_t tasks = a.groups * tiles * blocks;
@@ -130,6 +129,12 @@ void conv2d_direct_nv(const Conv2dArgs& a) {
   AlignedBuffer offs_buf(taps * 2);  // int64 offsets stored in float-sized slots
   auto* offs = reinterpret_cast<int64_t*>(offs_buf.data());
   fill_tap_offsets(a, L, offs);
+  // Tasks in tile-major order within a group: consecutive tasks of a thread share
+  // their input tile.
+  auto run_task = [&](int64_t t, const float* phases, float* y_image) {
+    const int64_t block = t % blocks, tile = (t / blocks) % tiles, g = t / (blocks * tiles);
+    direct_task<NV>(a, L, phases, offs, g, tile, block, y_image, epi);
+  };
 
   const int64_t phase_floats = per_thread_floats(L.buffer_floats(a.c_in));
   if (a.n >= threads && threads > 1) {
@@ -140,10 +145,7 @@ void conv2d_direct_nv(const Conv2dArgs& a) {
       float* ph = phases.data() + omp_get_thread_num() * phase_floats;
       for (int64_t c = 0; c < a.c_in; ++c)
         fill_phase_channel(a, L, a.x + n * image_in + c * a.h * a.w, ph + c * L.channel_stride);
-      for (int64_t t = 0; t < tasks; ++t) {
-        const int64_t block = t % blocks, tile = (t / blocks) % tiles, g = t / (blocks * tiles);
-        direct_task<NV>(a, L, ph, offs, g, tile, block, a.y + n * image_out, epi);
-      }
+      for (int64_t t = 0; t < tasks; ++t) run_task(t, ph, a.y + n * image_out);
     }
     return;
   }
@@ -157,12 +159,8 @@ void conv2d_direct_nv(const Conv2dArgs& a) {
 #pragma omp for schedule(static)
       for (int64_t c = 0; c < a.c_in; ++c)
         fill_phase_channel(a, L, a.x + n * image_in + c * a.h * a.w, phases.data() + c * L.channel_stride, n == 0);
-      // Tile-major order: consecutive tasks of a thread share their input tile.
 #pragma omp for schedule(static)
-      for (int64_t t = 0; t < tasks; ++t) {
-        const int64_t block = t % blocks, tile = (t / blocks) % tiles, g = t / (blocks * tiles);
-        direct_task<NV>(a, L, phases.data(), offs, g, tile, block, a.y + n * image_out, epi);
-      }
+      for (int64_t t = 0; t < tasks; ++t) run_task(t, phases.data(), a.y + n * image_out);
     }
   }
 }
@@ -175,11 +173,12 @@ void conv2d_direct_nv(const Conv2dArgs& a) {
 // accumulators to hide FMA latency.
 inline void conv2d_direct(const Conv2dArgs& a) {
   constexpr int T = kDirectNV * VecF::kWidth;
-  const int64_t flat = PhaseLayout(a, T).flat_outputs;
+  const PhaseLayout L(a, T);  // its slack covers the overrun of either tile width
+  const int64_t flat = L.flat_outputs;
   if (kDirectNV >= 4 && round_up(flat, T / 2) * 50 < round_up(flat, T) * 49)
-    conv2d_direct_nv<kDirectNV / 2>(a);
+    conv2d_direct_nv<kDirectNV / 2>(a, L);
   else
-    conv2d_direct_nv<kDirectNV>(a);
+    conv2d_direct_nv<kDirectNV>(a, L);
 }
 
 // All output tiles of one depthwise output channel into the wide plane (h_out x wq).
