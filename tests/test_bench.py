@@ -1,7 +1,5 @@
 """The benchmark harness measures what it claims (tiny cases, no timing asserted)."""
 
-import numpy as np
-
 from fastconv.bench.cases import LAYER_CASES, ConvCase, GemmCase
 from fastconv.bench.suites import gemm_peak, layer_suite
 from fastconv.bench.timing import time_alternating

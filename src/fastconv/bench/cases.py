@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 
@@ -89,6 +89,3 @@ class GemmCase:
 
 GEMM_PEAK_CASE = GemmCase("sgemm 2048^3", 2048, 2048, 2048)
 
-
-def find_case(name: str) -> Optional[ConvCase]:
-    return next((c for c in LAYER_CASES if c.name == name), None)
