@@ -17,9 +17,9 @@ W = np.zeros((6, 4, 3, 3), np.float32)
     [
         (dict(input=np.zeros((4, 8, 8), np.float32)), ValueError, "input must be 4-D"),
         (dict(weight=np.zeros((6, 4, 3), np.float32)), ValueError, "weight must be 4-D"),
-        (dict(input=X.astype(np.float64)), TypeError, "input must have dtype float32"),
-        (dict(input=X.astype(np.int32)), TypeError, "input must have dtype float32"),
-        (dict(weight=W.astype(np.float16)), TypeError, "weight must have dtype float32"),
+        (dict(input=X.astype(np.float64)), TypeError, "weight has dtype float32 but the input is float64"),
+        (dict(input=X.astype(np.int32)), TypeError, "input must have dtype float32 or float64"),
+        (dict(weight=W.astype(np.float16)), TypeError, "weight must have dtype float32 or float64"),
         (dict(input=X.tolist()), TypeError, "input must be a numpy.ndarray"),
         (dict(weight=np.zeros((6, 3, 3, 3), np.float32)), ValueError, "input has 4 channels but weight expects 3"),
         (dict(groups=3), ValueError, "groups \\(3\\) must divide the input channels"),
@@ -31,12 +31,12 @@ W = np.zeros((6, 4, 3, 3), np.float32)
         (dict(stride=(1, -1)), ValueError, "stride must be >= 1"),
         (dict(dilation=0), ValueError, "dilation must be >= 1"),
         (dict(padding=-1), ValueError, "padding must be >= 0"),
-        (dict(padding="full"), ValueError, "padding must be an int, a pair, 'same' or 'valid'"),
-        (dict(padding=(1, 2, 3)), ValueError, "padding must be an int or a pair"),
+        (dict(padding="full"), ValueError, "padding must be an int, a tuple, 'same' or 'valid'"),
+        (dict(padding=(1, 2, 3)), ValueError, "padding must be an int or a tuple of 2 ints"),
         (dict(padding="same", stride=2), ValueError, "padding='same' is not supported for strided"),
         (dict(stride="2"), TypeError, "stride must be an int"),
         (dict(bias=np.zeros(5, np.float32)), ValueError, "bias must have 6 elements"),
-        (dict(bias=np.zeros(6, np.float64)), TypeError, "bias must have dtype float32"),
+        (dict(bias=np.zeros(6, np.float64)), TypeError, "bias has dtype float64 but the input is float32"),
         (dict(activation="gelu"), ValueError, "activation must be None, 'relu' or 'relu6'"),
         (dict(algo="winograd"), ValueError, "algo must be one of"),
         (dict(algo="pointwise"), ValueError, "algo='pointwise' needs a 1x1 kernel"),
@@ -79,13 +79,17 @@ def test_kernel_bindings_check_buffers_too():
     be = fastconv._core.default_backend
     out = np.zeros((1, 6, 6, 6), np.float32)
     with pytest.raises(TypeError):
-        be.conv2d(X.astype(np.float64), W, None, out, (1, 1), (0, 0), (1, 1), 1, 0, 0)
+        be.conv_forward(X.astype(np.float64), W, None, out, (1, 1, 1), (0, 0, 0), (1, 1, 1), 1, 0, 0)
+    with pytest.raises(TypeError):
+        be.conv_forward(X.astype(np.int32), W, None, out, (1, 1, 1), (0, 0, 0), (1, 1, 1), 1, 0, 0)
     with pytest.raises(ValueError):
-        be.conv2d(X, W, None, out, (1, 1), (0, 0), (1, 1), 3, 0, 0)
+        be.conv_forward(X, W, None, out, (1, 1, 1), (0, 0, 0), (1, 1, 1), 3, 0, 0)
     with pytest.raises(ValueError):
-        be.conv2d(X, W, None, out[:, :, ::2], (1, 1), (0, 0), (1, 1), 1, 0, 0)
+        be.conv_forward(X, W, None, out[:, :, ::2], (1, 1, 1), (0, 0, 0), (1, 1, 1), 1, 0, 0)
     with pytest.raises(ValueError):
-        be.conv2d(X, W, None, out, (0, 1), (0, 0), (1, 1), 1, 0, 0)
+        be.conv_forward(X, W, None, out, (1, 0, 1), (0, 0, 0), (1, 1, 1), 1, 0, 0)
+    with pytest.raises(ValueError):  # a gradient buffer of the wrong size
+        be.conv_backward(out, X, W, np.zeros(3, np.float32), None, None, (1, 1, 1), (0, 0, 0), (1, 1, 1), 1, 1)
 
 
 def test_garbage_input_never_crashes_the_interpreter():

@@ -84,7 +84,8 @@ def test_linear_matches_torch():
     "call,exc,match",
     [
         (lambda: matmul(np.zeros((2, 3), np.float32), np.zeros((4, 2), np.float32)), ValueError, "a has 3 columns"),
-        (lambda: matmul(np.zeros((2, 3)), np.zeros((3, 2), np.float32)), TypeError, "a must have dtype float32"),
+        (lambda: matmul(np.zeros((2, 3)), np.zeros((3, 2), np.float32)), TypeError, "b has dtype float32 but"),
+        (lambda: matmul(np.zeros((2, 3), np.int64), np.zeros((3, 2))), TypeError, "a must have dtype float32 or float64"),
         (lambda: matmul(np.zeros(3, np.float32), np.zeros((3, 2), np.float32)), ValueError, "a must be 2-D"),
         (lambda: matmul([[1.0]], np.zeros((1, 1), np.float32)), TypeError, "a must be a numpy.ndarray"),
         (lambda: linear(np.zeros((2, 3), np.float32), np.zeros((4, 5), np.float32)), ValueError, "input has 3 features"),
@@ -93,7 +94,7 @@ def test_linear_matches_torch():
         (lambda: linear(np.zeros((2, 3), np.float32), np.zeros((4, 3), np.float32), activation="tanh"),
          ValueError, "activation must be"),
         (lambda: matmul(np.zeros((2, 3), np.float32), np.zeros((3, 2), np.float32), out=np.zeros((2, 2))),
-         TypeError, "out must have dtype float32"),
+         TypeError, "out has dtype float64 but the input is float32"),
     ],
 )
 def test_bad_arguments(call, exc, match):

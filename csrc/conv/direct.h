@@ -126,8 +126,8 @@ void conv2d_direct_nv(const Conv2dArgs& a, const PhaseLayout& L) {
   const int threads = a.threads;
   const Epilogue epi = conv_epilogue(a);
 
-  AlignedBuffer offs_buf(taps * 2);  // int64 offsets stored in float-sized slots
-  auto* offs = reinterpret_cast<int64_t*>(offs_buf.data());
+  Scratch<int64_t> offs_buf(taps);
+  int64_t* offs = offs_buf.data();
   fill_tap_offsets(a, L, offs);
   // Tasks in tile-major order within a group: consecutive tasks of a thread share
   // their input tile.
@@ -369,13 +369,13 @@ inline void conv2d_depthwise(const Conv2dArgs& a) {
   if (rows.plane) {
     const int64_t mult = a.c_out / a.c_in, plane_in = a.h * a.w, plane_out = a.h_out * a.w_out;
     const Epilogue epi = conv_epilogue(a);
-    AlignedBuffer masks(rows.mask_count);
-    rows.masks(a, reinterpret_cast<unsigned*>(masks.data()));
+    Scratch<unsigned> masks(rows.mask_count);
+    rows.masks(a, masks.data());
 #pragma omp parallel for num_threads(a.threads) schedule(static) if (a.threads > 1)
     for (int64_t job = 0; job < a.n * a.c_out; ++job) {
       const int64_t n = job / a.c_out, co = job % a.c_out;
       rows.plane(a, a.x + (n * a.c_in + co / mult) * plane_in, a.weight + co * a.kh * a.kw, a.y + job * plane_out,
-                 epi, co, reinterpret_cast<const unsigned*>(masks.data()));
+                 epi, co, masks.data());
     }
     return;
   }
@@ -388,8 +388,8 @@ inline void conv2d_depthwise(const Conv2dArgs& a) {
   const int64_t per_thread = per_thread_floats(P.buffer_floats(1) + tiles * T);
   auto channel = taps == 9 ? depthwise_channel<9, NV> : taps == 25 ? depthwise_channel<25, NV> : depthwise_channel<0, NV>;
 
-  AlignedBuffer offs_buf(taps * 2);
-  auto* offs = reinterpret_cast<int64_t*>(offs_buf.data());
+  Scratch<int64_t> offs_buf(taps);
+  int64_t* offs = offs_buf.data();
   fill_tap_offsets(a, P, offs);
   AlignedBuffer scratch(checked_mul(threads, per_thread), true);
   const int64_t jobs = a.n * a.c_in;

@@ -1,15 +1,31 @@
 // The dispatch table: one KernelTable per ISA, each built from the same kernel
-// sources compiled with that ISA's flags (see CMakeLists.txt).
+// sources compiled with that ISA's flags (see CMakeLists.txt), with one
+// KernelSet per element type.
 #pragma once
+#include <string>
+
 #include "core/cpu.h"
 #include "core/params.h"
 
 namespace fastconv {
 
+template <class T>
+struct KernelSet {
+  void (*gemm)(const GemmArgsT<T>&);
+  void (*conv_forward)(const ConvForward<T>&, ConvAlgo);
+  void (*conv_backward)(const ConvBackward<T>&, ConvAlgo);
+};
+
 struct KernelTable {
   const char* isa;
-  void (*sgemm)(const GemmArgs&);
-  void (*conv2d)(const Conv2dArgs&, ConvAlgo);
+  KernelSet<float> f32;
+  KernelSet<double> f64;
+
+  template <class T>
+  const KernelSet<T>& of() const {
+    if constexpr (sizeof(T) == sizeof(float)) return f32;
+    else return f64;
+  }
 };
 
 const KernelTable* kernel_table_scalar();

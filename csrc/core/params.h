@@ -10,24 +10,29 @@ enum class Activation : int { none = 0, relu = 1, relu6 = 2 };
 // Where the epilogue's bias vector runs: one value per output row or per column.
 enum class BiasMode : int { none = 0, per_row = 1, per_col = 2 };
 
-struct Epilogue {
-  const float* bias = nullptr;
+template <class T>
+struct EpilogueT {
+  const T* bias = nullptr;
   BiasMode bias_mode = BiasMode::none;
   Activation act = Activation::none;
 };
+using Epilogue = EpilogueT<float>;
 
 // C[m x n] = A[m x k] * B[k x n], with element (i, p) of A at a[i * a_rs + p * a_cs]
 // (and likewise B), so transposed operands need no copy. C is row-major with
-// leading dimension ldc; the epilogue is applied before C is stored.
-struct GemmArgs {
+// leading dimension ldc; the epilogue is applied before C is stored. With
+// `accumulate`, C += A * B instead (the epilogue then sees the sum).
+template <class T>
+struct GemmArgsT {
   int64_t m = 0, n = 0, k = 0;
-  const float* a = nullptr;
+  const T* a = nullptr;
   int64_t a_rs = 0, a_cs = 0;
-  const float* b = nullptr;
+  const T* b = nullptr;
   int64_t b_rs = 0, b_cs = 0;
-  float* c = nullptr;
+  T* c = nullptr;
   int64_t ldc = 0;
-  Epilogue epi;
+  bool accumulate = false;
+  EpilogueT<T> epi;
   int threads = 1;
 };
 
@@ -50,6 +55,44 @@ struct Conv2dArgs {
   float* y = nullptr;
   Activation act = Activation::none;
   int threads = 1;
+};
+
+// A convolution over up to three spatial dimensions (1-D and 2-D set the leading
+// ones to 1), NC(D)HW, any float type: the layout shared by the GEMM-based
+// forward and both backward passes. Index 0/1/2 = depth/height/width.
+template <class T>
+struct ConvNdArgs {
+  int64_t n = 0, c_in = 0, c_out = 0, groups = 1;
+  int64_t in[3] = {1, 1, 1};
+  int64_t out[3] = {1, 1, 1};
+  int64_t kernel[3] = {1, 1, 1};
+  int64_t stride[3] = {1, 1, 1};
+  int64_t pad[3] = {0, 0, 0};  // before; the far side is implied by `out`
+  int64_t dil[3] = {1, 1, 1};
+  int threads = 1;
+};
+
+// Forward: y = conv(x, weight) + bias, activation.
+template <class T>
+struct ConvForward {
+  ConvNdArgs<T> g;
+  const T* x = nullptr;
+  const T* weight = nullptr;  // (c_out, c_in / groups, kd, kh, kw)
+  const T* bias = nullptr;
+  T* y = nullptr;
+  Activation act = Activation::none;
+};
+
+// Backward: any of grad_x, grad_w, grad_b may be null (not wanted).
+template <class T>
+struct ConvBackward {
+  ConvNdArgs<T> g;
+  const T* grad_y = nullptr;
+  const T* x = nullptr;       // needed for grad_w
+  const T* weight = nullptr;  // needed for grad_x
+  T* grad_x = nullptr;
+  T* grad_w = nullptr;
+  T* grad_b = nullptr;
 };
 
 }  // namespace fastconv

@@ -1,7 +1,8 @@
 // The loops around the micro-kernel (BLIS's macro-kernel): cache blocks of
 // NC columns, KC depth and MC rows; packs B per (jc, pc) block and A per
 // (ic, pc) block. PackA / PackB are functors, so convolutions can pack straight
-// from their own layouts. Threads each take an independent block of C.
+// from their own layouts; their Scalar type (float or double) is the GEMM's.
+// Threads each take an independent block of C.
 #pragma once
 #include <omp.h>
 
@@ -16,21 +17,40 @@ namespace FC_NS {
 
 constexpr int64_t kGemmKC = 256;
 constexpr int64_t kGemmMC = kGemmMR * 24;
-constexpr int64_t kGemmNC = kGemmNR * 16;
-constexpr int64_t kGemmScratchPerThread = kGemmMC * kGemmKC + kGemmKC * kGemmNC;
+// Columns per cache block: a KC x NC panel of B is 1 MB for either type.
+template <class T>
+constexpr int64_t gemm_nc() {
+  return 4096 / static_cast<int64_t>(sizeof(T));
+}
+template <class T>
+constexpr int64_t gemm_scratch_per_thread() {
+  return kGemmMC * kGemmKC + kGemmKC * gemm_nc<T>();
+}
+
+// Thread-private packing buffers: A block first, then the B panel.
+template <class T>
+struct GemmScratch {
+  T* a;
+  T* b;
+  explicit GemmScratch(T* base) : a(base), b(base + kGemmMC * kGemmKC) {}
+};
 
 // C[0:m, 0:n] for the block whose top-left corner is (row0, col0) of the full
-// product; `c` points at that corner. abuf/bbuf are this thread's scratch.
-template <class PackA, class PackB>
-void gemm_serial(int64_t m, int64_t n, int64_t k, const PackA& pack_a, const PackB& pack_b, float* c, int64_t ldc,
-                 const Epilogue& epi, int64_t row0, int64_t col0, float* abuf, float* bbuf) {
-  constexpr int MR = kGemmMR, NR = kGemmNR;
-  for (int64_t jc = 0; jc < n; jc += kGemmNC) {
-    const int64_t nc = imin(kGemmNC, n - jc);
+// product; `c` points at that corner. With `accumulate`, C += A * B.
+template <class PackA, class PackB, class T = typename PackA::Scalar>
+void gemm_serial(int64_t m, int64_t n, int64_t k, const PackA& pack_a, const PackB& pack_b, T* c, int64_t ldc,
+                 const EpilogueT<T>& epi, int64_t row0, int64_t col0, GemmScratch<T> scratch,
+                 bool accumulate_c = false) {
+  constexpr int MR = kGemmMR, NR = gemm_nr<T>();
+  constexpr int64_t NC = gemm_nc<T>();
+  T* abuf = scratch.a;
+  T* bbuf = scratch.b;
+  for (int64_t jc = 0; jc < n; jc += NC) {
+    const int64_t nc = imin(NC, n - jc);
     for (int64_t pc = 0; pc < k; pc += kGemmKC) {
       const int64_t kc = imin(kGemmKC, k - pc);
-      const bool accumulate = pc > 0;
-      const Epilogue* last = pc + kc >= k ? &epi : nullptr;
+      const bool accumulate = pc > 0 || accumulate_c;
+      const EpilogueT<T>* last = pc + kc >= k ? &epi : nullptr;
       pack_b(bbuf, col0 + jc, nc, pc, kc);
       for (int64_t ic = 0; ic < m; ic += kGemmMC) {
         const int64_t mc = imin(kGemmMC, m - ic);
@@ -39,7 +59,7 @@ void gemm_serial(int64_t m, int64_t n, int64_t k, const PackA& pack_a, const Pac
           const int nr = static_cast<int>(imin(NR, nc - jr));
           for (int64_t ir = 0; ir < mc; ir += MR) {
             const int mr = static_cast<int>(imin(MR, mc - ir));
-            gemm_ukernel<MR, kGemmNV>(kc, abuf + ir * kc, bbuf + jr * kc, c + (ic + ir) * ldc + jc + jr, ldc, mr, nr,
+            gemm_ukernel<MR, kGemmNV, T>(kc, abuf + ir * kc, bbuf + jr * kc, c + (ic + ir) * ldc + jc + jr, ldc, mr, nr,
                                       accumulate, last, row0 + ic + ir, col0 + jc + jr);
           }
         }
@@ -50,14 +70,14 @@ void gemm_serial(int64_t m, int64_t n, int64_t k, const PackA& pack_a, const Pac
 
 // Splits C into a tm x tn grid (tm * tn = threads) that minimises the largest
 // per-thread padded tile.
-inline void choose_thread_grid(int64_t m, int64_t n, int threads, int* tm_out, int* tn_out) {
+inline void choose_thread_grid(int64_t m, int64_t n, int64_t nr, int threads, int* tm_out, int* tn_out) {
   int best_tm = 1, best_tn = threads;
   int64_t best_cost = -1;
   for (int tm = 1; tm <= threads; ++tm) {
     if (threads % tm) continue;
     const int tn = threads / tm;
     const int64_t rows = round_up(ceil_div(m, tm), kGemmMR);
-    const int64_t cols = round_up(ceil_div(n, tn), kGemmNR);
+    const int64_t cols = round_up(ceil_div(n, tn), nr);
     // Each thread packs its own A and B blocks: charge for the duplicated packing.
     const int64_t cost = rows * cols + rows * 8 + cols * 8;
     if (best_cost < 0 || cost < best_cost) {
@@ -78,29 +98,29 @@ inline int gemm_threads(int64_t m, int64_t n, int64_t k, int threads) {
   return static_cast<int>(imin(threads, useful));
 }
 
-template <class PackA, class PackB>
-void gemm_parallel(int64_t m, int64_t n, int64_t k, const PackA& pack_a, const PackB& pack_b, float* c, int64_t ldc,
-                   const Epilogue& epi, int threads) {
+template <class PackA, class PackB, class T = typename PackA::Scalar>
+void gemm_parallel(int64_t m, int64_t n, int64_t k, const PackA& pack_a, const PackB& pack_b, T* c, int64_t ldc,
+                   const EpilogueT<T>& epi, int threads, bool accumulate_c = false) {
+  constexpr int64_t per_thread = gemm_scratch_per_thread<T>();
   threads = gemm_threads(m, n, k, threads);
   if (threads <= 1) {
-    AlignedBuffer scratch(kGemmScratchPerThread);
-    gemm_serial(m, n, k, pack_a, pack_b, c, ldc, epi, 0, 0, scratch.data(), scratch.data() + kGemmMC * kGemmKC);
+    Scratch<T> scratch(per_thread);
+    gemm_serial(m, n, k, pack_a, pack_b, c, ldc, epi, 0, 0, GemmScratch<T>(scratch.data()), accumulate_c);
     return;
   }
   int tm, tn;
-  choose_thread_grid(m, n, threads, &tm, &tn);
+  choose_thread_grid(m, n, gemm_nr<T>(), threads, &tm, &tn);
   const int64_t row_chunk = round_up(ceil_div(m, tm), kGemmMR);
-  const int64_t col_chunk = round_up(ceil_div(n, tn), kGemmNR);
-  AlignedBuffer scratch(checked_mul(threads, kGemmScratchPerThread));
+  const int64_t col_chunk = round_up(ceil_div(n, tn), gemm_nr<T>());
+  Scratch<T> scratch(checked_mul(threads, per_thread));
 #pragma omp parallel num_threads(threads)
   {
     const int t = omp_get_thread_num();
     const int64_t r0 = (t / tn) * row_chunk, c0 = (t % tn) * col_chunk;
     const int64_t rows = imin(row_chunk, m - r0), cols = imin(col_chunk, n - c0);
-    if (rows > 0 && cols > 0) {
-      float* abuf = scratch.data() + t * kGemmScratchPerThread;
-      gemm_serial(rows, cols, k, pack_a, pack_b, c + r0 * ldc + c0, ldc, epi, r0, c0, abuf, abuf + kGemmMC * kGemmKC);
-    }
+    if (rows > 0 && cols > 0)
+      gemm_serial(rows, cols, k, pack_a, pack_b, c + r0 * ldc + c0, ldc, epi, r0, c0,
+                  GemmScratch<T>(scratch.data() + t * per_thread), accumulate_c);
   }
 }
 

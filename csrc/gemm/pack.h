@@ -11,58 +11,63 @@ namespace fastconv {
 namespace FC_NS {
 
 // A with general strides: element (i, p) at a[i * rs + p * cs].
+template <class T>
 struct PackAStrided {
-  const float* a;
+  using Scalar = T;
+  const T* a;
   int64_t rs, cs;
 
-  void operator()(float* dst, int64_t i0, int64_t mc, int64_t p0, int64_t kc) const {
+  void operator()(T* dst, int64_t i0, int64_t mc, int64_t p0, int64_t kc) const {
     constexpr int MR = kGemmMR;
     for (int64_t s = 0; s < mc; s += MR) {
       const int rows = static_cast<int>(imin(MR, mc - s));
-      float* d = dst + s * kc;
-      const float* src = a + (i0 + s) * rs + p0 * cs;
+      T* d = dst + s * kc;
+      const T* src = a + (i0 + s) * rs + p0 * cs;
       if (rows == MR) {
         for (int64_t p = 0; p < kc; ++p)
 #pragma GCC unroll 16
           for (int r = 0; r < MR; ++r) d[p * MR + r] = src[r * rs + p * cs];
       } else {
         for (int64_t p = 0; p < kc; ++p)
-          for (int r = 0; r < MR; ++r) d[p * MR + r] = r < rows ? src[r * rs + p * cs] : 0.0f;
+          for (int r = 0; r < MR; ++r) d[p * MR + r] = r < rows ? src[r * rs + p * cs] : T(0);
       }
     }
   }
 };
 
 // B with general strides: element (p, j) at b[p * rs + j * cs].
+template <class T>
 struct PackBStrided {
-  const float* b;
+  using Scalar = T;
+  const T* b;
   int64_t rs, cs;
 
-  void operator()(float* dst, int64_t j0, int64_t nc, int64_t p0, int64_t kc) const {
-    constexpr int NR = kGemmNR;
-    constexpr int L = VecF::kWidth;
+  void operator()(T* dst, int64_t j0, int64_t nc, int64_t p0, int64_t kc) const {
+    using V = Vec<T>;
+    constexpr int NR = gemm_nr<T>();
+    constexpr int L = V::kWidth;
     for (int64_t s = 0; s < nc; s += NR) {
       const int cols = static_cast<int>(imin(NR, nc - s));
-      float* d = dst + s * kc;
-      const float* src = b + p0 * rs + (j0 + s) * cs;
+      T* d = dst + s * kc;
+      const T* src = b + p0 * rs + (j0 + s) * cs;
       if (cs == 1) {
         for (int64_t p = 0; p < kc; ++p) {
-          const float* row = src + p * rs;
-          float* out = d + p * NR;
+          const T* row = src + p * rs;
+          T* out = d + p * NR;
 #pragma GCC unroll 8
           for (int v = 0; v < NR / L; ++v) {
             const int lanes = cols - v * L;
-            const VecF x = lanes >= L ? VecF::load(row + v * L) : lanes > 0 ? VecF::load_partial(row + v * L, lanes) : VecF::zero();
+            const V x = lanes >= L ? V::load(row + v * L) : lanes > 0 ? V::load_partial(row + v * L, lanes) : V::zero();
             x.store(out + v * L);
           }
         }
       } else {
         for (int j = 0; j < cols; ++j) {
-          const float* col = src + j * cs;
+          const T* col = src + j * cs;
           for (int64_t p = 0; p < kc; ++p) d[p * NR + j] = col[p * rs];
         }
         for (int j = cols; j < NR; ++j)
-          for (int64_t p = 0; p < kc; ++p) d[p * NR + j] = 0.0f;
+          for (int64_t p = 0; p < kc; ++p) d[p * NR + j] = T(0);
       }
     }
   }

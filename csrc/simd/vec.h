@@ -18,25 +18,43 @@
 #include "simd/vec_scalar.h"
 #endif
 
+#include "core/buffer.h"
 #include "core/params.h"
 
 namespace fastconv {
 namespace FC_NS {
 
+// The vector type for element type T: Vec<float> = VecF, Vec<double> = VecD.
+template <class T>
+struct VecOf;
+template <>
+struct VecOf<float> {
+  using type = VecF;
+};
+template <>
+struct VecOf<double> {
+  using type = VecD;
+};
+template <class T>
+using Vec = typename VecOf<T>::type;
+
 // ReLU / ReLU6 on a vector; NaN inputs stay NaN (as in PyTorch).
-inline VecF apply_activation(VecF v, Activation act) {
-  if (act == Activation::relu) return VecF::clamp_min(v, 0.0f);
-  if (act == Activation::relu6) return VecF::clamp_max(VecF::clamp_min(v, 0.0f), 6.0f);
+template <class V>
+inline V apply_activation(V v, Activation act) {
+  using S = typename V::Scalar;
+  if (act == Activation::relu) return V::clamp_min(v, S(0));
+  if (act == Activation::relu6) return V::clamp_max(V::clamp_min(v, S(0)), S(6));
   return v;
 }
 
 // Adds the bias for C[row][col .. col + lanes) and applies the activation.
 // `row` and `col` are absolute coordinates in the full C.
-inline VecF apply_epilogue(VecF r, const Epilogue& epi, int64_t row, int64_t col, int lanes) {
+template <class V>
+inline V apply_epilogue(V r, const EpilogueT<typename V::Scalar>& epi, int64_t row, int64_t col, int lanes) {
   if (epi.bias_mode == BiasMode::per_row) {
-    r = VecF::add(r, VecF::set1(epi.bias[row]));
+    r = V::add(r, V::set1(epi.bias[row]));
   } else if (epi.bias_mode == BiasMode::per_col) {
-    r = VecF::add(r, lanes >= VecF::kWidth ? VecF::load(epi.bias + col) : VecF::load_partial(epi.bias + col, lanes));
+    r = V::add(r, lanes >= V::kWidth ? V::load(epi.bias + col) : V::load_partial(epi.bias + col, lanes));
   }
   return apply_activation(r, epi.act);
 }
@@ -46,16 +64,34 @@ inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 // dst[0 .. n) = src[0 .. n) for short runs, where a libc call costs more than the copy.
-inline void copy_floats(float* dst, const float* src, int64_t n) {
-  constexpr int L = VecF::kWidth;
+template <class T>
+inline void copy_floats(T* dst, const T* src, int64_t n) {
+  using V = Vec<T>;
+  constexpr int L = V::kWidth;
   int64_t i = 0;
-  for (; i + L <= n; i += L) VecF::load(src + i).store(dst + i);
-  if (i < n) VecF::load_partial(src + i, static_cast<int>(n - i)).store_partial(dst + i, static_cast<int>(n - i));
+  for (; i + L <= n; i += L) V::load(src + i).store(dst + i);
+  if (i < n) V::load_partial(src + i, static_cast<int>(n - i)).store_partial(dst + i, static_cast<int>(n - i));
 }
 
-// Floats per thread-private slice of a shared scratch buffer: whole 64-byte lines,
+// Elements per thread-private slice of a shared scratch buffer: whole 64-byte lines,
 // so that two threads never write the same cache line.
 inline int64_t per_thread_floats(int64_t floats) { return round_up(floats, 16); }
+
+// Scratch memory of `count` elements of T (int64 offsets, uint32 masks, float or
+// double data) on top of the 64-byte aligned AlignedBuffer.
+template <class T>
+class Scratch {
+  static_assert(sizeof(T) % sizeof(float) == 0, "Scratch holds 4- or 8-byte elements");
+
+ public:
+  Scratch() = default;
+  explicit Scratch(int64_t count, bool zero = false)
+      : buf_(checked_mul(count, static_cast<int64_t>(sizeof(T) / sizeof(float))), zero) {}
+  T* data() const { return reinterpret_cast<T*>(buf_.data()); }
+
+ private:
+  AlignedBuffer buf_;
+};
 
 }  // namespace FC_NS
 }  // namespace fastconv

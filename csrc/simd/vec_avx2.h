@@ -6,6 +6,7 @@ namespace fastconv {
 namespace FC_NS {
 
 struct VecF {
+  using Scalar = float;
   static constexpr int kWidth = 8;
   __m256 v;
 
@@ -42,6 +43,31 @@ struct VecF {
     alignas(32) static const int kTable[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
     n = n < 0 ? 0 : (n > 8 ? 8 : n);
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kTable + 8 - n));
+  }
+};
+
+// 4 double lanes: the float64 path of the templated kernels.
+struct VecD {
+  using Scalar = double;
+  static constexpr int kWidth = 4;
+  __m256d v;
+
+  static VecD zero() { return {_mm256_setzero_pd()}; }
+  static VecD set1(double x) { return {_mm256_set1_pd(x)}; }
+  static VecD load(const double* p) { return {_mm256_loadu_pd(p)}; }
+  static VecD load_partial(const double* p, int n) { return {_mm256_maskload_pd(p, mask(n))}; }
+  void store(double* p) const { _mm256_storeu_pd(p, v); }
+  void store_partial(double* p, int n) const { _mm256_maskstore_pd(p, mask(n), v); }
+  static VecD fmadd(VecD a, VecD b, VecD c) { return {_mm256_fmadd_pd(a.v, b.v, c.v)}; }
+  static VecD add(VecD a, VecD b) { return {_mm256_add_pd(a.v, b.v)}; }
+  static VecD clamp_min(VecD v, double lo) { return {_mm256_max_pd(_mm256_set1_pd(lo), v.v)}; }
+  static VecD clamp_max(VecD v, double hi) { return {_mm256_min_pd(_mm256_set1_pd(hi), v.v)}; }
+
+ private:
+  static __m256i mask(int n) {
+    alignas(32) static const long long kTable[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
+    n = n < 0 ? 0 : (n > 4 ? 4 : n);
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kTable + 4 - n));
   }
 };
 

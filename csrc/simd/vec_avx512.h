@@ -6,6 +6,7 @@ namespace fastconv {
 namespace FC_NS {
 
 struct VecF {
+  using Scalar = float;
   static constexpr int kWidth = 16;
   __m512 v;
 
@@ -36,6 +37,27 @@ struct VecF {
 
  private:
   static __mmask16 mask(int n) { return static_cast<__mmask16>(n >= 16 ? 0xFFFFu : ((1u << n) - 1u)); }
+};
+
+// 8 double lanes: the float64 path of the templated kernels.
+struct VecD {
+  using Scalar = double;
+  static constexpr int kWidth = 8;
+  __m512d v;
+
+  static VecD zero() { return {_mm512_setzero_pd()}; }
+  static VecD set1(double x) { return {_mm512_set1_pd(x)}; }
+  static VecD load(const double* p) { return {_mm512_loadu_pd(p)}; }
+  static VecD load_partial(const double* p, int n) { return {_mm512_maskz_loadu_pd(mask(n), p)}; }
+  void store(double* p) const { _mm512_storeu_pd(p, v); }
+  void store_partial(double* p, int n) const { _mm512_mask_storeu_pd(p, mask(n), v); }
+  static VecD fmadd(VecD a, VecD b, VecD c) { return {_mm512_fmadd_pd(a.v, b.v, c.v)}; }
+  static VecD add(VecD a, VecD b) { return {_mm512_add_pd(a.v, b.v)}; }
+  static VecD clamp_min(VecD v, double lo) { return {_mm512_max_pd(_mm512_set1_pd(lo), v.v)}; }
+  static VecD clamp_max(VecD v, double hi) { return {_mm512_min_pd(_mm512_set1_pd(hi), v.v)}; }
+
+ private:
+  static __mmask8 mask(int n) { return static_cast<__mmask8>(n >= 8 ? 0xFFu : ((1u << n) - 1u)); }
 };
 
 }  // namespace FC_NS

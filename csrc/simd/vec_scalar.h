@@ -5,6 +5,7 @@ namespace fastconv {
 namespace FC_NS {
 
 struct VecF {
+  using Scalar = float;
   static constexpr int kWidth = 1;
   float v;
 
@@ -29,6 +30,25 @@ struct VecF {
   // Written so that a NaN input is returned unchanged.
   static VecF clamp_min(VecF x, float lo) { return {x.v < lo ? lo : x.v}; }
   static VecF clamp_max(VecF x, float hi) { return {x.v > hi ? hi : x.v}; }
+};
+
+struct VecD {
+  using Scalar = double;
+  static constexpr int kWidth = 1;
+  double v;
+
+  static VecD zero() { return {0.0}; }
+  static VecD set1(double x) { return {x}; }
+  static VecD load(const double* p) { return {*p}; }
+  static VecD load_partial(const double* p, int n) { return {n > 0 ? *p : 0.0}; }
+  void store(double* p) const { *p = v; }
+  void store_partial(double* p, int n) const {
+    if (n > 0) *p = v;
+  }
+  static VecD fmadd(VecD a, VecD b, VecD c) { return {a.v * b.v + c.v}; }
+  static VecD add(VecD a, VecD b) { return {a.v + b.v}; }
+  static VecD clamp_min(VecD x, double lo) { return {x.v < lo ? lo : x.v}; }
+  static VecD clamp_max(VecD x, double hi) { return {x.v > hi ? hi : x.v}; }
 };
 
 }  // namespace FC_NS

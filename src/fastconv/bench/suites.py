@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _runtime
 from ..ops import conv2d, matmul
-from ..ops.conv import _choose_algo, _padding
+from ..ops.conv import _choose_algo, _Conv
 from .cases import GEMM_PEAK_CASE, LAYER_CASES, ConvCase, GemmCase
 from .timing import time_alternating
 
@@ -33,10 +33,8 @@ def gemm_peak(case: GemmCase = GEMM_PEAK_CASE, budget_s: float = 2.0) -> dict:
             "ratio_vs_numpy": gf["fastconv"] / gf["numpy"], "max_abs_err": err}
 
 
-def auto_algo(case: ConvCase) -> str:
-    s = (case.stride, case.stride)
-    pads = _padding(case.padding, (case.kernel, case.kernel), s, (1, 1))
-    return _choose_algo(case.c_in, case.groups, case.kernel, case.kernel, s, pads)
+def auto_algo(case: ConvCase, x, w) -> str:
+    return _choose_algo(_Conv(2, x, w, case.stride, case.padding, 1, case.groups))
 
 
 def layer_suite(cases=LAYER_CASES, *, compare_torch: bool = True, budget_s: float = 1.0,
@@ -63,7 +61,7 @@ def layer_suite(cases=LAYER_CASES, *, compare_torch: bool = True, budget_s: floa
             ref = run_torch().numpy()
         t = time_alternating(fns, budget_s=budget_s)
         got = conv2d(x, w, b, **kw, algo=algo)
-        row = {"case": case.name, "algo": auto_algo(case) if algo == "auto" else algo,
+        row = {"case": case.name, "algo": auto_algo(case, x, w) if algo == "auto" else algo,
                "flops": case.flops(), "bytes": case.bytes_moved(), "depthwise": case.depthwise,
                "fastconv_s": t["fastconv"]["median"], "fastconv_p25": t["fastconv"]["p25"],
                "fastconv_p75": t["fastconv"]["p75"], "runs": t["fastconv"]["runs"]}

@@ -1,10 +1,39 @@
-"""fastconv's numpy API: validated ops, forward kernels on the CPU.
+"""fastconv's numpy API: validated ops, forward and backward, on the CPU kernels.
 
-Every function takes and returns numpy arrays (float32) and follows
-``torch.nn.functional``'s names and argument conventions.
+Every function takes and returns numpy arrays (float32, the fast path, or float64)
+and follows ``torch.nn.functional``'s names and argument conventions. Each
+differentiable op ``f`` has an ``f_backward`` that returns the gradients of its
+inputs given the gradient of its output.
 """
 
-from .conv import ALGORITHMS, conv2d, conv2d_output_shape, depthwise_separable_conv2d
-from .linalg import linear, matmul
+from .conv import (
+    ALGORITHMS,
+    conv1d,
+    conv1d_backward,
+    conv2d,
+    conv2d_backward,
+    conv2d_output_shape,
+    conv3d,
+    conv3d_backward,
+    conv_transpose2d,
+    conv_transpose2d_backward,
+    depthwise_separable_conv2d,
+)
+from .linalg import linear, linear_backward, matmul
 
-__all__ = ["ALGORITHMS", "conv2d", "conv2d_output_shape", "depthwise_separable_conv2d", "linear", "matmul"]
+__all__ = [
+    "ALGORITHMS",
+    "conv1d",
+    "conv1d_backward",
+    "conv2d",
+    "conv2d_backward",
+    "conv2d_output_shape",
+    "conv3d",
+    "conv3d_backward",
+    "conv_transpose2d",
+    "conv_transpose2d_backward",
+    "depthwise_separable_conv2d",
+    "linear",
+    "linear_backward",
+    "matmul",
+]

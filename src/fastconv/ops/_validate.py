@@ -33,39 +33,47 @@ def as_int(value, name: str) -> int:
 
 def pair(value, name: str, *, minimum: int) -> Tuple[int, int]:
     """An int or a pair of ints, each >= minimum and bounded."""
+    return tuple_arg(value, name, 2, minimum=minimum)
+
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def require_float(x, name: str, dtype=None) -> None:
+    """TypeError unless x is a float32 or float64 ndarray (of ``dtype`` when given).
+
+    Other dtypes raise rather than being converted behind the caller's back.
+    """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {x.dtype} (convert with .astype(np.float32))")
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(f"{name} has dtype {x.dtype} but the input is {np.dtype(dtype)}; all arrays of an op share one dtype")
+
+
+def float_array(x, name: str, ndim: Optional[int] = None, dtype=None) -> np.ndarray:
+    """A C-contiguous float32/float64 ndarray view of x (copied once only if not contiguous)."""
+    require_float(x, name, dtype)
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {x.shape}")
+    return np.ascontiguousarray(x)
+
+
+def tuple_arg(value, name: str, nd: int, *, minimum: int) -> Tuple[int, ...]:
+    """An int or a tuple of ``nd`` ints, each >= minimum and bounded."""
     if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{name} must be an int or a pair of ints, got {len(value)} values")
-        out = (as_int(value[0], name), as_int(value[1], name))
+        if len(value) != nd:
+            raise ValueError(f"{name} must be an int or a tuple of {nd} ints, got {len(value)} values")
+        out = tuple(as_int(v, name) for v in value)
     else:
-        v = as_int(value, name)
-        out = (v, v)
+        out = (as_int(value, name),) * nd
     for v in out:
         if v < minimum:
             raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
         if v > MAX_PARAM:
             raise ValueError(f"{name} is too large: {value!r}")
     return out
-
-
-def require_float32(x, name: str) -> None:
-    """TypeError unless x is a float32 ndarray.
-
-    Only float32 is supported for now: other dtypes (float64 included) raise
-    rather than being converted behind the caller's back.
-    """
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
-    if x.dtype != np.float32:
-        raise TypeError(f"{name} must have dtype float32, got {x.dtype} (convert with .astype(np.float32))")
-
-
-def float32_array(x, name: str, ndim: Optional[int] = None) -> np.ndarray:
-    """A C-contiguous float32 ndarray view of x (copied once only if not contiguous)."""
-    require_float32(x, name)
-    if ndim is not None and x.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {x.shape}")
-    return np.ascontiguousarray(x)
 
 
 def activation_code(activation) -> int:
@@ -82,13 +90,13 @@ def check_numel(shape, name: str) -> None:
         raise ValueError(f"{name} would have {n} elements, more than fastconv can address ({MAX_ELEMENTS})")
 
 
-def output_array(out, shape, name: str = "out") -> np.ndarray:
-    """A fresh float32 array of `shape`, or the caller's `out` after checking it."""
+def output_array(out, shape, dtype=np.float32, name: str = "out") -> np.ndarray:
+    """A fresh array of `shape` and `dtype`, or the caller's `out` after checking it."""
     shape = tuple(int(s) for s in shape)
     check_numel(shape, "the output")
     if out is None:
-        return np.empty(shape, dtype=np.float32)
-    require_float32(out, name)
+        return np.empty(shape, dtype=dtype)
+    require_float(out, name, dtype)
     if out.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {out.shape}")
     if not out.flags.c_contiguous or not out.flags.writeable:

@@ -1,4 +1,4 @@
-"""Matrix products on the packed SGEMM."""
+"""Matrix products on the packed GEMM (float32 and float64)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from typing import Optional
 import numpy as np
 
 from .._runtime import backend
-from ._validate import activation_code, output_array, require_float32
+from ._validate import activation_code, output_array, require_float
 
 _BIAS_NONE, _BIAS_PER_COL = 0, 2
 
 
-def _matrix(x, name: str) -> np.ndarray:
-    """A 2-D float32 array; strided views are kept (the GEMM reads them in place)."""
-    require_float32(x, name)
+def _matrix(x, name: str, dtype=None) -> np.ndarray:
+    """A 2-D float array; strided views are kept (the GEMM reads them in place)."""
+    require_float(x, name, dtype)
     if x.ndim != 2:
         raise ValueError(f"{name} must be 2-D, got shape {x.shape}")
     if any(s % x.itemsize for s in x.strides):
@@ -23,12 +23,12 @@ def _matrix(x, name: str) -> np.ndarray:
 
 
 def matmul(a: np.ndarray, b: np.ndarray, *, out: Optional[np.ndarray] = None) -> np.ndarray:
-    """``a @ b`` for 2-D float32 arrays. Transposed or strided views are read in place, no copy."""
+    """``a @ b`` for 2-D float32 or float64 arrays. Transposed or strided views are read in place, no copy."""
     a = _matrix(a, "a")
-    b = _matrix(b, "b")
+    b = _matrix(b, "b", a.dtype)
     if a.shape[1] != b.shape[0]:
         raise ValueError(f"matmul: a has {a.shape[1]} columns but b has {b.shape[0]} rows ({a.shape} @ {b.shape})")
-    y = output_array(out, (a.shape[0], b.shape[1]))
+    y = output_array(out, (a.shape[0], b.shape[1]), a.dtype)
     backend().gemm(a, b, y, None, _BIAS_NONE, 0)
     return y
 
@@ -44,26 +44,54 @@ def linear(
     """``input @ weight.T + bias`` as ``torch.nn.functional.linear``, with a fused activation.
 
     Args:
-        input: (..., in_features) float32.
-        weight: (out_features, in_features) float32.
-        bias: optional (out_features,) float32.
+        input: (..., in_features) float32 or float64.
+        weight: (out_features, in_features), the input's dtype.
+        bias: optional (out_features,), the input's dtype.
         activation: None, 'relu' or 'relu6'.
     """
-    require_float32(input, "input")
+    require_float(input, "input")
     if input.ndim < 1:
         raise ValueError("input must have at least 1 dimension")
-    w = _matrix(weight, "weight")
+    w = _matrix(weight, "weight", input.dtype)
     if input.shape[-1] != w.shape[1]:
         raise ValueError(f"input has {input.shape[-1]} features but weight expects {w.shape[1]}")
     act = activation_code(activation)
     x2 = _matrix(input.reshape(-1, input.shape[-1]), "input")
     mode = _BIAS_NONE
     if bias is not None:
-        require_float32(bias, "bias")
+        require_float(bias, "bias", input.dtype)
         if bias.shape != (w.shape[0],):
             raise ValueError(f"bias must have shape ({w.shape[0]},), got {bias.shape}")
         bias = np.ascontiguousarray(bias)
         mode = _BIAS_PER_COL
-    y = output_array(out, input.shape[:-1] + (w.shape[0],))
+    y = output_array(out, input.shape[:-1] + (w.shape[0],), input.dtype)
     backend().gemm(x2, w.T, y.reshape(-1, w.shape[0]), bias, mode, act)
     return y
+
+
+def linear_backward(grad_output: np.ndarray, input: np.ndarray, weight: np.ndarray, *,
+                    needs=(True, True, True)):
+    """Gradients (grad_input, grad_weight, grad_bias) of :func:`linear` (no activation).
+
+    ``grad_output`` is (..., out_features); ``needs`` = (input, weight, bias) says which
+    to compute (the others are ``None``). All three are GEMMs / one reduction.
+    """
+    require_float(input, "input")
+    w = _matrix(weight, "weight", input.dtype)
+    require_float(grad_output, "grad_output", input.dtype)
+    if input.ndim < 1 or input.shape[-1] != w.shape[1]:
+        raise ValueError(f"input has shape {input.shape} but weight expects {w.shape[1]} features")
+    if grad_output.shape != input.shape[:-1] + (w.shape[0],):
+        raise ValueError(f"grad_output must have shape {input.shape[:-1] + (w.shape[0],)}, got {grad_output.shape}")
+    if not (isinstance(needs, (tuple, list)) and len(needs) == 3):
+        raise TypeError(f"needs must be a tuple of three bools, got {needs!r}")
+    g2 = _matrix(grad_output.reshape(-1, w.shape[0]), "grad_output")
+    x2 = _matrix(input.reshape(-1, w.shape[1]), "input")
+    gx = gw = gb = None
+    if needs[0]:
+        gx = matmul(g2, w).reshape(input.shape)
+    if needs[1]:
+        gw = matmul(g2.T, x2)
+    if needs[2]:
+        gb = g2.sum(axis=0)
+    return gx, gw, gb

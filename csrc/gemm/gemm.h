@@ -5,7 +5,9 @@
 namespace fastconv {
 namespace FC_NS {
 
-void conv2d(const Conv2dArgs& a, ConvAlgo algo);
+// C = epilogue(A * B) (or C += A * B with g.accumulate), float or double.
+template <class T>
+void gemm(const GemmArgsT<T>& g);
 
 }  // namespace FC_NS
 }  // namespace fastconv

@@ -1,0 +1,163 @@
+// GEMM and convolution (forward and backward) bindings.
+#include <stdexcept>
+
+#include "bindings/common.h"
+
+namespace fastconv {
+namespace {
+
+int64_t elem_stride(const py::array& a, int axis, size_t itemsize, const char* name) {
+  const auto s = a.strides(axis);
+  if (s % static_cast<py::ssize_t>(itemsize) != 0)
+    throw py::value_error(std::string(name) + " has strides that are not a multiple of its item size");
+  return s / static_cast<py::ssize_t>(itemsize);
+}
+
+void gemm(const Backend& be, const py::array& a, const py::array& b, py::array& out, const py::object& bias,
+          int bias_mode, int act, bool accumulate) {
+  dispatch_float(a, "a", [&](auto tag) {
+    using T = decltype(tag);
+    if (a.ndim() != 2 || b.ndim() != 2 || out.ndim() != 2) throw py::value_error("a, b and out must be 2-D");
+    if (!b.dtype().is(py::dtype::of<T>())) throw py::type_error("a and b must have the same dtype");
+    GemmArgsT<T> g;
+    g.m = a.shape(0);
+    g.k = a.shape(1);
+    g.n = b.shape(1);
+    if (b.shape(0) != g.k) throw py::value_error("a and b have incompatible shapes");
+    g.a = static_cast<const T*>(a.data());
+    g.a_rs = elem_stride(a, 0, sizeof(T), "a");
+    g.a_cs = elem_stride(a, 1, sizeof(T), "a");
+    g.b = static_cast<const T*>(b.data());
+    g.b_rs = elem_stride(b, 0, sizeof(T), "b");
+    g.b_cs = elem_stride(b, 1, sizeof(T), "b");
+    g.c = out_ptr<T>(out, "out", g.m * g.n);
+    if (out.shape(0) != g.m) throw py::value_error("out has the wrong shape");
+    g.ldc = g.n;
+    g.accumulate = accumulate;
+    g.epi.act = to_activation(act);
+    if (bias_mode < 0 || bias_mode > 2) throw py::value_error("bias_mode must be 0, 1 or 2");
+    g.epi.bias_mode = static_cast<BiasMode>(bias_mode);
+    if (g.epi.bias_mode != BiasMode::none)
+      g.epi.bias = in_ptr<T>(py::reinterpret_borrow<py::array>(bias), "bias",
+                             g.epi.bias_mode == BiasMode::per_row ? g.m : g.n);
+    g.threads = get_num_threads();
+    py::gil_scoped_release release;
+    be.table->of<T>().gemm(g);
+  });
+}
+
+// Spatial geometry from the arrays' shapes: (N, C, *spatial) with 1 to 3 spatial
+// dimensions, right-aligned into three.
+template <class T>
+ConvNdArgs<T> conv_geometry(const py::array& input_like, const py::array& weight, const py::array& output_like,
+                            Triple stride, Triple pad, Triple dil, int64_t groups) {
+  const py::ssize_t nd = input_like.ndim();
+  if (nd < 3 || nd > 5 || weight.ndim() != nd || output_like.ndim() != nd)
+    throw py::value_error("input, weight and output must all be 3-, 4- or 5-D");
+  ConvNdArgs<T> g;
+  g.n = input_like.shape(0);
+  g.c_in = input_like.shape(1);
+  g.c_out = weight.shape(0);
+  g.groups = groups;
+  const int lead = static_cast<int>(5 - nd);
+  for (int d = 0; d < 3; ++d) {
+    if (d < lead) continue;
+    g.in[d] = input_like.shape(d - lead + 2);
+    g.out[d] = output_like.shape(d - lead + 2);
+    g.kernel[d] = weight.shape(d - lead + 2);
+  }
+  for (int d = 0; d < 3; ++d) {
+    g.stride[d] = stride[d];
+    g.pad[d] = pad[d];
+    g.dil[d] = dil[d];
+    if (g.stride[d] < 1 || g.dil[d] < 1) throw py::value_error("stride and dilation must be >= 1");
+    if (g.pad[d] < 0) throw py::value_error("padding must be >= 0");
+    if (g.kernel[d] < 1) throw py::value_error("kernel size must be >= 1");
+  }
+  if (groups < 1 || g.c_in % groups || g.c_out % groups || weight.shape(1) * groups != g.c_in)
+    throw py::value_error("groups does not match the input and weight channels");
+  if (output_like.shape(0) != g.n || output_like.shape(1) != g.c_out) throw py::value_error("output has the wrong shape");
+  g.threads = get_num_threads();
+  return g;
+}
+
+ConvAlgo to_algo(int algo) {
+  if (algo < 0 || algo > 3) throw py::value_error("unknown algorithm code");
+  return static_cast<ConvAlgo>(algo);
+}
+
+template <class T>
+void check_algo(const ConvNdArgs<T>& g, ConvAlgo algo) {
+  if (algo == ConvAlgo::pointwise) {
+    bool ok = true;
+    for (int d = 0; d < 3; ++d) ok = ok && g.kernel[d] == 1 && g.stride[d] == 1 && g.pad[d] == 0 && g.out[d] == g.in[d];
+    if (!ok) throw py::value_error("pointwise needs a 1x1 kernel, stride 1 and no padding");
+  }
+  if (algo == ConvAlgo::depthwise && g.groups != g.c_in) throw py::value_error("depthwise needs groups == input channels");
+}
+
+template <class T>
+int64_t weight_numel(const ConvNdArgs<T>& g) {
+  return g.c_out * (g.c_in / g.groups) * g.kernel[0] * g.kernel[1] * g.kernel[2];
+}
+
+void conv_forward(const Backend& be, const py::array& x, const py::array& weight, const py::object& bias,
+                  py::array& out, Triple stride, Triple pad, Triple dil, int64_t groups, int act, int algo) {
+  dispatch_float(x, "input", [&](auto tag) {
+    using T = decltype(tag);
+    ConvForward<T> f;
+    f.g = conv_geometry<T>(x, weight, out, stride, pad, dil, groups);
+    const ConvAlgo a = to_algo(algo);
+    check_algo(f.g, a);
+    f.x = in_ptr<T>(x, "input");
+    f.weight = in_ptr<T>(weight, "weight", weight_numel(f.g));
+    f.bias = opt_in_ptr<T>(bias, "bias", f.g.c_out);
+    f.y = out_ptr<T>(out, "out");
+    f.act = to_activation(act);
+    if (numel(out) == 0) return;
+    py::gil_scoped_release release;
+    be.table->of<T>().conv_forward(f, a);
+  });
+}
+
+// Gradients of a convolution. The input's shape comes from grad_x when it is
+// wanted, else from x; weight is always given (it fixes the kernel size).
+void conv_backward(const Backend& be, const py::array& grad_y, const py::object& x, const py::array& weight,
+                   const py::object& grad_x, const py::object& grad_w, const py::object& grad_b, Triple stride,
+                   Triple pad, Triple dil, int64_t groups, int algo) {
+  dispatch_float(grad_y, "grad_output", [&](auto tag) {
+    using T = decltype(tag);
+    const py::object& shape_src = grad_x.is_none() ? x : grad_x;
+    if (shape_src.is_none()) throw py::value_error("either x or grad_input must be given");
+    const auto input_like = py::reinterpret_borrow<py::array>(shape_src);
+    ConvBackward<T> b;
+    b.g = conv_geometry<T>(input_like, weight, grad_y, stride, pad, dil, groups);
+    const ConvAlgo a = to_algo(algo);
+    check_algo(b.g, a);
+    const int64_t in_numel = numel(input_like);
+    b.grad_y = in_ptr<T>(grad_y, "grad_output");
+    b.weight = in_ptr<T>(weight, "weight", weight_numel(b.g));
+    b.x = opt_in_ptr<T>(x, "input", in_numel);
+    b.grad_x = opt_out_ptr<T>(grad_x, "grad_input", in_numel);
+    b.grad_w = opt_out_ptr<T>(grad_w, "grad_weight", weight_numel(b.g));
+    b.grad_b = opt_out_ptr<T>(grad_b, "grad_bias", b.g.c_out);
+    if (b.grad_w && !b.x) throw py::value_error("grad_weight needs the input x");
+    py::gil_scoped_release release;
+    be.table->of<T>().conv_backward(b, a);
+  });
+}
+
+}  // namespace
+
+void register_linalg_conv(BackendClass& cls) {
+  cls.def("gemm", &gemm, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("bias"), py::arg("bias_mode"),
+          py::arg("activation"), py::arg("accumulate") = false);
+  cls.def("conv_forward", &conv_forward, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"),
+          py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("activation"),
+          py::arg("algo"));
+  cls.def("conv_backward", &conv_backward, py::arg("grad_output"), py::arg("x"), py::arg("weight"),
+          py::arg("grad_input"), py::arg("grad_weight"), py::arg("grad_bias"), py::arg("stride"), py::arg("padding"),
+          py::arg("dilation"), py::arg("groups"), py::arg("algo"));
+}
+
+}  // namespace fastconv

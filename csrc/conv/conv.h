@@ -1,0 +1,20 @@
+#pragma once
+#include "core/params.h"
+#include "simd/vec.h"
+
+namespace fastconv {
+namespace FC_NS {
+
+// Runs the algorithm the Python layer chose (and checked applicable). float32
+// 2-D convolutions have the direct and depthwise kernels; everything else (and
+// float64 whatever the request) runs on the GEMM.
+template <class T>
+void conv_forward(const ConvForward<T>& f, ConvAlgo algo);
+
+// The gradients that are asked for (non-null outputs). `depthwise` uses the
+// dedicated 2-D depthwise kernel; otherwise the GEMM.
+template <class T>
+void conv_backward(const ConvBackward<T>& b, ConvAlgo algo);
+
+}  // namespace FC_NS
+}  // namespace fastconv

@@ -1,0 +1,294 @@
+// Convolution as GEMM over up to three spatial dimensions, float or double.
+//
+// Per image and group, with K = cin_g * taps and P = output volume:
+//   forward          y[g] (cout_g x P)  = W[g] (cout_g x K) * col (K x P)
+//   backward data    col (K x P)        = W[g]^T * dy[g]        then col2im into dx
+//   backward weight  dW[g] (cout_g x K) += dy[g] (cout_g x P) * col^T
+// "im2col" builds col explicitly; a pointwise convolution (1x1, stride 1, no
+// padding) uses the input planes as col directly. Bias and activation ride in
+// the forward GEMM's epilogue.
+#pragma once
+#include <omp.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "gemm/driver.h"
+
+namespace fastconv {
+namespace FC_NS {
+
+template <class T>
+struct ConvShape {
+  int64_t cin_g, cout_g, taps, K, P, in_vol, image_in, image_out;
+  bool pointwise;
+
+  explicit ConvShape(const ConvNdArgs<T>& a) {
+    cin_g = a.c_in / a.groups;
+    cout_g = a.c_out / a.groups;
+    taps = a.kernel[0] * a.kernel[1] * a.kernel[2];
+    K = cin_g * taps;
+    P = a.out[0] * a.out[1] * a.out[2];
+    in_vol = a.in[0] * a.in[1] * a.in[2];
+    image_in = a.c_in * in_vol;
+    image_out = a.c_out * P;
+    pointwise = taps == 1;
+    for (int d = 0; d < 3; ++d) pointwise = pointwise && a.stride[d] == 1 && a.pad[d] == 0 && a.out[d] == a.in[d];
+  }
+};
+
+// Output positions o along axis d whose input coordinate o * stride + off lies in
+// [0, in): the half-open range [lo, hi).
+template <class T>
+inline void valid_range(const ConvNdArgs<T>& a, int d, int64_t off, int64_t* lo, int64_t* hi) {
+  const int64_t s = a.stride[d], n = a.in[d], out = a.out[d];
+  *lo = imin(out, imax(0, ceil_div(-off, s)));
+  *hi = imax(*lo, imin(out, off >= n ? 0 : ceil_div(n - off, s)));
+}
+
+// Walks the (output row, input row) pairs of one col row: for every output
+// (od, oh) whose input (id, ih) is inside, calls fn(output row index, input row
+// index, input column offset, ow_lo, ow_hi); rows outside go to pad(output row).
+template <class T, class Inside, class Outside>
+inline void for_each_col_row(const ConvNdArgs<T>& a, int64_t tap, Inside fn, Outside pad) {
+  const int64_t kx = tap % a.kernel[2], ky = (tap / a.kernel[2]) % a.kernel[1], kz = tap / (a.kernel[2] * a.kernel[1]);
+  const int64_t off = kx * a.dil[2] - a.pad[2];
+  int64_t ow_lo, ow_hi;
+  valid_range(a, 2, off, &ow_lo, &ow_hi);
+  for (int64_t od = 0; od < a.out[0]; ++od) {
+    const int64_t id = od * a.stride[0] + kz * a.dil[0] - a.pad[0];
+    for (int64_t oh = 0; oh < a.out[1]; ++oh) {
+      const int64_t ih = oh * a.stride[1] + ky * a.dil[1] - a.pad[1];
+      const int64_t orow = od * a.out[1] + oh;
+      if (id < 0 || id >= a.in[0] || ih < 0 || ih >= a.in[1])
+        pad(orow);
+      else
+        fn(orow, id * a.in[1] + ih, off, ow_lo, ow_hi);
+    }
+  }
+}
+
+// Rows [r0, r1) of the im2col matrix of the channels starting at x (one image, one group).
+template <class T>
+void im2col_rows(const ConvNdArgs<T>& a, const T* x, T* col, int64_t r0, int64_t r1) {
+  const ConvShape<T> s(a);
+  const int64_t wo = a.out[2], sw = a.stride[2], w = a.in[2];
+  for (int64_t row = r0; row < r1; ++row) {
+    const T* xc = x + (row / s.taps) * s.in_vol;
+    T* dst = col + row * s.P;
+    for_each_col_row(
+        a, row % s.taps,
+        [&](int64_t orow, int64_t irow, int64_t off, int64_t lo, int64_t hi) {
+          T* d = dst + orow * wo;
+          const T* src = xc + irow * w + off;
+          std::memset(d, 0, sizeof(T) * lo);
+          if (sw == 1) {
+            std::memcpy(d + lo, src + lo, sizeof(T) * (hi - lo));
+          } else {
+            for (int64_t ow = lo; ow < hi; ++ow) d[ow] = src[ow * sw];
+          }
+          std::memset(d + hi, 0, sizeof(T) * (wo - hi));
+        },
+        [&](int64_t orow) { std::memset(dst + orow * wo, 0, sizeof(T) * wo); });
+  }
+}
+
+// dx channel ci (one image, one group) = the sum of col's rows for that channel,
+// each scattered back to the input positions it was gathered from.
+template <class T>
+void col2im_channel(const ConvNdArgs<T>& a, const T* col, T* dx, int64_t ci) {
+  const ConvShape<T> s(a);
+  const int64_t wo = a.out[2], sw = a.stride[2], w = a.in[2];
+  T* dc = dx + ci * s.in_vol;
+  std::memset(dc, 0, sizeof(T) * s.in_vol);
+  for (int64_t tap = 0; tap < s.taps; ++tap) {
+    const T* src = col + (ci * s.taps + tap) * s.P;
+    for_each_col_row(
+        a, tap,
+        [&](int64_t orow, int64_t irow, int64_t off, int64_t lo, int64_t hi) {
+          T* __restrict d = dc + irow * w + off;
+          const T* __restrict c = src + orow * wo;
+          if (sw == 1) {
+#pragma omp simd
+            for (int64_t ow = lo; ow < hi; ++ow) d[ow] += c[ow];
+          } else {
+            for (int64_t ow = lo; ow < hi; ++ow) d[ow * sw] += c[ow];
+          }
+        },
+        [](int64_t) {});
+  }
+}
+
+// Per-thread scratch: GEMM packing buffers, then (if needed) a col matrix.
+template <class T>
+struct ConvScratch {
+  int64_t per_thread;
+  Scratch<T> buf;
+  ConvScratch(int threads, int64_t col_elems)
+      : per_thread(per_thread_floats(gemm_scratch_per_thread<T>() + col_elems)),
+        buf(checked_mul(threads, per_thread)) {}
+  GemmScratch<T> gemm(int t) const { return GemmScratch<T>(buf.data() + t * per_thread); }
+  T* col(int t) const { return buf.data() + t * per_thread + gemm_scratch_per_thread<T>(); }
+};
+
+template <class T>
+void conv_gemm_forward(const ConvForward<T>& f) {
+  const ConvNdArgs<T>& a = f.g;
+  const ConvShape<T> s(a);
+  const int64_t jobs = a.n * a.groups;
+  const int threads = a.threads;
+  const int64_t col_elems = s.pointwise ? 0 : checked_mul(s.K, s.P);
+
+  auto epilogue = [&](int64_t g) {
+    EpilogueT<T> e;
+    e.bias = f.bias ? f.bias + g * s.cout_g : nullptr;
+    e.bias_mode = f.bias ? BiasMode::per_row : BiasMode::none;
+    e.act = f.act;
+    return e;
+  };
+  auto input = [&](int64_t job) { return f.x + (job / a.groups) * s.image_in + (job % a.groups) * s.cin_g * s.in_vol; };
+  auto operand_b = [&](int64_t job, const T* col) { return PackBStrided<T>{s.pointwise ? input(job) : col, s.P, 1}; };
+  auto operand_a = [&](int64_t job) { return PackAStrided<T>{f.weight + (job % a.groups) * s.cout_g * s.K, s.K, 1}; };
+  auto output = [&](int64_t job) { return f.y + (job / a.groups) * s.image_out + (job % a.groups) * s.cout_g * s.P; };
+
+  if (jobs >= threads && threads > 1) {
+    // Enough (image, group) jobs to give each thread whole GEMMs of its own.
+    ConvScratch<T> scratch(threads, col_elems);
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (int64_t job = 0; job < jobs; ++job) {
+      const int t = omp_get_thread_num();
+      if (!s.pointwise) im2col_rows(a, input(job), scratch.col(t), 0, s.K);
+      gemm_serial(s.cout_g, s.P, s.K, operand_a(job), operand_b(job, scratch.col(t)), output(job), s.P,
+                  epilogue(job % a.groups), 0, 0, scratch.gemm(t));
+    }
+    return;
+  }
+  Scratch<T> col(col_elems);
+  for (int64_t job = 0; job < jobs; ++job) {
+    if (!s.pointwise) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+      for (int64_t r = 0; r < s.K; ++r) im2col_rows(a, input(job), col.data(), r, r + 1);
+    }
+    gemm_parallel(s.cout_g, s.P, s.K, operand_a(job), operand_b(job, col.data()), output(job), s.P,
+                  epilogue(job % a.groups), threads);
+  }
+}
+
+// grad_x = the transpose of the forward convolution applied to grad_y.
+template <class T>
+void conv_gemm_backward_data(const ConvBackward<T>& b) {
+  const ConvNdArgs<T>& a = b.g;
+  const ConvShape<T> s(a);
+  const int64_t jobs = a.n * a.groups;
+  const int threads = a.threads;
+  const int64_t col_elems = s.pointwise ? 0 : checked_mul(s.K, s.P);
+  const EpilogueT<T> none;
+
+  // W[g]^T: element (k, o) of the K x cout_g matrix at weight[o * K + k].
+  auto operand_a = [&](int64_t job) { return PackAStrided<T>{b.weight + (job % a.groups) * s.cout_g * s.K, 1, s.K}; };
+  auto operand_b = [&](int64_t job) {
+    return PackBStrided<T>{b.grad_y + (job / a.groups) * s.image_out + (job % a.groups) * s.cout_g * s.P, s.P, 1};
+  };
+  auto grad_x = [&](int64_t job) {
+    return b.grad_x + (job / a.groups) * s.image_in + (job % a.groups) * s.cin_g * s.in_vol;
+  };
+
+  if (jobs >= threads && threads > 1) {
+    ConvScratch<T> scratch(threads, col_elems);
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (int64_t job = 0; job < jobs; ++job) {
+      const int t = omp_get_thread_num();
+      T* col = s.pointwise ? grad_x(job) : scratch.col(t);
+      gemm_serial(s.K, s.P, s.cout_g, operand_a(job), operand_b(job), col, s.P, none, 0, 0, scratch.gemm(t));
+      if (!s.pointwise)
+        for (int64_t ci = 0; ci < s.cin_g; ++ci) col2im_channel(a, col, grad_x(job), ci);
+    }
+    return;
+  }
+  Scratch<T> col_buf(col_elems);
+  for (int64_t job = 0; job < jobs; ++job) {
+    T* col = s.pointwise ? grad_x(job) : col_buf.data();
+    gemm_parallel(s.K, s.P, s.cout_g, operand_a(job), operand_b(job), col, s.P, none, threads);
+    if (!s.pointwise) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+      for (int64_t ci = 0; ci < s.cin_g; ++ci) col2im_channel(a, col, grad_x(job), ci);
+    }
+  }
+}
+
+// grad_w = sum over images of grad_y[g] * col^T.
+template <class T>
+void conv_gemm_backward_weight(const ConvBackward<T>& b) {
+  const ConvNdArgs<T>& a = b.g;
+  const ConvShape<T> s(a);
+  const int64_t jobs = a.n * a.groups;
+  const int threads = a.threads;
+  const int64_t col_elems = s.pointwise ? 0 : checked_mul(s.K, s.P);
+  const int64_t w_elems = a.c_out * s.K;
+  const EpilogueT<T> none;
+
+  auto input = [&](int64_t job) { return b.x + (job / a.groups) * s.image_in + (job % a.groups) * s.cin_g * s.in_vol; };
+  auto operand_a = [&](int64_t job) {
+    return PackAStrided<T>{b.grad_y + (job / a.groups) * s.image_out + (job % a.groups) * s.cout_g * s.P, s.P, 1};
+  };
+  // col^T: element (p, k) at col[k * P + p].
+  auto operand_b = [&](int64_t job, const T* col) { return PackBStrided<T>{s.pointwise ? input(job) : col, 1, s.P}; };
+
+  std::memset(b.grad_w, 0, sizeof(T) * w_elems);
+  if (jobs >= threads && threads > 1) {
+    // Each thread sums its images into a private copy of grad_w; the copies are added at the end.
+    ConvScratch<T> scratch(threads, col_elems);
+    const int64_t part_stride = per_thread_floats(w_elems);
+    Scratch<T> parts(checked_mul(threads, part_stride), true);
+#pragma omp parallel num_threads(threads)
+    {
+      const int t = omp_get_thread_num();
+      T* mine = parts.data() + t * part_stride;
+#pragma omp for schedule(static)
+      for (int64_t job = 0; job < jobs; ++job) {
+        const int64_t g = job % a.groups;
+        if (!s.pointwise) im2col_rows(a, input(job), scratch.col(t), 0, s.K);
+        gemm_serial(s.cout_g, s.K, s.P, operand_a(job), operand_b(job, scratch.col(t)), mine + g * s.cout_g * s.K,
+                    s.K, none, 0, 0, scratch.gemm(t), true);
+      }
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < w_elems; ++i) {
+        T sum = 0;
+        for (int u = 0; u < threads; ++u) sum += parts.data()[u * part_stride + i];
+        b.grad_w[i] = sum;
+      }
+    }
+    return;
+  }
+  Scratch<T> col(col_elems);
+  for (int64_t job = 0; job < jobs; ++job) {
+    if (!s.pointwise) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+      for (int64_t r = 0; r < s.K; ++r) im2col_rows(a, input(job), col.data(), r, r + 1);
+    }
+    gemm_parallel(s.cout_g, s.K, s.P, operand_a(job), operand_b(job, col.data()),
+                  b.grad_w + (job % a.groups) * s.cout_g * s.K, s.K, none, threads, true);
+  }
+}
+
+// grad_b[o] = sum of grad_y over images and output positions of channel o.
+template <class T>
+void conv_backward_bias(const ConvBackward<T>& b) {
+  const ConvNdArgs<T>& a = b.g;
+  const ConvShape<T> s(a);
+#pragma omp parallel for num_threads(a.threads) schedule(static) if (a.threads > 1 && a.c_out * s.P * a.n > (1 << 16))
+  for (int64_t o = 0; o < a.c_out; ++o) {
+    T sum = 0;
+    for (int64_t n = 0; n < a.n; ++n) {
+      const T* p = b.grad_y + n * s.image_out + o * s.P;
+      T part = 0;
+#pragma omp simd reduction(+ : part)
+      for (int64_t i = 0; i < s.P; ++i) part += p[i];
+      sum += part;
+    }
+    b.grad_b[o] = sum;
+  }
+}
+
+}  // namespace FC_NS
+}  // namespace fastconv
