@@ -1,49 +1,91 @@
 """Plain numpy references (float64), independent of fastconv's kernels."""
 
+import itertools
+
 import numpy as np
 
 
 def pad_amounts(padding, kernel, dilation):
+    """((before, after) per spatial axis) from PyTorch's padding argument."""
+    nd = len(kernel)
     if padding == "valid":
-        return (0, 0, 0, 0)
+        return [(0, 0)] * nd
     if padding == "same":
-        out = []
-        for k, d in zip(kernel, dilation):
-            total = d * (k - 1)
-            out += [total // 2, total - total // 2]
-        return tuple(out)
-    ph, pw = (padding, padding) if isinstance(padding, int) else padding
-    return (ph, ph, pw, pw)
+        return [(d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for k, d in zip(kernel, dilation)]
+    p = (padding,) * nd if isinstance(padding, int) else tuple(padding)
+    return [(v, v) for v in p]
 
 
-def conv2d(x, w, bias=None, stride=(1, 1), padding=0, dilation=(1, 1), groups=1, activation=None):
-    """Direct definition: y[n, o, i, j] = sum_{c, a, b} w[o, c, a, b] * xpad[n, g*cin_g + c, i*s + a*d, j*s + b*d]."""
+def _geometry(x, w, stride, padding, dilation):
+    nd = x.ndim - 2
+    kernel = w.shape[2:]
+    stride = (stride,) * nd if isinstance(stride, int) else tuple(stride)
+    dilation = (dilation,) * nd if isinstance(dilation, int) else tuple(dilation)
+    pads = pad_amounts(padding, kernel, dilation)
+    out = tuple((x.shape[2 + i] + sum(pads[i]) - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1 for i in range(nd))
+    return kernel, stride, dilation, pads, out
+
+
+def _window(tap, stride, dilation, out):
+    """Slices of the padded input that tap `tap` reads for every output position."""
+    return tuple(slice(t * d, t * d + (o - 1) * s + 1, s) for t, s, d, o in zip(tap, stride, dilation, out))
+
+
+def conv(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, activation=None):
+    """Direct definition over 1-3 spatial axes:
+    y[n, o, p] = sum_{c, t} w[o, c, t] * xpad[n, g*cin_g + c, p*s + t*d]."""
     x = np.asarray(x, np.float64)
     w = np.asarray(w, np.float64)
-    n, c_in, h, wd = x.shape
-    c_out, cin_g, kh, kw = w.shape
-    pt, pb, pl, pr = pad_amounts(padding, (kh, kw), dilation)
-    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
-    sh, sw = stride
-    dh, dw = dilation
-    ho = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-    wo = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    kernel, stride, dilation, pads, out = _geometry(x, w, stride, padding, dilation)
+    n, c_in = x.shape[:2]
+    c_out, cin_g = w.shape[:2]
     cout_g = c_out // groups
-    y = np.zeros((n, groups, cout_g, ho, wo))
-    xg = xp.reshape(n, groups, cin_g, xp.shape[2], xp.shape[3])
-    wg = w.reshape(groups, cout_g, cin_g, kh, kw)
-    for a in range(kh):
-        for b in range(kw):
-            patch = xg[:, :, :, a * dh: a * dh + (ho - 1) * sh + 1: sh, b * dw: b * dw + (wo - 1) * sw + 1: sw]
-            y += np.einsum("ngchw,goc->ngohw", patch, wg[:, :, :, a, b])
-    y = y.reshape(n, c_out, ho, wo)
+    xp = np.pad(x, [(0, 0), (0, 0)] + pads)
+    xg = xp.reshape((n, groups, cin_g) + xp.shape[2:])
+    wg = w.reshape((groups, cout_g, cin_g) + kernel)
+    y = np.zeros((n, groups, cout_g) + out)
+    sp = "xyz"[: len(kernel)]
+    for tap in itertools.product(*(range(k) for k in kernel)):
+        patch = xg[(slice(None),) * 3 + _window(tap, stride, dilation, out)]
+        y += np.einsum(f"ngc{sp},goc->ngo{sp}", patch, wg[(slice(None),) * 3 + tap])
+    y = y.reshape((n, c_out) + out)
     if bias is not None:
-        y += np.asarray(bias, np.float64)[None, :, None, None]
+        y += np.asarray(bias, np.float64).reshape((1, c_out) + (1,) * len(out))
     if activation == "relu":
         y = np.maximum(y, 0)
     elif activation == "relu6":
         y = np.clip(y, 0, 6)
     return y
+
+
+def conv_backward(gy, x, w, stride=1, padding=0, dilation=1, groups=1):
+    """(grad_x, grad_w, grad_b) of `conv` (no activation), from the same definition."""
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    gy = np.asarray(gy, np.float64)
+    kernel, stride, dilation, pads, out = _geometry(x, w, stride, padding, dilation)
+    n, c_in = x.shape[:2]
+    c_out, cin_g = w.shape[:2]
+    cout_g = c_out // groups
+    xp = np.pad(x, [(0, 0), (0, 0)] + pads)
+    xg = xp.reshape((n, groups, cin_g) + xp.shape[2:])
+    wg = w.reshape((groups, cout_g, cin_g) + kernel)
+    gyg = gy.reshape((n, groups, cout_g) + out)
+    gxp = np.zeros_like(xg)
+    gw = np.zeros_like(wg)
+    sp = "xyz"[: len(kernel)]
+    for tap in itertools.product(*(range(k) for k in kernel)):
+        sl = (slice(None),) * 3 + _window(tap, stride, dilation, out)
+        gw[(slice(None),) * 3 + tap] = np.einsum(f"ngo{sp},ngc{sp}->goc", gyg, xg[sl])
+        gxp[sl] += np.einsum(f"ngo{sp},goc->ngc{sp}", gyg, wg[(slice(None),) * 3 + tap])
+    gxp = gxp.reshape(xp.shape)
+    inner = tuple(slice(b, b + s) for (b, _), s in zip(pads, x.shape[2:]))
+    gx = gxp[(slice(None), slice(None)) + inner]
+    return gx, gw.reshape(w.shape), gy.sum(axis=(0,) + tuple(range(2, gy.ndim)))
+
+
+def conv2d(x, w, bias=None, stride=(1, 1), padding=0, dilation=(1, 1), groups=1, activation=None):
+    return conv(x, w, bias, stride, padding, dilation, groups, activation)
 
 
 def close(got, ref, tol=1e-4):
@@ -53,3 +95,26 @@ def close(got, ref, tol=1e-4):
         return got.shape == ref.shape
     err = float(np.max(np.abs(np.asarray(got, np.float64) - ref)))
     return got.shape == ref.shape and err <= tol * (1 + float(np.max(np.abs(ref))))
+
+
+def numerical_grad(f, x, gy, eps=1e-6, samples=None, rng=None):
+    """d/dx of sum(f(x) * gy) by central differences in float64.
+
+    With `samples`, only that many randomly chosen coordinates are differenced; the
+    others come back as NaN (compare with `np.isfinite` masks).
+    """
+    x = np.array(x, np.float64)
+    g = np.full(x.shape, np.nan)
+    flat = x.reshape(-1)
+    idx = np.arange(flat.size)
+    if samples is not None and samples < flat.size:
+        idx = (rng or np.random.default_rng(0)).choice(flat.size, samples, replace=False)
+    for i in idx:
+        old = flat[i]
+        flat[i] = old + eps
+        up = float(np.sum(f(x) * gy))
+        flat[i] = old - eps
+        down = float(np.sum(f(x) * gy))
+        flat[i] = old
+        g.reshape(-1)[i] = (up - down) / (2 * eps)
+    return g

@@ -1,0 +1,193 @@
+"""Convolution gradients, conv1d/conv3d and conv_transpose2d against independent references."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastconv
+from fastconv import ops
+from reference import close, conv, conv_backward, numerical_grad
+from test_conv2d import conv_cases, make
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:  # torch is optional: the numpy reference always runs
+    torch = None
+
+ISAS = fastconv.cpu_info()["supported_isas"]
+needs_torch = pytest.mark.skipif(torch is None, reason="torch not installed")
+
+
+def conv_kwargs(case):
+    return dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"], groups=case["groups"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conv_cases(), st.sampled_from([np.float32, np.float64]))
+def test_conv2d_backward_matches_the_reference_on_every_path(case, dtype):
+    x, w, _ = make(case)
+    x, w = x.astype(dtype), w.astype(dtype)
+    kw = conv_kwargs(case)
+    y_shape = conv(x, w, **kw).shape
+    gy = np.random.default_rng(case["seed"] + 1).standard_normal(y_shape).astype(dtype)
+    ref = conv_backward(gy, x, w, **kw)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    for isa in ISAS:
+        with fastconv.use_isa(isa):
+            got = ops.conv2d_backward(gy, x, w, **kw)
+        for name, g, r in zip(("input", "weight", "bias"), got, ref):
+            assert g.dtype == dtype
+            assert close(g, r, tol), (isa, name, case, float(np.abs(g - r).max()))
+
+
+@needs_torch
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conv_cases())
+def test_conv2d_backward_matches_torch_autograd(case):
+    x, w, b = make(case)
+    kw = conv_kwargs(case)
+    tx = torch.from_numpy(x).double().requires_grad_()
+    tw = torch.from_numpy(w).double().requires_grad_()
+    tb = torch.zeros(w.shape[0], dtype=torch.float64, requires_grad=True)
+    y = F.conv2d(tx, tw, tb, **kw)
+    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(case["seed"]), dtype=torch.float64)
+    y.backward(gy)
+    got = ops.conv2d_backward(gy.numpy(), x.astype(np.float64), w.astype(np.float64), **kw)
+    for g, t in zip(got, (tx.grad, tw.grad, tb.grad)):
+        assert close(g, t.numpy(), 1e-10)
+
+
+def test_needs_selects_the_gradients(rng):
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((2, 4, 4, 4)).astype(np.float32)
+    gx, gw, gb = ops.conv2d_backward(gy, x, w, needs=(False, True, False))
+    assert gx is None and gb is None
+    assert close(gw, conv_backward(gy, x, w)[1])
+    with pytest.raises(TypeError, match="needs must be a tuple of three bools"):
+        ops.conv2d_backward(gy, x, w, needs=(1, 0, 0))
+    with pytest.raises(ValueError, match="grad_output must have the convolution's output shape"):
+        ops.conv2d_backward(gy[:, :, :3], x, w)
+    with pytest.raises(TypeError, match="grad_output has dtype float64"):
+        ops.conv2d_backward(gy.astype(np.float64), x, w)
+
+
+@pytest.mark.parametrize("mult,stride,padding,dilation", [(1, 1, 1, 1), (2, 2, 1, 1), (1, 2, 0, 2), (3, 1, 2, 2)])
+def test_depthwise_backward_with_multipliers(isa, rng, mult, stride, padding, dilation):
+    c = 5
+    x = rng.standard_normal((3, c, 13, 11)).astype(np.float32)
+    w = rng.standard_normal((c * mult, 1, 3, 3)).astype(np.float32)
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=c)
+    gy = rng.standard_normal(conv(x, w, **kw).shape).astype(np.float32)
+    for g, r in zip(ops.conv2d_backward(gy, x, w, **kw), conv_backward(gy, x, w, **kw)):
+        assert close(g, r)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kw", [dict(), dict(stride=2, padding=1), dict(padding="same", dilation=2),
+                                dict(groups=2, padding=1), dict(stride=3, padding="valid")])
+def test_conv1d_forward_and_backward(isa, rng, dtype, kw):
+    x = rng.standard_normal((2, 4, 17)).astype(dtype)
+    w = rng.standard_normal((6, 4 // kw.get("groups", 1), 3)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    y = ops.conv1d(x, w, b, **kw)
+    assert y.dtype == dtype
+    assert close(y, conv(x, w, b, **kw))
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    for g, r in zip(ops.conv1d_backward(gy, x, w, **kw), conv_backward(gy, x, w, **kw)):
+        assert close(g, r)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kw", [dict(), dict(stride=2, padding=1), dict(padding=(0, 1, 2), dilation=(1, 2, 1)),
+                                dict(groups=2, padding="same"), dict(stride=(1, 2, 3))])
+def test_conv3d_forward_and_backward(isa, rng, dtype, kw):
+    x = rng.standard_normal((2, 4, 6, 7, 8)).astype(dtype)
+    w = rng.standard_normal((6, 4 // kw.get("groups", 1), 3, 2, 3)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    y = ops.conv3d(x, w, b, activation="relu", **kw)
+    assert close(y, conv(x, w, b, activation="relu", **kw))
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    for g, r in zip(ops.conv3d_backward(gy, x, w, **kw), conv_backward(gy, x, w, **kw)):
+        assert close(g, r)
+
+
+def test_pointwise_conv3d_backward(rng):
+    x = rng.standard_normal((2, 3, 4, 5, 6))
+    w = rng.standard_normal((5, 3, 1, 1, 1))
+    gy = rng.standard_normal((2, 5, 4, 5, 6))
+    for g, r in zip(ops.conv3d_backward(gy, x, w), conv_backward(gy, x, w)):
+        assert close(g, r, 1e-10)
+
+
+def transpose_reference(x, w, bias, stride, padding, output_padding, groups, dilation):
+    """conv_transpose2d as the gradient of conv2d with respect to its input."""
+    n, c_in, h, wd = x.shape
+    k = w.shape[2:]
+    out = [(s - 1) * stride - 2 * padding + dilation * (kk - 1) + output_padding + 1 for s, kk in zip((h, wd), k)]
+    like = np.zeros((n, w.shape[1] * groups, *out))
+    gx = conv_backward(x, like, w, stride, padding, dilation, groups)[0]
+    return gx + (0 if bias is None else np.asarray(bias, np.float64)[None, :, None, None])
+
+
+@pytest.mark.parametrize("stride,padding,output_padding,groups,dilation",
+                         [(1, 0, 0, 1, 1), (2, 1, 1, 1, 1), (3, 2, 2, 2, 1), (2, 0, 1, 3, 2), (1, 1, 0, 1, 2)])
+def test_conv_transpose2d_forward_and_backward(isa, rng, stride, padding, output_padding, groups, dilation):
+    x = rng.standard_normal((2, 6, 5, 7)).astype(np.float32)
+    w = rng.standard_normal((6, 4, 3, 2)).astype(np.float32)
+    b = rng.standard_normal(4 * groups).astype(np.float32)
+    args = (stride, padding, output_padding, groups, dilation)
+    y = ops.conv_transpose2d(x, w, b, *args)
+    assert close(y, transpose_reference(x, w, b, *args))
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    gx, gw, gb = ops.conv_transpose2d_backward(gy, x, w, *args)
+    # The transposed convolution is linear: its input gradient is the forward conv2d
+    # of gy, and its weight gradient is conv2d's weight gradient with x and y swapped.
+    assert close(gx, conv(gy, w, None, stride, padding, dilation, groups))
+    assert close(gw, conv_backward(x, gy, w, stride, padding, dilation, groups)[1])
+    assert close(gb, gy.astype(np.float64).sum(axis=(0, 2, 3)))
+    if torch is not None:
+        t = F.conv_transpose2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
+                               torch.from_numpy(b).double(), *args)
+        assert close(y, t.numpy())
+
+
+def test_conv_transpose2d_rejects_bad_output_padding():
+    x = np.zeros((1, 2, 3, 3), np.float32)
+    w = np.zeros((2, 2, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="output_padding"):
+        ops.conv_transpose2d(x, w, stride=2, output_padding=2)
+    with pytest.raises(ValueError, match="weight must have shape"):
+        ops.conv_transpose2d(x, np.zeros((3, 2, 3, 3), np.float32))
+
+
+def test_finite_differences_float64(rng):
+    """Every convolution gradient against central differences of fastconv's own forward."""
+    cases = [
+        (ops.conv2d, ops.conv2d_backward, (2, 4, 6, 5), (6, 2, 3, 2), dict(stride=(2, 1), padding=1, groups=2)),
+        (ops.conv2d, ops.conv2d_backward, (1, 3, 7, 7), (6, 1, 3, 3), dict(padding="same", dilation=2, groups=3)),
+        (ops.conv1d, ops.conv1d_backward, (2, 3, 9), (4, 3, 3), dict(stride=2, padding=1)),
+        (ops.conv3d, ops.conv3d_backward, (1, 2, 4, 4, 5), (3, 2, 2, 3, 2), dict(padding=1, stride=(1, 2, 1))),
+    ]
+    for fwd, bwd, xs, ws, kw in cases:
+        x = rng.standard_normal(xs)
+        w = rng.standard_normal(ws)
+        b = rng.standard_normal(ws[0])
+        gy = rng.standard_normal(fwd(x, w, b, **kw).shape)
+        gx, gw, gb = bwd(gy, x, w, **kw)
+        for got, f, at in ((gx, lambda v: fwd(v, w, b, **kw), x), (gw, lambda v: fwd(x, v, b, **kw), w),
+                           (gb, lambda v: fwd(x, w, v, **kw), b)):
+            num = numerical_grad(f, at, gy, samples=40, rng=rng)
+            mask = np.isfinite(num)
+            assert np.allclose(got[mask], num[mask], rtol=1e-6, atol=1e-6)
+    x = rng.standard_normal((1, 4, 3, 4))
+    w = rng.standard_normal((4, 3, 3, 3))
+    kw = dict(stride=2, padding=1, output_padding=1, groups=2)
+    gy = rng.standard_normal(ops.conv_transpose2d(x, w, **kw).shape)
+    gx, gw, _ = ops.conv_transpose2d_backward(gy, x, w, **kw)
+    for got, f, at in ((gx, lambda v: ops.conv_transpose2d(v, w, **kw), x),
+                       (gw, lambda v: ops.conv_transpose2d(x, v, **kw), w)):
+        num = numerical_grad(f, at, gy)
+        assert np.allclose(got, num, rtol=1e-6, atol=1e-6)
