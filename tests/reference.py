@@ -118,3 +118,42 @@ def numerical_grad(f, x, gy, eps=1e-6, samples=None, rng=None):
         flat[i] = old
         g.reshape(-1)[i] = (up - down) / (2 * eps)
     return g
+
+
+def pool_output_size(size, k, s, p, d, ceil_mode):
+    out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def pool(x, mode, kernel, stride, padding, dilation, ceil_mode, count_include_pad=True, divisor_override=None):
+    """Max ('max') or average ('avg') pooling by definition, one output at a time (small inputs).
+    Returns (y, flat argmax indices or None)."""
+    x = np.asarray(x, np.float64)
+    nd = x.ndim - 2
+    sizes = x.shape[2:]
+    outs = [pool_output_size(sizes[i], kernel[i], stride[i], padding[i], dilation[i], ceil_mode) for i in range(nd)]
+    y = np.zeros(x.shape[:2] + tuple(outs))
+    idx = np.zeros(y.shape, np.int64)
+    for o in itertools.product(*(range(v) for v in outs)):
+        starts = [o[i] * stride[i] - padding[i] for i in range(nd)]
+        taps = [[starts[i] + t * dilation[i] for t in range(kernel[i])] for i in range(nd)]
+        valid = [[c for c in taps[i] if 0 <= c < sizes[i]] for i in range(nd)]
+        flat = [np.ravel_multi_index(c, sizes) for c in itertools.product(*valid)]
+        vals = x.reshape(x.shape[:2] + (-1,))[:, :, flat]
+        if mode == "max":
+            # First maximum in window order; a NaN wins.
+            nan = np.isnan(vals)
+            arg = np.where(nan.any(-1), nan.argmax(-1), vals.argmax(-1))
+            y[(Ellipsis,) + o] = np.take_along_axis(vals, arg[..., None], -1)[..., 0]
+            idx[(Ellipsis,) + o] = np.asarray(flat)[arg]
+        else:
+            if divisor_override:
+                div = divisor_override
+            elif count_include_pad:
+                div = np.prod([min(starts[i] + kernel[i], sizes[i] + padding[i]) - starts[i] for i in range(nd)])
+            else:
+                div = np.prod([len(v) for v in valid])
+            y[(Ellipsis,) + o] = vals.sum(-1) / div
+    return y, (idx if mode == "max" else None)

@@ -79,5 +79,6 @@ inline Activation to_activation(int act) {
 }
 
 void register_linalg_conv(BackendClass& cls);
+void register_pool(BackendClass& cls);
 
 }  // namespace fastconv

@@ -37,6 +37,7 @@ PYBIND11_MODULE(_core, m) {
   cls.def_property_readonly("isa", [](const Backend& b) { return std::string(isa_name(b.isa)); })
       .def("__repr__", [](const Backend& b) { return "<fastconv._core.Backend isa='" + std::string(isa_name(b.isa)) + "'>"; });
   register_linalg_conv(cls);
+  register_pool(cls);
 
   m.attr("default_backend") = Backend{active, kernel_table(active)};
   m.def("backend", &make_backend, py::arg("isa"), "Kernels for one ISA; ValueError if this CPU cannot run it.");

@@ -2,6 +2,7 @@
 #include "conv/conv.h"
 #include "core/dispatch.h"
 #include "gemm/gemm.h"
+#include "pool/pool.h"
 
 namespace fastconv {
 namespace FC_NS {
@@ -12,6 +13,12 @@ static KernelSet<T> kernel_set() {
   s.gemm = &gemm<T>;
   s.conv_forward = &conv_forward<T>;
   s.conv_backward = &conv_backward<T>;
+  s.max_pool_forward = &max_pool_forward<T>;
+  s.max_pool_backward = &max_pool_backward<T>;
+  s.avg_pool_forward = &avg_pool_forward<T>;
+  s.avg_pool_backward = &avg_pool_backward<T>;
+  s.adaptive_pool_forward = &adaptive_pool_forward<T>;
+  s.adaptive_avg_pool_backward = &adaptive_avg_pool_backward<T>;
   return s;
 }
 

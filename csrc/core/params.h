@@ -95,4 +95,23 @@ struct ConvBackward {
   T* grad_b = nullptr;
 };
 
+// Pooling over up to three spatial dimensions of `planes` = N * C independent
+// planes (1-D and 2-D set the leading ones to 1). Windows are clipped to the
+// input; the output sizes (ceil_mode included) are the caller's.
+struct PoolArgs {
+  int64_t planes = 0;
+  int64_t in[3] = {1, 1, 1};
+  int64_t out[3] = {1, 1, 1};
+  int64_t kernel[3] = {1, 1, 1};
+  int64_t stride[3] = {1, 1, 1};
+  int64_t pad[3] = {0, 0, 0};
+  int64_t dil[3] = {1, 1, 1};
+  bool count_include_pad = true;  // average pooling's divisor
+  int64_t divisor_override = 0;   // > 0 replaces the divisor
+  int threads = 1;
+
+  int64_t in_volume() const { return in[0] * in[1] * in[2]; }
+  int64_t out_volume() const { return out[0] * out[1] * out[2]; }
+};
+
 }  // namespace fastconv

@@ -68,12 +68,15 @@ def main(argv: Optional[List[str]] = None) -> int:
               flush=True)
         if args.suite in ("all", "layers"):
             cases = [c for c in LAYER_CASES if args.cases in c.name]
-            print(f"\n{'layer (batch 1 unless noted)':<30} {'algo':<9} {'ms':>9} {'IQR':>6} {'rate':>12} {'%peak':>6}  "
-                  + (f"{'torch ms':>9} {'ratio':>7} {'max err':>8}" if compare else ""), flush=True)
-            for r in layer_suite(cases, compare_torch=compare, budget_s=args.budget):
-                print(_fmt_row(r, peak), flush=True)
+            for direction in ("forward", "backward"):
+                print(f"\n{direction + ' (batch 1 unless noted)':<30} {'algo':<9} {'ms':>9} {'IQR':>6} {'rate':>12} "
+                      f"{'%peak':>6}  " + (f"{'torch ms':>9} {'ratio':>7} {'max err':>8}" if compare else ""),
+                      flush=True)
+                for r in layer_suite(cases, compare_torch=compare, budget_s=args.budget, direction=direction):
+                    print(_fmt_row(r, peak), flush=True)
             print("\nratio = PyTorch time / fastconv time (> 1: fastconv faster); %peak = fraction of the SGEMM peak above;"
-                  "\nmemory-bound depthwise layers report GB/s of compulsory traffic.")
+                  "\nmemory-bound depthwise layers report GB/s of compulsory traffic; backward = grad input + weight + bias"
+                  "\n(against aten.convolution_backward), counted as twice the forward's FLOPs and bytes.")
     except KeyboardInterrupt:
         print("\ninterrupted: results above are complete cases", file=sys.stderr)
         return 130
