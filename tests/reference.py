@@ -142,7 +142,10 @@ def pool(x, mode, kernel, stride, padding, dilation, ceil_mode, count_include_pa
         valid = [[c for c in taps[i] if 0 <= c < sizes[i]] for i in range(nd)]
         flat = [np.ravel_multi_index(c, sizes) for c in itertools.product(*valid)]
         vals = x.reshape(x.shape[:2] + (-1,))[:, :, flat]
-        if mode == "max":
+        if mode == "max" and not flat:  # no tap inside the input (dilated windows can miss it)
+            y[(Ellipsis,) + o] = -np.inf
+            idx[(Ellipsis,) + o] = -1
+        elif mode == "max":
             # First maximum in window order; a NaN wins.
             nan = np.isnan(vals)
             arg = np.where(nan.any(-1), nan.argmax(-1), vals.argmax(-1))

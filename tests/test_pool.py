@@ -92,11 +92,11 @@ def test_pooling_matches_the_references_on_every_path(case):
             torch_ok = False
         else:
             torch_ok = True
-    if torch is not None and torch_ok:
+    if torch is not None and torch_ok and (ref_idx is None or (ref_idx >= 0).all()):
         assert close(ty.detach().numpy(), ref_y, 1e-12)
         ty.backward(torch.from_numpy(g).double())
         ref_gx = tx.grad.numpy()
-        if tidx is not None:
+        if tidx is not None and (ref_idx >= 0).all():  # torch's index for an empty window is arbitrary
             assert np.array_equal(tidx.numpy(), ref_idx)
     for isa in ISAS:
         with fastconv.use_isa(isa):

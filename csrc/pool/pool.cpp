@@ -66,46 +66,69 @@ inline int64_t avg_factor(const PoolArgs& a, int d, int64_t o) {
 
 }  // namespace
 
-template <class T>
-void max_pool_forward(const PoolArgs& a, const T* x, T* y, int64_t* indices) {
+// One tap's sweep along W: take each input that beats the running maximum (or is
+// NaN); with indices, also record where it came from. Indices are kept as int32
+// in the loop (same lane count as float, so it vectorises) when a plane is small
+// enough.
+template <class T, class I>
+inline void max_tap(const T* __restrict xr, T* __restrict yr, I* __restrict ir, int64_t lo, int64_t hi, int64_t sw,
+                    int64_t off, int64_t base) {
+  if (ir) {
+#pragma omp simd
+    for (int64_t ow = lo; ow < hi; ++ow) {
+      const T v = xr[ow * sw + off], m = yr[ow];
+      const I i = ir[ow];
+      const bool take = v > m || v != v || i < 0;
+      yr[ow] = take ? v : m;
+      ir[ow] = take ? static_cast<I>(base + ow * sw + off) : i;
+    }
+  } else if (sw == 1) {
+#pragma omp simd
+    for (int64_t ow = lo; ow < hi; ++ow) {
+      const T v = xr[ow + off], m = yr[ow];
+      yr[ow] = (v > m || v != v) ? v : m;
+    }
+  } else {
+#pragma omp simd
+    for (int64_t ow = lo; ow < hi; ++ow) {
+      const T v = xr[ow * sw + off], m = yr[ow];
+      yr[ow] = (v > m || v != v) ? v : m;
+    }
+  }
+}
+
+template <class T, class I>
+void max_pool_rows(const PoolArgs& a, const T* x, T* y, int64_t* indices) {
   const int64_t wo = a.out[2], sw = a.stride[2], in_vol = a.in_volume(), out_vol = a.out_volume();
   for_each_output_row(a, [&](int64_t p, int64_t orow, int64_t, int64_t, const int64_t* rows, int nrows) {
-    T* __restrict yr = y + p * out_vol + orow * wo;
-    int64_t* __restrict ir = indices ? indices + p * out_vol + orow * wo : nullptr;
+    T* yr = y + p * out_vol + orow * wo;
+    int64_t* ir64 = indices ? indices + p * out_vol + orow * wo : nullptr;
+    // The int32 row of indices lives in the first half of the int64 output row and
+    // is widened in place, back to front, at the end.
+    I* ir = reinterpret_cast<I*>(ir64);
     const T* xp = x + p * in_vol;
     for (int64_t ow = 0; ow < wo; ++ow) yr[ow] = -std::numeric_limits<T>::infinity();
     if (ir)
       for (int64_t ow = 0; ow < wo; ++ow) ir[ow] = -1;
     for (int r = 0; r < nrows; ++r) {
-      const T* __restrict xr = xp + rows[r];
       for (int64_t kx = 0; kx < a.kernel[2]; ++kx) {
         const int64_t off = kx * a.dil[2] - a.pad[2];
         int64_t lo, hi;
         tap_range(a, 2, off, &lo, &hi);
-        if (ir) {
-          for (int64_t ow = lo; ow < hi; ++ow) {
-            const T v = xr[ow * sw + off];
-            if (v > yr[ow] || v != v || ir[ow] < 0) {
-              yr[ow] = v;
-              ir[ow] = rows[r] + ow * sw + off;
-            }
-          }
-        } else if (sw == 1) {
-#pragma omp simd
-          for (int64_t ow = lo; ow < hi; ++ow) {
-            const T v = xr[ow + off], m = yr[ow];
-            yr[ow] = (v > m || v != v) ? v : m;
-          }
-        } else {
-#pragma omp simd
-          for (int64_t ow = lo; ow < hi; ++ow) {
-            const T v = xr[ow * sw + off], m = yr[ow];
-            yr[ow] = (v > m || v != v) ? v : m;
-          }
-        }
+        max_tap<T, I>(xp + rows[r], yr, ir, lo, hi, sw, off, rows[r]);
       }
     }
+    if (ir && sizeof(I) < sizeof(int64_t))
+      for (int64_t ow = wo - 1; ow >= 0; --ow) ir64[ow] = static_cast<int64_t>(ir[ow]);
   });
+}
+
+template <class T>
+void max_pool_forward(const PoolArgs& a, const T* x, T* y, int64_t* indices) {
+  if (a.in_volume() < (int64_t(1) << 31))
+    max_pool_rows<T, int32_t>(a, x, y, indices);
+  else
+    max_pool_rows<T, int64_t>(a, x, y, indices);
 }
 
 template <class T>
@@ -123,7 +146,7 @@ bool max_pool_backward(const PoolArgs& a, const T* grad_y, const int64_t* indice
       const int64_t i = ix[o];
       if (i >= 0 && i < in_vol)
         gx[i] += gy[o];
-      else
+      else if (i != -1)  // -1: a window with no tap inside the input
         ok = false;
     }
   }

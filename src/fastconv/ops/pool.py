@@ -105,8 +105,10 @@ def _max_pool_backward(nd, grad_output, indices, input_shape):
     if g.shape[:2] != shape[:2]:
         raise ValueError(f"grad_output {g.shape} and input_shape {shape} differ in N or C")
     ix = _check_indices(indices, g.shape)
-    gx = np.zeros(shape, g.dtype)
-    if g.size and gx.size:
+    gx = np.empty(shape, g.dtype)  # the kernel zeroes it
+    if not g.size:
+        gx.fill(0)
+    elif gx.size:
         backend().pool_backward("max", g, ix, gx, (1, 1, 1), (1, 1, 1), (0, 0, 0), (1, 1, 1), True, 0)
     return gx
 
@@ -127,8 +129,10 @@ def _avg_pool_backward(nd, grad_output, input_shape, kernel_size, stride, paddin
     p = _Pool(nd, None, kernel_size, stride, padding, 1, ceil_mode, kind="avg", input_shape=shape, dtype=g.dtype)
     g = _check_grad(g, p.out_shape)
     div = _divisor(divisor_override)
-    gx = np.zeros(shape, g.dtype)
-    if g.size:
+    gx = np.empty(shape, g.dtype)  # the kernel zeroes it
+    if not g.size:
+        gx.fill(0)
+    else:
         backend().pool_backward("avg", g, None, gx, *p.triples(), bool(count_include_pad), div)
     return gx
 
