@@ -80,5 +80,6 @@ inline Activation to_activation(int act) {
 
 void register_linalg_conv(BackendClass& cls);
 void register_pool(BackendClass& cls);
+void register_norm_eltwise(BackendClass& cls);
 
 }  // namespace fastconv

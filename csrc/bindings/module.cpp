@@ -38,6 +38,7 @@ PYBIND11_MODULE(_core, m) {
       .def("__repr__", [](const Backend& b) { return "<fastconv._core.Backend isa='" + std::string(isa_name(b.isa)) + "'>"; });
   register_linalg_conv(cls);
   register_pool(cls);
+  register_norm_eltwise(cls);
 
   m.attr("default_backend") = Backend{active, kernel_table(active)};
   m.def("backend", &make_backend, py::arg("isa"), "Kernels for one ISA; ValueError if this CPU cannot run it.");

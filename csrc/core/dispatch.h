@@ -20,6 +20,19 @@ struct KernelSet {
   void (*avg_pool_backward)(const PoolArgs&, const T*, T*);
   void (*adaptive_pool_forward)(const PoolArgs&, bool, const T*, T*, int64_t*);
   void (*adaptive_avg_pool_backward)(const PoolArgs&, const T*, T*);
+  void (*batch_norm_forward)(const BatchNormArgs&, bool, const T*, const T*, const T*, T*, T*, T*, T*, T*);
+  void (*batch_norm_backward)(const BatchNormArgs&, bool, const T*, const T*, const T*, const T*, const T*, T*, T*,
+                              T*);
+  void (*activation_forward)(EltwiseKind, int64_t, const T*, T*, double, int);
+  void (*activation_backward)(EltwiseKind, int64_t, const T*, const T*, T*, double, int);
+  void (*softmax_forward)(int64_t, int64_t, int64_t, const T*, T*, bool, int);
+  void (*softmax_backward)(int64_t, int64_t, int64_t, const T*, const T*, T*, bool, int);
+  bool (*cross_entropy_forward)(int64_t, int64_t, int64_t, const T*, const int64_t*, T*, int64_t, double, int);
+  void (*cross_entropy_backward)(int64_t, int64_t, int64_t, const T*, const int64_t*, const T*, T*, int64_t, double,
+                                 int);
+  void (*dropout_forward)(int64_t, const T*, T*, uint8_t*, double, uint64_t, int);
+  void (*dropout_backward)(int64_t, const T*, const uint8_t*, T*, double, int);
+  void (*add)(int64_t, const T*, const T*, T*, int);
 };
 
 struct KernelTable {

@@ -114,4 +114,13 @@ struct PoolArgs {
   int64_t out_volume() const { return out[0] * out[1] * out[2]; }
 };
 
+// BatchNorm over x laid out (n, c, s): statistics per channel c over n * s values.
+struct BatchNormArgs {
+  int64_t n = 0, c = 0, s = 1;
+  double eps = 1e-5, momentum = 0.1;
+  int threads = 1;
+};
+
+enum class EltwiseKind : int { relu = 0, relu6 = 1, leaky_relu = 2, sigmoid = 3, tanh = 4, gelu = 5, gelu_tanh = 6 };
+
 }  // namespace fastconv

@@ -6,6 +6,32 @@ differentiable op ``f`` has an ``f_backward`` that returns the gradients of its
 inputs given the gradient of its output.
 """
 
+from .activation import (
+    add,
+    add_backward,
+    cat,
+    cat_backward,
+    dropout,
+    dropout_backward,
+    flatten,
+    flatten_backward,
+    gelu,
+    gelu_backward,
+    leaky_relu,
+    leaky_relu_backward,
+    log_softmax,
+    log_softmax_backward,
+    relu,
+    relu6,
+    relu6_backward,
+    relu_backward,
+    sigmoid,
+    sigmoid_backward,
+    softmax,
+    softmax_backward,
+    tanh,
+    tanh_backward,
+)
 from .conv import (
     ALGORITHMS,
     conv1d,
@@ -20,6 +46,8 @@ from .conv import (
     depthwise_separable_conv2d,
 )
 from .linalg import linear, linear_backward, matmul
+from .loss import cross_entropy, cross_entropy_backward, mse_loss, mse_loss_backward
+from .norm import batch_norm, batch_norm_backward, fold_batchnorm
 from .pool import (
     adaptive_avg_pool2d,
     adaptive_avg_pool2d_backward,
@@ -42,6 +70,37 @@ from .pool import (
 )
 
 __all__ = [
+    "add",
+    "add_backward",
+    "cat",
+    "cat_backward",
+    "dropout",
+    "dropout_backward",
+    "flatten",
+    "flatten_backward",
+    "gelu",
+    "gelu_backward",
+    "leaky_relu",
+    "leaky_relu_backward",
+    "log_softmax",
+    "log_softmax_backward",
+    "relu",
+    "relu6",
+    "relu6_backward",
+    "relu_backward",
+    "sigmoid",
+    "sigmoid_backward",
+    "softmax",
+    "softmax_backward",
+    "tanh",
+    "tanh_backward",
+    "cross_entropy",
+    "cross_entropy_backward",
+    "mse_loss",
+    "mse_loss_backward",
+    "batch_norm",
+    "batch_norm_backward",
+    "fold_batchnorm",
     "adaptive_avg_pool2d",
     "adaptive_avg_pool2d_backward",
     "adaptive_max_pool2d",

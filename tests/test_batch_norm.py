@@ -1,0 +1,124 @@
+"""BatchNorm against its definition in numpy, PyTorch, and finite differences."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastconv
+from fastconv import ops
+from reference import close, numerical_grad
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:
+    torch = None
+
+ISAS = fastconv.cpu_info()["supported_isas"]
+
+
+def reference_bn(x, rm, rv, w, b, training, momentum, eps):
+    x = x.astype(np.float64)
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    if training:
+        mean, var = x.mean(axis=axes), x.var(axis=axes)
+        m = x.size // x.shape[1]
+        rm = (1 - momentum) * rm + momentum * mean
+        rv = (1 - momentum) * rv + momentum * var * m / (m - 1)
+    else:
+        mean, var = rm.astype(np.float64), rv.astype(np.float64)
+    y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
+    y = y * (1 if w is None else w.reshape(shape)) + (0 if b is None else b.reshape(shape))
+    return y, rm, rv, mean, 1 / np.sqrt(var + eps)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from([(5, 3), (4, 3, 7), (2, 4, 5, 6), (2, 2, 3, 4, 5), (1, 3, 2, 2)]), st.booleans(),
+       st.booleans(), st.sampled_from([np.float32, np.float64]), st.integers(0, 2**31))
+def test_batch_norm_matches_the_definition(shape, training, affine, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * 3 + 5).astype(dtype)
+    c = shape[1]
+    w = rng.standard_normal(c).astype(dtype) if affine else None
+    b = rng.standard_normal(c).astype(dtype) if affine else None
+    rm0 = rng.standard_normal(c).astype(dtype)
+    rv0 = rng.random(c).astype(dtype) + 0.5
+    ref_y, ref_rm, ref_rv, mean, invstd = reference_bn(x, rm0, rv0, w, b, training, 0.1, 1e-5)
+    g = rng.standard_normal(shape).astype(dtype)
+    for isa in ISAS:
+        with fastconv.use_isa(isa):
+            rm, rv = rm0.copy(), rv0.copy()
+            out = ops.batch_norm(x, rm, rv, w, b, training=training)
+            y = out[0] if training else out
+            assert y.dtype == dtype and close(y, ref_y), isa
+            assert close(rm, ref_rm) and close(rv, ref_rv)
+            if training:
+                assert close(out[1], mean) and close(out[2], invstd)
+                sm, si = out[1], out[2]
+            else:
+                sm, si = rm0, (1 / np.sqrt(rv0.astype(np.float64) + 1e-5)).astype(dtype)
+            gx, gw, gb = ops.batch_norm_backward(g, x, w, sm, si, training=training)
+            if torch is not None:
+                tx = torch.from_numpy(x).double().requires_grad_()
+                tw = None if w is None else torch.from_numpy(w).double().requires_grad_()
+                tb = None if b is None else torch.from_numpy(b).double().requires_grad_()
+                ty = F.batch_norm(tx, torch.tensor(rm0, dtype=torch.float64), torch.tensor(rv0, dtype=torch.float64), tw, tb,
+                                  training=training, eps=1e-5)
+                ty.backward(torch.from_numpy(g).double())
+                assert close(y, ty.detach().numpy())
+                assert close(gx, tx.grad.numpy(), 1e-3 if dtype == np.float32 else 1e-8)
+                if affine:
+                    assert close(gw, tw.grad.numpy(), 1e-3) and close(gb, tb.grad.numpy(), 1e-3)
+            assert close(gb, g.astype(np.float64).sum(axis=(0,) + tuple(range(2, len(shape)))))
+
+
+def test_finite_differences_float64(rng):
+    x = rng.standard_normal((3, 2, 4, 3))
+    w, b = rng.standard_normal(2), rng.standard_normal(2)
+    g = rng.standard_normal(x.shape)
+
+    def fwd(xv=x, wv=w, bv=b):
+        return ops.batch_norm(xv, None, None, wv, bv, training=True)[0]
+
+    _, mean, invstd = ops.batch_norm(x, None, None, w, b, training=True)
+    gx, gw, gb = ops.batch_norm_backward(g, x, w, mean, invstd)
+    assert np.allclose(gx, numerical_grad(lambda v: fwd(xv=v), x, g), atol=1e-6)
+    assert np.allclose(gw, numerical_grad(lambda v: fwd(wv=v), w, g), atol=1e-6)
+    assert np.allclose(gb, numerical_grad(lambda v: fwd(bv=v), b, g), atol=1e-6)
+
+
+def test_float32_statistics_stay_accurate_far_from_zero(rng):
+    x = (rng.standard_normal((64, 4, 32, 32)) * 0.01 + 1000).astype(np.float32)
+    _, mean, invstd = ops.batch_norm(x, None, None, training=True)
+    ref_std = x.astype(np.float64).std(axis=(0, 2, 3))
+    assert np.allclose(1 / invstd.astype(np.float64), np.sqrt(ref_std ** 2 + 1e-5), rtol=1e-3)
+
+
+def test_fold_batchnorm_matches_conv_then_bn(rng):
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    cb = rng.standard_normal(5).astype(np.float32)
+    rm, rv = rng.standard_normal(5).astype(np.float32), rng.random(5).astype(np.float32) + 0.5
+    gamma, beta = rng.standard_normal(5).astype(np.float32), rng.standard_normal(5).astype(np.float32)
+    ref = ops.batch_norm(ops.conv2d(x, w, cb, padding=1), rm, rv, gamma, beta, eps=1e-3)
+    fw, fb = ops.fold_batchnorm(w, cb, rm, rv, gamma, beta, eps=1e-3)
+    assert close(ops.conv2d(x, fw, fb, padding=1), ref)
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: ops.batch_norm(np.zeros((1, 3), np.float32), None, None, training=True), ValueError,
+     "more than 1 value per channel"),
+    (lambda: ops.batch_norm(np.zeros((2, 3), np.float32), None, None), ValueError, "needs running_mean"),
+    (lambda: ops.batch_norm(np.zeros((2, 3), np.float32), np.zeros(4, np.float32), np.ones(3, np.float32)),
+     ValueError, "running_mean must have shape"),
+    (lambda: ops.batch_norm(np.zeros((2, 3), np.float32), np.zeros(3), np.ones(3)), TypeError, "dtype float64"),
+    (lambda: ops.batch_norm(np.zeros((2, 3), np.float32), np.zeros(6, np.float32)[::2], np.ones(3, np.float32),
+                            training=True), ValueError, "updated in place"),
+    (lambda: ops.batch_norm(np.zeros(3, np.float32), None, None), ValueError, "batch_norm input must be"),
+    (lambda: ops.batch_norm(np.zeros((2, 3), np.int32), None, None), TypeError, "float32 or float64"),
+])
+def test_bad_arguments(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
