@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -29,6 +30,50 @@ void parallel_range(int64_t n, int threads, Body body) {
   {
     const int64_t per = ceil_div(n, t), begin = imin(n, omp_get_thread_num() * per);
     body(begin, imin(n, begin + per));
+  }
+}
+
+// exp for float written branch-free so loops over it vectorise (std::exp does
+// not without -ffast-math): 2^n * p(r) with n = round(x / ln 2), |r| <= ln 2 / 2
+// and a degree-6 Taylor polynomial, relative error below 3e-7. Overflow gives
+// inf, deep underflow a value below 1.2e-38, NaN stays NaN. double uses std::exp.
+template <class T>
+inline T exp_vec(T x) {
+  if constexpr (sizeof(T) == sizeof(double)) {
+    return std::exp(x);
+  } else {
+    // Plain compares and an int conversion (not fmin / floor) so that GCC
+    // vectorises this without -ffast-math.
+    const float xc = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
+    const float t = xc * 1.44269504f;
+    const float n = static_cast<float>(static_cast<int32_t>(t + (t >= 0.0f ? 0.5f : -0.5f)));
+    const float r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;
+    float p = 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    const float e = p * scale;
+    return x != x ? x : (x > 88.7f ? std::numeric_limits<float>::infinity() : e);
+  }
+}
+
+// tanh through exp_vec, with an odd polynomial near 0 where 1 - 2 / (e^2x + 1) cancels.
+template <class T>
+inline T tanh_vec(T x) {
+  if constexpr (sizeof(T) == sizeof(double)) {
+    return std::tanh(x);
+  } else {
+    const float ax = x < 0.0f ? -x : x;
+    const float big = 1.0f - 2.0f / (exp_vec(2.0f * ax) + 1.0f);
+    const float x2 = x * x;
+    const float small = x * (1.0f + x2 * (-1.0f / 3 + x2 * (2.0f / 15 + x2 * (-17.0f / 315))));
+    return ax < 0.125f ? small : (x < 0.0f ? -big : big);
   }
 }
 
@@ -61,16 +106,19 @@ void activation_forward(EltwiseKind kind, int64_t n, const T* x, T* y, double al
         for (int64_t i = b; i < e; ++i) y[i] = x[i] < T(0) ? x[i] * al : x[i];
         break;
       case EltwiseKind::sigmoid:
-        for (int64_t i = b; i < e; ++i) y[i] = T(1) / (T(1) + std::exp(-x[i]));
+#pragma omp simd
+        for (int64_t i = b; i < e; ++i) y[i] = T(1) / (T(1) + exp_vec(-x[i]));
         break;
       case EltwiseKind::tanh:
-        for (int64_t i = b; i < e; ++i) y[i] = std::tanh(x[i]);
+#pragma omp simd
+        for (int64_t i = b; i < e; ++i) y[i] = tanh_vec(x[i]);
         break;
       case EltwiseKind::gelu:
         for (int64_t i = b; i < e; ++i) y[i] = T(0.5) * x[i] * (T(1) + std::erf(x[i] * T(kSqrt1_2)));
         break;
       case EltwiseKind::gelu_tanh:
-        for (int64_t i = b; i < e; ++i) y[i] = T(0.5) * x[i] * (T(1) + std::tanh(gelu_tanh_inner(x[i])));
+#pragma omp simd
+        for (int64_t i = b; i < e; ++i) y[i] = T(0.5) * x[i] * (T(1) + tanh_vec(gelu_tanh_inner(x[i])));
         break;
     }
   });
@@ -83,15 +131,24 @@ void activation_backward(EltwiseKind kind, int64_t n, const T* s, const T* g, T*
     switch (kind) {
       case EltwiseKind::relu:
 #pragma omp simd
-        for (int64_t i = b; i < e; ++i) gx[i] = s[i] > T(0) ? g[i] : T(0);
+        for (int64_t i = b; i < e; ++i) {
+          const T gi = g[i];  // loaded unconditionally so the select vectorises
+          gx[i] = s[i] > T(0) ? gi : T(0);
+        }
         break;
       case EltwiseKind::relu6:
 #pragma omp simd
-        for (int64_t i = b; i < e; ++i) gx[i] = (s[i] > T(0) && s[i] < T(6)) ? g[i] : T(0);
+        for (int64_t i = b; i < e; ++i) {
+          const T gi = g[i], si = s[i];
+          gx[i] = (si > T(0) && si < T(6)) ? gi : T(0);
+        }
         break;
       case EltwiseKind::leaky_relu:
 #pragma omp simd
-        for (int64_t i = b; i < e; ++i) gx[i] = s[i] > T(0) ? g[i] : g[i] * al;
+        for (int64_t i = b; i < e; ++i) {
+          const T gi = g[i];
+          gx[i] = s[i] > T(0) ? gi : gi * al;
+        }
         break;
       case EltwiseKind::sigmoid:
 #pragma omp simd
@@ -121,6 +178,40 @@ void activation_backward(EltwiseKind kind, int64_t n, const T* s, const T* g, T*
   });
 }
 
+namespace {
+
+// Softmax of one contiguous row: the common (outer, dim, 1) layout.
+template <class T>
+void softmax_row(const T* __restrict x, T* __restrict y, int64_t dim, bool log) {
+  T m = -std::numeric_limits<T>::infinity();
+  bool nan = false;
+  for (int64_t d = 0; d < dim; ++d) {
+    m = x[d] > m ? x[d] : m;
+    nan = nan || x[d] != x[d];
+  }
+  if (nan) m = std::numeric_limits<T>::quiet_NaN();
+  T sum = 0;
+  if (log) {
+#pragma omp simd reduction(+ : sum)
+    for (int64_t d = 0; d < dim; ++d) sum += exp_vec(x[d] - m);
+    const T lse = m + std::log(sum);
+#pragma omp simd
+    for (int64_t d = 0; d < dim; ++d) y[d] = x[d] - lse;
+  } else {
+#pragma omp simd reduction(+ : sum)
+    for (int64_t d = 0; d < dim; ++d) {
+      const T e = exp_vec(x[d] - m);
+      y[d] = e;
+      sum += e;
+    }
+    const T inv = T(1) / sum;
+#pragma omp simd
+    for (int64_t d = 0; d < dim; ++d) y[d] *= inv;
+  }
+}
+
+}  // namespace
+
 template <class T>
 void softmax_forward(int64_t outer, int64_t dim, int64_t inner, const T* x, T* y, bool log, int threads) {
   const int t = threads_for(outer * dim * inner, threads);
@@ -131,6 +222,10 @@ void softmax_forward(int64_t outer, int64_t dim, int64_t inner, const T* x, T* y
     for (int64_t o = 0; o < outer; ++o) {
       const T* xo = x + o * dim * inner;
       T* yo = y + o * dim * inner;
+      if (inner == 1) {
+        softmax_row(xo, yo, dim, log);
+        continue;
+      }
       for (int64_t i = 0; i < inner; ++i) {
         mx[i] = -std::numeric_limits<T>::infinity();
         sum[i] = 0;
@@ -139,7 +234,7 @@ void softmax_forward(int64_t outer, int64_t dim, int64_t inner, const T* x, T* y
         for (int64_t i = 0; i < inner; ++i) mx[i] = std::fmax(mx[i], xo[d * inner + i]);
       for (int64_t d = 0; d < dim; ++d)
         for (int64_t i = 0; i < inner; ++i) {
-          const T e = std::exp(xo[d * inner + i] - mx[i]);
+          const T e = exp_vec(xo[d * inner + i] - mx[i]);
           sum[i] += e;
           if (!log) yo[d * inner + i] = e;
         }
@@ -172,7 +267,7 @@ void softmax_backward(int64_t outer, int64_t dim, int64_t inner, const T* y, con
       for (int64_t d = 0; d < dim; ++d)
         for (int64_t i = 0; i < inner; ++i) {
           const int64_t k = base + d * inner + i;
-          gx[k] = log ? g[k] - std::exp(y[k]) * acc[i] : y[k] * (g[k] - acc[i]);
+          gx[k] = log ? g[k] - exp_vec(y[k]) * acc[i] : y[k] * (g[k] - acc[i]);
         }
     }
   }
@@ -187,7 +282,8 @@ T logsumexp(const T* z, int64_t c, int64_t inner) {
   for (int64_t k = 0; k < c; ++k) m = std::fmax(m, z[k * inner]);
   if (!std::isfinite(m)) return m;
   T s = 0;
-  for (int64_t k = 0; k < c; ++k) s += std::exp(z[k * inner] - m);
+#pragma omp simd reduction(+ : s)
+  for (int64_t k = 0; k < c; ++k) s += exp_vec(z[k * inner] - m);
   return m + std::log(s);
 }
 
@@ -242,7 +338,8 @@ void cross_entropy_backward(int64_t n, int64_t c, int64_t inner, const T* logits
       continue;
     }
     const T lse = logsumexp(z, c, inner), g = grad_loss[s];
-    for (int64_t k = 0; k < c; ++k) gz[k * inner] = (std::exp(z[k * inner] - lse) - eps / T(c)) * g;
+#pragma omp simd
+    for (int64_t k = 0; k < c; ++k) gz[k * inner] = (exp_vec(z[k * inner] - lse) - eps / T(c)) * g;
     gz[tg * inner] -= (T(1) - eps) * g;
   }
 }
@@ -278,7 +375,10 @@ void dropout_backward(int64_t n, const T* g, const uint8_t* mask, T* gx, double 
   const T s = static_cast<T>(scale);
   parallel_range(n, threads, [&](int64_t b, int64_t e) {
 #pragma omp simd
-    for (int64_t i = b; i < e; ++i) gx[i] = mask[i] ? g[i] * s : T(0);
+    for (int64_t i = b; i < e; ++i) {
+      const T gi = g[i] * s;
+      gx[i] = mask[i] ? gi : T(0);
+    }
   });
 }
 
