@@ -70,7 +70,6 @@ void conv_backward(const ConvBackward<T>& b, ConvAlgo algo) {
   a.g = sized_for_threads(b.g);
   if (a.grad_b) conv_backward_bias(a);
   if (algo == ConvAlgo::depthwise && a.g.kernel[0] == 1 && a.g.in[0] == 1) {
-    a.grad_b = nullptr;
     if (a.grad_x || a.grad_w) depthwise_backward(a);
     return;
   }

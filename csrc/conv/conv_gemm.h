@@ -20,10 +20,11 @@ namespace FC_NS {
 
 template <class T>
 struct ConvShape {
-  int64_t cin_g, cout_g, taps, K, P, in_vol, image_in, image_out;
+  int64_t groups, cin_g, cout_g, taps, K, P, in_vol, image_in, image_out;
   bool pointwise;
 
   explicit ConvShape(const ConvNdArgs<T>& a) {
+    groups = a.groups;
     cin_g = a.c_in / a.groups;
     cout_g = a.c_out / a.groups;
     taps = a.kernel[0] * a.kernel[1] * a.kernel[2];
@@ -35,6 +36,13 @@ struct ConvShape {
     pointwise = taps == 1;
     for (int d = 0; d < 3; ++d) pointwise = pointwise && a.stride[d] == 1 && a.pad[d] == 0 && a.out[d] == a.in[d];
   }
+
+  // Offsets of a job's (image, group) block: its input channels, output channels, filters.
+  int64_t in_offset(int64_t job) const { return (job / groups) * image_in + (job % groups) * cin_g * in_vol; }
+  int64_t out_offset(int64_t job) const { return (job / groups) * image_out + (job % groups) * cout_g * P; }
+  int64_t weight_offset(int64_t job) const { return (job % groups) * cout_g * K; }
+  // Elements of an explicit col matrix (none for a pointwise convolution).
+  int64_t col_elems() const { return pointwise ? 0 : checked_mul(K, P); }
 };
 
 // Output positions o along axis d whose input coordinate o * stride + off lies in
@@ -93,6 +101,14 @@ void im2col_rows(const ConvNdArgs<T>& a, const T* x, T* col, int64_t r0, int64_t
   }
 }
 
+// The whole im2col matrix of one job, its rows split across threads.
+template <class T>
+void im2col_parallel(const ConvNdArgs<T>& a, const T* x, T* col, int threads) {
+  const int64_t rows = ConvShape<T>(a).K;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t r = 0; r < rows; ++r) im2col_rows(a, x, col, r, r + 1);
+}
+
 // dx channel ci (one image, one group) = the sum of col's rows for that channel,
 // each scattered back to the input positions it was gathered from.
 template <class T>
@@ -137,7 +153,7 @@ void conv_gemm_forward(const ConvForward<T>& f) {
   const ConvShape<T> s(a);
   const int64_t jobs = a.n * a.groups;
   const int threads = a.threads;
-  const int64_t col_elems = s.pointwise ? 0 : checked_mul(s.K, s.P);
+  const int64_t col_elems = s.col_elems();
 
   auto epilogue = [&](int64_t g) {
     EpilogueT<T> e;
@@ -146,10 +162,9 @@ void conv_gemm_forward(const ConvForward<T>& f) {
     e.act = f.act;
     return e;
   };
-  auto input = [&](int64_t job) { return f.x + (job / a.groups) * s.image_in + (job % a.groups) * s.cin_g * s.in_vol; };
+  auto input = [&](int64_t job) { return f.x + s.in_offset(job); };
   auto operand_b = [&](int64_t job, const T* col) { return PackBStrided<T>{s.pointwise ? input(job) : col, s.P, 1}; };
-  auto operand_a = [&](int64_t job) { return PackAStrided<T>{f.weight + (job % a.groups) * s.cout_g * s.K, s.K, 1}; };
-  auto output = [&](int64_t job) { return f.y + (job / a.groups) * s.image_out + (job % a.groups) * s.cout_g * s.P; };
+  auto operand_a = [&](int64_t job) { return PackAStrided<T>{f.weight + s.weight_offset(job), s.K, 1}; };
 
   if (jobs >= threads && threads > 1) {
     // Enough (image, group) jobs to give each thread whole GEMMs of its own.
@@ -158,18 +173,15 @@ void conv_gemm_forward(const ConvForward<T>& f) {
     for (int64_t job = 0; job < jobs; ++job) {
       const int t = omp_get_thread_num();
       if (!s.pointwise) im2col_rows(a, input(job), scratch.col(t), 0, s.K);
-      gemm_serial(s.cout_g, s.P, s.K, operand_a(job), operand_b(job, scratch.col(t)), output(job), s.P,
+      gemm_serial(s.cout_g, s.P, s.K, operand_a(job), operand_b(job, scratch.col(t)), f.y + s.out_offset(job), s.P,
                   epilogue(job % a.groups), 0, 0, scratch.gemm(t));
     }
     return;
   }
   Scratch<T> col(col_elems);
   for (int64_t job = 0; job < jobs; ++job) {
-    if (!s.pointwise) {
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-      for (int64_t r = 0; r < s.K; ++r) im2col_rows(a, input(job), col.data(), r, r + 1);
-    }
-    gemm_parallel(s.cout_g, s.P, s.K, operand_a(job), operand_b(job, col.data()), output(job), s.P,
+    if (!s.pointwise) im2col_parallel(a, input(job), col.data(), threads);
+    gemm_parallel(s.cout_g, s.P, s.K, operand_a(job), operand_b(job, col.data()), f.y + s.out_offset(job), s.P,
                   epilogue(job % a.groups), threads);
   }
 }
@@ -181,17 +193,13 @@ void conv_gemm_backward_data(const ConvBackward<T>& b) {
   const ConvShape<T> s(a);
   const int64_t jobs = a.n * a.groups;
   const int threads = a.threads;
-  const int64_t col_elems = s.pointwise ? 0 : checked_mul(s.K, s.P);
+  const int64_t col_elems = s.col_elems();
   const EpilogueT<T> none;
 
   // W[g]^T: element (k, o) of the K x cout_g matrix at weight[o * K + k].
-  auto operand_a = [&](int64_t job) { return PackAStrided<T>{b.weight + (job % a.groups) * s.cout_g * s.K, 1, s.K}; };
-  auto operand_b = [&](int64_t job) {
-    return PackBStrided<T>{b.grad_y + (job / a.groups) * s.image_out + (job % a.groups) * s.cout_g * s.P, s.P, 1};
-  };
-  auto grad_x = [&](int64_t job) {
-    return b.grad_x + (job / a.groups) * s.image_in + (job % a.groups) * s.cin_g * s.in_vol;
-  };
+  auto operand_a = [&](int64_t job) { return PackAStrided<T>{b.weight + s.weight_offset(job), 1, s.K}; };
+  auto operand_b = [&](int64_t job) { return PackBStrided<T>{b.grad_y + s.out_offset(job), s.P, 1}; };
+  auto grad_x = [&](int64_t job) { return b.grad_x + s.in_offset(job); };
 
   if (jobs >= threads && threads > 1) {
     ConvScratch<T> scratch(threads, col_elems);
@@ -223,18 +231,15 @@ void conv_gemm_backward_weight(const ConvBackward<T>& b) {
   const ConvShape<T> s(a);
   const int64_t jobs = a.n * a.groups;
   const int threads = a.threads;
-  const int64_t col_elems = s.pointwise ? 0 : checked_mul(s.K, s.P);
+  const int64_t col_elems = s.col_elems();
   const int64_t w_elems = a.c_out * s.K;
   const EpilogueT<T> none;
 
-  auto input = [&](int64_t job) { return b.x + (job / a.groups) * s.image_in + (job % a.groups) * s.cin_g * s.in_vol; };
-  auto operand_a = [&](int64_t job) {
-    return PackAStrided<T>{b.grad_y + (job / a.groups) * s.image_out + (job % a.groups) * s.cout_g * s.P, s.P, 1};
-  };
+  auto input = [&](int64_t job) { return b.x + s.in_offset(job); };
+  auto operand_a = [&](int64_t job) { return PackAStrided<T>{b.grad_y + s.out_offset(job), s.P, 1}; };
   // col^T: element (p, k) at col[k * P + p].
   auto operand_b = [&](int64_t job, const T* col) { return PackBStrided<T>{s.pointwise ? input(job) : col, 1, s.P}; };
 
-  std::memset(b.grad_w, 0, sizeof(T) * w_elems);
   if (jobs >= threads && threads > 1) {
     // Each thread sums its images into a private copy of grad_w; the copies are added at the end.
     ConvScratch<T> scratch(threads, col_elems);
@@ -246,9 +251,8 @@ void conv_gemm_backward_weight(const ConvBackward<T>& b) {
       T* mine = parts.data() + t * part_stride;
 #pragma omp for schedule(static)
       for (int64_t job = 0; job < jobs; ++job) {
-        const int64_t g = job % a.groups;
         if (!s.pointwise) im2col_rows(a, input(job), scratch.col(t), 0, s.K);
-        gemm_serial(s.cout_g, s.K, s.P, operand_a(job), operand_b(job, scratch.col(t)), mine + g * s.cout_g * s.K,
+        gemm_serial(s.cout_g, s.K, s.P, operand_a(job), operand_b(job, scratch.col(t)), mine + s.weight_offset(job),
                     s.K, none, 0, 0, scratch.gemm(t), true);
       }
 #pragma omp for schedule(static)
@@ -260,14 +264,13 @@ void conv_gemm_backward_weight(const ConvBackward<T>& b) {
     }
     return;
   }
+  // The threaded jobs above overwrite grad_w with their sum; here every job accumulates into it.
+  std::memset(b.grad_w, 0, sizeof(T) * w_elems);
   Scratch<T> col(col_elems);
   for (int64_t job = 0; job < jobs; ++job) {
-    if (!s.pointwise) {
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-      for (int64_t r = 0; r < s.K; ++r) im2col_rows(a, input(job), col.data(), r, r + 1);
-    }
-    gemm_parallel(s.cout_g, s.K, s.P, operand_a(job), operand_b(job, col.data()),
-                  b.grad_w + (job % a.groups) * s.cout_g * s.K, s.K, none, threads, true);
+    if (!s.pointwise) im2col_parallel(a, input(job), col.data(), threads);
+    gemm_parallel(s.cout_g, s.K, s.P, operand_a(job), operand_b(job, col.data()), b.grad_w + s.weight_offset(job), s.K,
+                  none, threads, true);
   }
 }
 
