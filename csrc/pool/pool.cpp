@@ -27,14 +27,17 @@ int pool_threads(const PoolArgs& a) {
   return work < (1 << 15) ? 1 : a.threads;
 }
 
-// Calls fn(plane, od, oh, in_row_offset_of_each_valid_(kz, ky)...) for each output row:
-// fn(plane, out_row, rows) with `rows` the flat offsets (within the plane) of the
-// input rows the window covers, in window order.
-template <class Fn>
-void for_each_output_row(const PoolArgs& a, Fn fn) {
+// Calls fn(plane, out_row, od, oh, rows, nrows, scratch) for every output row,
+// `rows` being the flat offsets (within the plane) of the nrows input rows the
+// window covers, in window order. Planes are split across threads and a plane's
+// rows run in order on one thread; `scratch` is that thread's buffer of
+// `scratch_elems` S.
+template <class S, class Fn>
+void for_each_output_row(const PoolArgs& a, int64_t scratch_elems, Fn fn) {
 #pragma omp parallel num_threads(pool_threads(a)) if (pool_threads(a) > 1)
   {
     std::vector<int64_t> rows(a.kernel[0] * a.kernel[1]);
+    std::vector<S> scratch(scratch_elems);
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < a.planes; ++p) {
       for (int64_t od = 0; od < a.out[0]; ++od) {
@@ -49,7 +52,7 @@ void for_each_output_row(const PoolArgs& a, Fn fn) {
               rows[nrows++] = (id * a.in[1] + ih) * a.in[2];
             }
           }
-          fn(p, od * a.out[1] + oh, od, oh, rows.data(), nrows);
+          fn(p, od * a.out[1] + oh, od, oh, rows.data(), nrows, scratch.data());
         }
       }
     }
@@ -63,6 +66,22 @@ inline int64_t avg_factor(const PoolArgs& a, int d, int64_t o) {
   if (a.count_include_pad) return end - start;
   return imin(end, a.in[d]) - imax(start, 0);
 }
+
+// The divisor of output (od, oh, ow): row(od, oh) * col[ow] (divisor_override, or
+// the product of the per-axis factors).
+template <class T>
+struct AvgDivisors {
+  const PoolArgs& a;
+  std::vector<T> col;
+
+  explicit AvgDivisors(const PoolArgs& args) : a(args), col(args.out[2], T(1)) {
+    if (a.divisor_override <= 0)
+      for (int64_t ow = 0; ow < a.out[2]; ++ow) col[ow] = T(avg_factor(a, 2, ow));
+  }
+  T row(int64_t od, int64_t oh) const {
+    return a.divisor_override > 0 ? T(a.divisor_override) : T(avg_factor(a, 0, od) * avg_factor(a, 1, oh));
+  }
+};
 
 }  // namespace
 
@@ -100,7 +119,8 @@ inline void max_tap(const T* __restrict xr, T* __restrict yr, I* __restrict ir, 
 template <class T, class I>
 void max_pool_rows(const PoolArgs& a, const T* x, T* y, int64_t* indices) {
   const int64_t wo = a.out[2], sw = a.stride[2], in_vol = a.in_volume(), out_vol = a.out_volume();
-  for_each_output_row(a, [&](int64_t p, int64_t orow, int64_t, int64_t, const int64_t* rows, int nrows) {
+  for_each_output_row<char>(a, 0, [&](int64_t p, int64_t orow, int64_t, int64_t, const int64_t* rows, int nrows,
+                                      char*) {
     T* yr = y + p * out_vol + orow * wo;
     int64_t* ir64 = indices ? indices + p * out_vol + orow * wo : nullptr;
     // The int32 row of indices lives in the first half of the int64 output row and
@@ -156,9 +176,9 @@ bool max_pool_backward(const PoolArgs& a, const T* grad_y, const int64_t* indice
 template <class T>
 void avg_pool_forward(const PoolArgs& a, const T* x, T* y) {
   const int64_t wo = a.out[2], sw = a.stride[2], in_vol = a.in_volume(), out_vol = a.out_volume();
-  std::vector<T> wfac(wo);
-  for (int64_t ow = 0; ow < wo; ++ow) wfac[ow] = T(avg_factor(a, 2, ow));
-  for_each_output_row(a, [&](int64_t p, int64_t orow, int64_t od, int64_t oh, const int64_t* rows, int nrows) {
+  const AvgDivisors<T> div(a);
+  for_each_output_row<char>(a, 0, [&](int64_t p, int64_t orow, int64_t od, int64_t oh, const int64_t* rows, int nrows,
+                                      char*) {
     T* __restrict yr = y + p * out_vol + orow * wo;
     const T* xp = x + p * in_vol;
     for (int64_t ow = 0; ow < wo; ++ow) yr[ow] = 0;
@@ -177,59 +197,40 @@ void avg_pool_forward(const PoolArgs& a, const T* x, T* y) {
         }
       }
     }
-    if (a.divisor_override > 0) {
-      const T inv = T(1) / T(a.divisor_override);
-      for (int64_t ow = 0; ow < wo; ++ow) yr[ow] *= inv;
-    } else {
-      const T hd = T(avg_factor(a, 0, od) * avg_factor(a, 1, oh));
-      for (int64_t ow = 0; ow < wo; ++ow) yr[ow] /= hd * wfac[ow];
-    }
+    const T hd = div.row(od, oh);
+    for (int64_t ow = 0; ow < wo; ++ow) yr[ow] /= hd * div.col[ow];
   });
 }
 
 template <class T>
 void avg_pool_backward(const PoolArgs& a, const T* grad_y, T* grad_x) {
   const int64_t wo = a.out[2], sw = a.stride[2], in_vol = a.in_volume(), out_vol = a.out_volume();
-  const int threads = pool_threads(a);
-  std::vector<T> wfac(wo);
-  for (int64_t ow = 0; ow < wo; ++ow) wfac[ow] = T(avg_factor(a, 2, ow));
-  // Planes are independent, so each thread scatters into its own planes.
-  PoolArgs one = a;
-  one.planes = 1;
-  one.threads = 1;
-#pragma omp parallel num_threads(threads) if (threads > 1)
-  {
-    std::vector<T> scaled(wo);
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < a.planes; ++p) {
-      T* gx = grad_x + p * in_vol;
-      std::memset(gx, 0, sizeof(T) * in_vol);
-      for_each_output_row(one, [&](int64_t, int64_t orow, int64_t od, int64_t oh, const int64_t* rows, int nrows) {
-        const T* gy = grad_y + p * out_vol + orow * wo;
-        if (a.divisor_override > 0) {
-          for (int64_t ow = 0; ow < wo; ++ow) scaled[ow] = gy[ow] / T(a.divisor_override);
-        } else {
-          const T hd = T(avg_factor(a, 0, od) * avg_factor(a, 1, oh));
-          for (int64_t ow = 0; ow < wo; ++ow) scaled[ow] = gy[ow] / (hd * wfac[ow]);
-        }
-        for (int r = 0; r < nrows; ++r) {
-          T* __restrict gr = gx + rows[r];
-          const T* __restrict sc = scaled.data();
-          for (int64_t kx = 0; kx < a.kernel[2]; ++kx) {
-            const int64_t off = kx * a.dil[2] - a.pad[2];
-            int64_t lo, hi;
-            tap_range(a, 2, off, &lo, &hi);
-            if (sw == 1) {
+  const AvgDivisors<T> div(a);
+  // A plane's rows run in order on one thread, which zeroes the plane first and
+  // then scatters into it alone.
+  for_each_output_row<T>(a, wo, [&](int64_t p, int64_t orow, int64_t od, int64_t oh, const int64_t* rows, int nrows,
+                                    T* scaled) {
+    T* gx = grad_x + p * in_vol;
+    if (orow == 0) std::memset(gx, 0, sizeof(T) * in_vol);
+    const T* gy = grad_y + p * out_vol + orow * wo;
+    const T hd = div.row(od, oh);
+    for (int64_t ow = 0; ow < wo; ++ow) scaled[ow] = gy[ow] / (hd * div.col[ow]);
+    for (int r = 0; r < nrows; ++r) {
+      T* __restrict gr = gx + rows[r];
+      const T* __restrict sc = scaled;
+      for (int64_t kx = 0; kx < a.kernel[2]; ++kx) {
+        const int64_t off = kx * a.dil[2] - a.pad[2];
+        int64_t lo, hi;
+        tap_range(a, 2, off, &lo, &hi);
+        if (sw == 1) {
 #pragma omp simd
-              for (int64_t ow = lo; ow < hi; ++ow) gr[ow + off] += sc[ow];
-            } else {
-              for (int64_t ow = lo; ow < hi; ++ow) gr[ow * sw + off] += sc[ow];
-            }
-          }
+          for (int64_t ow = lo; ow < hi; ++ow) gr[ow + off] += sc[ow];
+        } else {
+          for (int64_t ow = lo; ow < hi; ++ow) gr[ow * sw + off] += sc[ow];
         }
-      });
+      }
     }
-  }
+  });
 }
 
 namespace {
