@@ -27,19 +27,10 @@ def _pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool
 
 
 class _Pool:
-    def __init__(self, nd, input, kernel_size, stride, padding, dilation, ceil_mode, *, kind, input_shape=None,
-                 dtype=None):
+    """Validated pooling geometry for an input of ``shape`` (N, C, *spatial) with nd spatial axes."""
+
+    def __init__(self, nd, shape, kernel_size, stride, padding, dilation, ceil_mode, *, kind):
         self.nd = nd
-        if input_shape is None:
-            self.x = float_array(input, "input", nd + 2)
-            shape = self.x.shape
-            self.dtype = self.x.dtype
-        else:
-            shape = tuple(as_int(v, "input_shape") for v in input_shape)
-            if len(shape) != nd + 2:
-                raise ValueError(f"input_shape must have {nd + 2} entries, got {shape}")
-            self.dtype = dtype
-        self.input_shape = shape
         self.kernel = tuple_arg(kernel_size, "kernel_size", nd, minimum=1)
         self.stride = self.kernel if stride is None or stride == () else tuple_arg(stride, "stride", nd, minimum=1)
         self.padding = tuple_arg(padding, "padding", nd, minimum=0)
@@ -68,19 +59,13 @@ class _Pool:
 
 
 def _max_pool(nd, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
-    p = _Pool(nd, input, kernel_size, stride, padding, dilation, ceil_mode, kind="max")
-    y = np.empty(p.out_shape, p.dtype)
+    x = float_array(input, "input", nd + 2)
+    p = _Pool(nd, x.shape, kernel_size, stride, padding, dilation, ceil_mode, kind="max")
+    y = np.empty(p.out_shape, x.dtype)
     idx = np.empty(p.out_shape, np.int64) if return_indices else None
     if y.size:
-        backend().pool_forward("max", p.x, y, idx, *p.triples(), True, 0)
+        backend().pool_forward("max", x, y, idx, *p.triples(), True, 0)
     return (y, idx) if return_indices else y
-
-
-def _check_grad(grad_output, shape, dtype=None):
-    g = float_array(grad_output, "grad_output", None, dtype)
-    if g.shape != tuple(shape):
-        raise ValueError(f"grad_output must have shape {tuple(shape)}, got {g.shape}")
-    return g
 
 
 def _check_indices(indices, shape):
@@ -114,11 +99,12 @@ def _max_pool_backward(nd, grad_output, indices, input_shape):
 
 
 def _avg_pool(nd, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
-    p = _Pool(nd, input, kernel_size, stride, padding, 1, ceil_mode, kind="avg")
+    x = float_array(input, "input", nd + 2)
+    p = _Pool(nd, x.shape, kernel_size, stride, padding, 1, ceil_mode, kind="avg")
     div = _divisor(divisor_override)
-    y = np.empty(p.out_shape, p.dtype)
+    y = np.empty(p.out_shape, x.dtype)
     if y.size:
-        backend().pool_forward("avg", p.x, y, None, *p.triples(), bool(count_include_pad), div)
+        backend().pool_forward("avg", x, y, None, *p.triples(), bool(count_include_pad), div)
     return y
 
 
@@ -126,8 +112,9 @@ def _avg_pool_backward(nd, grad_output, input_shape, kernel_size, stride, paddin
                        divisor_override):
     shape = _input_shape(input_shape, nd)
     g = float_array(grad_output, "grad_output", nd + 2)
-    p = _Pool(nd, None, kernel_size, stride, padding, 1, ceil_mode, kind="avg", input_shape=shape, dtype=g.dtype)
-    g = _check_grad(g, p.out_shape)
+    p = _Pool(nd, shape, kernel_size, stride, padding, 1, ceil_mode, kind="avg")
+    if g.shape != p.out_shape:
+        raise ValueError(f"grad_output must have shape {p.out_shape}, got {g.shape}")
     div = _divisor(divisor_override)
     gx = np.empty(shape, g.dtype)  # the kernel zeroes it
     if not g.size:
