@@ -34,6 +34,13 @@ auto dispatch_float(const py::array& a, const char* name, F&& fn) {
   throw py::type_error(std::string(name) + " must be float32 or float64, got " + std::string(py::str(a.dtype())));
 }
 
+// The spatial sizes of an (N, C, *spatial) array with 1 to 3 spatial axes,
+// right-aligned into dims (leading entries are left as they are, i.e. 1).
+inline void spatial_dims(const py::array& a, int64_t (&dims)[3]) {
+  const int lead = static_cast<int>(5 - a.ndim());
+  for (int d = lead; d < 3; ++d) dims[d] = a.shape(d - lead + 2);
+}
+
 inline int64_t numel(const py::array& a) {
   int64_t n = 1;
   for (py::ssize_t d = 0; d < a.ndim(); ++d) n *= a.shape(d);

@@ -59,13 +59,9 @@ ConvNdArgs<T> conv_geometry(const py::array& input_like, const py::array& weight
   g.c_in = input_like.shape(1);
   g.c_out = weight.shape(0);
   g.groups = groups;
-  const int lead = static_cast<int>(5 - nd);
-  for (int d = 0; d < 3; ++d) {
-    if (d < lead) continue;
-    g.in[d] = input_like.shape(d - lead + 2);
-    g.out[d] = output_like.shape(d - lead + 2);
-    g.kernel[d] = weight.shape(d - lead + 2);
-  }
+  spatial_dims(input_like, g.in);
+  spatial_dims(output_like, g.out);
+  spatial_dims(weight, g.kernel);
   for (int d = 0; d < 3; ++d) {
     g.stride[d] = stride[d];
     g.pad[d] = pad[d];

@@ -22,11 +22,8 @@ PoolArgs pool_geometry(const py::array& input_like, const py::array& output_like
     throw py::value_error("input and output must have the same N and C");
   PoolArgs a;
   a.planes = input_like.shape(0) * input_like.shape(1);
-  const int lead = static_cast<int>(5 - nd);
-  for (int d = lead; d < 3; ++d) {
-    a.in[d] = input_like.shape(d - lead + 2);
-    a.out[d] = output_like.shape(d - lead + 2);
-  }
+  spatial_dims(input_like, a.in);
+  spatial_dims(output_like, a.out);
   for (int d = 0; d < 3; ++d) {
     a.kernel[d] = kernel[d];
     a.stride[d] = stride[d];
