@@ -26,6 +26,19 @@ def _geometry(x, w, stride, padding, dilation):
     return kernel, stride, dilation, pads, out
 
 
+def _grouped(x, w, stride, padding, dilation, groups):
+    """Geometry, the zero-padded input split by group (n, g, cin_g, ...) and the
+    weights split by group (g, cout_g, cin_g, ...), all in float64."""
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    kernel, stride, dilation, pads, out = _geometry(x, w, stride, padding, dilation)
+    c_out, cin_g = w.shape[:2]
+    xp = np.pad(x, [(0, 0), (0, 0)] + pads)
+    xg = xp.reshape((x.shape[0], groups, cin_g) + xp.shape[2:])
+    wg = w.reshape((groups, c_out // groups, cin_g) + kernel)
+    return kernel, stride, dilation, pads, out, xg, wg
+
+
 def _window(tap, stride, dilation, out):
     """Slices of the padded input that tap `tap` reads for every output position."""
     return tuple(slice(t * d, t * d + (o - 1) * s + 1, s) for t, s, d, o in zip(tap, stride, dilation, out))
@@ -34,16 +47,9 @@ def _window(tap, stride, dilation, out):
 def conv(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, activation=None):
     """Direct definition over 1-3 spatial axes:
     y[n, o, p] = sum_{c, t} w[o, c, t] * xpad[n, g*cin_g + c, p*s + t*d]."""
-    x = np.asarray(x, np.float64)
-    w = np.asarray(w, np.float64)
-    kernel, stride, dilation, pads, out = _geometry(x, w, stride, padding, dilation)
-    n, c_in = x.shape[:2]
-    c_out, cin_g = w.shape[:2]
-    cout_g = c_out // groups
-    xp = np.pad(x, [(0, 0), (0, 0)] + pads)
-    xg = xp.reshape((n, groups, cin_g) + xp.shape[2:])
-    wg = w.reshape((groups, cout_g, cin_g) + kernel)
-    y = np.zeros((n, groups, cout_g) + out)
+    kernel, stride, dilation, pads, out, xg, wg = _grouped(x, w, stride, padding, dilation, groups)
+    n, c_out = xg.shape[0], wg.shape[0] * wg.shape[1]
+    y = np.zeros((n, groups, wg.shape[1]) + out)
     sp = "xyz"[: len(kernel)]
     for tap in itertools.product(*(range(k) for k in kernel)):
         patch = xg[(slice(None),) * 3 + _window(tap, stride, dilation, out)]
@@ -60,17 +66,9 @@ def conv(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, activation=
 
 def conv_backward(gy, x, w, stride=1, padding=0, dilation=1, groups=1):
     """(grad_x, grad_w, grad_b) of `conv` (no activation), from the same definition."""
-    x = np.asarray(x, np.float64)
-    w = np.asarray(w, np.float64)
     gy = np.asarray(gy, np.float64)
-    kernel, stride, dilation, pads, out = _geometry(x, w, stride, padding, dilation)
-    n, c_in = x.shape[:2]
-    c_out, cin_g = w.shape[:2]
-    cout_g = c_out // groups
-    xp = np.pad(x, [(0, 0), (0, 0)] + pads)
-    xg = xp.reshape((n, groups, cin_g) + xp.shape[2:])
-    wg = w.reshape((groups, cout_g, cin_g) + kernel)
-    gyg = gy.reshape((n, groups, cout_g) + out)
+    kernel, stride, dilation, pads, out, xg, wg = _grouped(x, w, stride, padding, dilation, groups)
+    gyg = gy.reshape(xg.shape[:2] + (wg.shape[1],) + out)
     gxp = np.zeros_like(xg)
     gw = np.zeros_like(wg)
     sp = "xyz"[: len(kernel)]
@@ -78,10 +76,10 @@ def conv_backward(gy, x, w, stride=1, padding=0, dilation=1, groups=1):
         sl = (slice(None),) * 3 + _window(tap, stride, dilation, out)
         gw[(slice(None),) * 3 + tap] = np.einsum(f"ngo{sp},ngc{sp}->goc", gyg, xg[sl])
         gxp[sl] += np.einsum(f"ngo{sp},goc->ngc{sp}", gyg, wg[(slice(None),) * 3 + tap])
-    gxp = gxp.reshape(xp.shape)
-    inner = tuple(slice(b, b + s) for (b, _), s in zip(pads, x.shape[2:]))
+    gxp = gxp.reshape(np.shape(x)[:2] + gxp.shape[3:])
+    inner = tuple(slice(b, b + s) for (b, _), s in zip(pads, np.shape(x)[2:]))
     gx = gxp[(slice(None), slice(None)) + inner]
-    return gx, gw.reshape(w.shape), gy.sum(axis=(0,) + tuple(range(2, gy.ndim)))
+    return gx, gw.reshape(np.shape(w)), gy.sum(axis=(0,) + tuple(range(2, gy.ndim)))
 
 
 def conv2d(x, w, bias=None, stride=(1, 1), padding=0, dilation=(1, 1), groups=1, activation=None):
