@@ -48,12 +48,48 @@ def test_activations(isa, rng, name, dtype):
     assert np.allclose(got[~kink], num[~kink], atol=1e-6)
 
 
+_TRANSCENDENTAL = ["sigmoid", "tanh", "gelu", "gelu_tanh"]
+
+
+@pytest.mark.parametrize("name", _TRANSCENDENTAL)
+def test_float32_transcendentals_over_the_whole_range(isa, rng, name):
+    # The float32 kernels evaluate exp, tanh and the normal CDF by polynomials;
+    # compare them with the float64 formulas across the range, tails included.
+    fwd, bwd, ref, takes_output = ACTIVATIONS[name]
+    x = np.concatenate([np.linspace(-30, 30, 60001), rng.standard_normal(4099) * 3]).astype(np.float32)
+    r = ref(x.astype(np.float64))
+    y = fwd(x)
+    assert y.dtype == np.float32
+    err = np.abs(y - r)
+    assert np.all(err <= 5e-7 * np.abs(r) + 6e-7), (x[np.argmax(err)], err.max())  # a few float32 ulp
+    # Backward in float32 against finite differences of the float64 formula.
+    xs = x[::97]
+    g = rng.standard_normal(xs.shape).astype(np.float32)
+    got = bwd(g, fwd(xs) if takes_output else xs)
+    num = numerical_grad(ref, xs.astype(np.float64), g.astype(np.float64))
+    assert got.dtype == np.float32 and np.allclose(got, num, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transcendentals_at_special_values(isa, dtype):
+    x = np.array([np.nan, np.inf, -np.inf, 100, -100, 89, -89, 1e-30, -1e-30, 0.0], dtype)
+    with np.errstate(all="ignore"):
+        for name in _TRANSCENDENTAL:
+            fwd, _, ref, _ = ACTIVATIONS[name]
+            want = ref(x.astype(np.float64)).astype(dtype)
+            got = fwd(x)
+            assert np.array_equal(np.isnan(got), np.isnan(want)), name
+            ok = ~np.isnan(want)
+            assert np.allclose(got[ok], want[ok], rtol=1e-6, atol=1e-37), (name, got, want)
+
+
 def test_relu_keeps_nan():
     assert np.isnan(ops.relu(np.array([np.nan], np.float32))[0])
     assert np.isnan(ops.relu6(np.array([np.nan], np.float32))[0])
 
 
-@pytest.mark.parametrize("shape,dim", [((7, 10), -1), ((3, 5, 4, 4), 1), ((2, 3, 4), 0), ((6,), 0)])
+@pytest.mark.parametrize("shape,dim", [((7, 10), -1), ((3, 5, 4, 4), 1), ((2, 3, 4), 0), ((6,), 0),
+                                       ((3, 41), 1), ((2, 9, 37), 1)])
 @pytest.mark.parametrize("log", [False, True])
 def test_softmax(isa, rng, shape, dim, log):
     x = rng.standard_normal(shape) * 5
@@ -67,12 +103,18 @@ def test_softmax(isa, rng, shape, dim, log):
     x2 = x.copy()
     x2.reshape(-1)[0] = 0.3
     assert np.allclose(bwd(g, fwd(x2, dim), dim), numerical_grad(lambda v: fwd(v, dim), x2, g), atol=1e-6)
-    assert fwd(x.astype(np.float32), dim).dtype == np.float32
+    y32 = fwd(x.astype(np.float32), dim)
+    assert y32.dtype == np.float32 and np.allclose(y32, y, rtol=1e-5, atol=1e-6)
+    g32 = bwd(g.astype(np.float32), fwd(x2.astype(np.float32), dim), dim)
+    assert g32.dtype == np.float32 and np.allclose(g32, bwd(g, fwd(x2, dim), dim), rtol=1e-4, atol=1e-5)
+    nan_row = x.astype(np.float32)
+    nan_row.reshape(-1)[0] = np.nan  # NaN spreads to every output that shares its softmax
+    assert np.isnan(fwd(nan_row, dim).reshape(-1)[0])
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
-@pytest.mark.parametrize("shape", [(6, 5), (3, 4, 2, 3)])
+@pytest.mark.parametrize("shape", [(6, 5), (5, 37), (3, 4, 2, 3)])
 def test_cross_entropy(isa, rng, reduction, smoothing, shape):
     z = rng.standard_normal(shape) * 3
     t = rng.integers(0, shape[1], (shape[0],) + shape[2:])
@@ -89,6 +131,10 @@ def test_cross_entropy(isa, rng, reduction, smoothing, shape):
     got = ops.cross_entropy_backward(g, z, t, reduction, label_smoothing=smoothing)
     num = numerical_grad(lambda v: ops.cross_entropy(v, t, reduction, label_smoothing=smoothing), z, g)
     assert np.allclose(got, num, atol=1e-6)
+    z32 = z.astype(np.float32)
+    assert np.allclose(ops.cross_entropy(z32, t, reduction, label_smoothing=smoothing), ref, rtol=1e-5, atol=1e-5)
+    got32 = ops.cross_entropy_backward(g.astype(np.float32), z32, t, reduction, label_smoothing=smoothing)
+    assert got32.dtype == np.float32 and np.allclose(got32, got, rtol=1e-4, atol=1e-6)
     if torch is not None:
         tl = F.cross_entropy(torch.from_numpy(z), torch.from_numpy(t), reduction=reduction, label_smoothing=smoothing)
         assert close(loss, tl.numpy(), 1e-10)

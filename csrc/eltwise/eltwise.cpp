@@ -2,6 +2,8 @@
 // parallel over large ranges, vectorisable inner loops.
 #include "eltwise/eltwise.h"
 
+#include "simd/vec_math.h"
+
 #include <omp.h>
 
 #include <cmath>
@@ -33,47 +35,27 @@ void parallel_range(int64_t n, int threads, Body body) {
   }
 }
 
-// exp for float written branch-free so loops over it vectorise (std::exp does
-// not without -ffast-math): 2^n * p(r) with n = round(x / ln 2), |r| <= ln 2 / 2
-// and a degree-6 Taylor polynomial, relative error below 3e-7. Overflow gives
-// inf, deep underflow a value below 1.2e-38, NaN stays NaN. double uses std::exp.
-template <class T>
-inline T exp_vec(T x) {
-  if constexpr (sizeof(T) == sizeof(double)) {
-    return std::exp(x);
-  } else {
-    // Plain compares and an int conversion (not fmin / floor) so that GCC
-    // vectorises this without -ffast-math.
-    const float xc = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
-    const float t = xc * 1.44269504f;
-    const float n = static_cast<float>(static_cast<int32_t>(t + (t >= 0.0f ? 0.5f : -0.5f)));
-    const float r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;
-    float p = 1.0f / 720;
-    p = p * r + 1.0f / 120;
-    p = p * r + 1.0f / 24;
-    p = p * r + 1.0f / 6;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-    float scale;
-    std::memcpy(&scale, &bits, sizeof scale);
-    const float e = p * scale;
-    return x != x ? x : (x > 88.7f ? std::numeric_limits<float>::infinity() : e);
+// y[i] = f(x[i]) for i in [b, e), a vector at a time.
+template <class T, class F>
+inline void map_vec(int64_t b, int64_t e, const T* x, T* y, F f) {
+  using V = Vec<T>;
+  int64_t i = b;
+  for (; i + V::kWidth <= e; i += V::kWidth) f(V::load(x + i)).store(y + i);
+  if (i < e) {
+    const int rest = static_cast<int>(e - i);
+    f(V::load_partial(x + i, rest)).store_partial(y + i, rest);
   }
 }
 
-// tanh through exp_vec, with an odd polynomial near 0 where 1 - 2 / (e^2x + 1) cancels.
-template <class T>
-inline T tanh_vec(T x) {
-  if constexpr (sizeof(T) == sizeof(double)) {
-    return std::tanh(x);
-  } else {
-    const float ax = x < 0.0f ? -x : x;
-    const float big = 1.0f - 2.0f / (exp_vec(2.0f * ax) + 1.0f);
-    const float x2 = x * x;
-    const float small = x * (1.0f + x2 * (-1.0f / 3 + x2 * (2.0f / 15 + x2 * (-17.0f / 315))));
-    return ax < 0.125f ? small : (x < 0.0f ? -big : big);
+// z[i] = f(x[i], y[i]) for i in [b, e).
+template <class T, class F>
+inline void map_vec2(int64_t b, int64_t e, const T* x, const T* y, T* z, F f) {
+  using V = Vec<T>;
+  int64_t i = b;
+  for (; i + V::kWidth <= e; i += V::kWidth) f(V::load(x + i), V::load(y + i)).store(z + i);
+  if (i < e) {
+    const int rest = static_cast<int>(e - i);
+    f(V::load_partial(x + i, rest), V::load_partial(y + i, rest)).store_partial(z + i, rest);
   }
 }
 
@@ -81,15 +63,19 @@ constexpr double kSqrt1_2 = 0.70710678118654752440;
 constexpr double kSqrt2_Pi = 0.79788456080286535588;
 constexpr double kInvSqrt2Pi = 0.39894228040143267794;
 
-template <class T>
-inline T gelu_tanh_inner(T x) {
-  return T(kSqrt2_Pi) * (x + T(0.044715) * x * x * x);
+// sqrt(2 / pi) * (x + 0.044715 x^3), the argument of tanh in GELU's tanh form.
+template <class V>
+inline V gelu_tanh_inner(V x) {
+  using S = typename V::Scalar;
+  const V x2 = V::mul(x, x);
+  return V::mul(V::set1(S(kSqrt2_Pi)), V::fmadd(V::mul(x2, x), V::set1(S(0.044715)), x));
 }
 
 }  // namespace
 
 template <class T>
 void activation_forward(EltwiseKind kind, int64_t n, const T* x, T* y, double alpha, int threads) {
+  using V = Vec<T>;
   const T al = static_cast<T>(alpha);
   parallel_range(n, threads, [&](int64_t b, int64_t e) {
     switch (kind) {
@@ -106,19 +92,19 @@ void activation_forward(EltwiseKind kind, int64_t n, const T* x, T* y, double al
         for (int64_t i = b; i < e; ++i) y[i] = x[i] < T(0) ? x[i] * al : x[i];
         break;
       case EltwiseKind::sigmoid:
-#pragma omp simd
-        for (int64_t i = b; i < e; ++i) y[i] = T(1) / (T(1) + exp_vec(-x[i]));
+        map_vec(b, e, x, y, [](V v) { return vsigmoid(v); });
         break;
       case EltwiseKind::tanh:
-#pragma omp simd
-        for (int64_t i = b; i < e; ++i) y[i] = tanh_vec(x[i]);
+        map_vec(b, e, x, y, [](V v) { return vtanh(v); });
         break;
       case EltwiseKind::gelu:
-        for (int64_t i = b; i < e; ++i) y[i] = T(0.5) * x[i] * (T(1) + std::erf(x[i] * T(kSqrt1_2)));
+        map_vec(b, e, x, y, [](V v) { return V::mul(v, vnormal_cdf(v)); });
         break;
       case EltwiseKind::gelu_tanh:
-#pragma omp simd
-        for (int64_t i = b; i < e; ++i) y[i] = T(0.5) * x[i] * (T(1) + tanh_vec(gelu_tanh_inner(x[i])));
+        map_vec(b, e, x, y, [](V v) {
+          const V half_v = V::mul(V::set1(T(0.5)), v);
+          return V::fmadd(half_v, vtanh(gelu_tanh_inner(v)), half_v);
+        });
         break;
     }
   });
@@ -126,6 +112,7 @@ void activation_forward(EltwiseKind kind, int64_t n, const T* x, T* y, double al
 
 template <class T>
 void activation_backward(EltwiseKind kind, int64_t n, const T* s, const T* g, T* gx, double alpha, int threads) {
+  using V = Vec<T>;
   const T al = static_cast<T>(alpha);
   parallel_range(n, threads, [&](int64_t b, int64_t e) {
     switch (kind) {
@@ -159,20 +146,21 @@ void activation_backward(EltwiseKind kind, int64_t n, const T* s, const T* g, T*
         for (int64_t i = b; i < e; ++i) gx[i] = g[i] * (T(1) - s[i] * s[i]);
         break;
       case EltwiseKind::gelu:
-        for (int64_t i = b; i < e; ++i) {
-          const T x = s[i];
-          const T cdf = T(0.5) * (T(1) + std::erf(x * T(kSqrt1_2)));
-          const T pdf = T(kInvSqrt2Pi) * std::exp(T(-0.5) * x * x);
-          gx[i] = g[i] * (cdf + x * pdf);
-        }
+        // g * (Phi(x) + x * phi(x)), phi(x) = e^(-x^2 / 2) / sqrt(2 pi).
+        map_vec2(b, e, s, g, gx, [](V x, V gi) {
+          const V pdf = V::mul(V::set1(T(kInvSqrt2Pi)), vexp(V::mul(V::set1(T(-0.5)), V::mul(x, x))));
+          return V::mul(gi, V::fmadd(x, pdf, vnormal_cdf(x)));
+        });
         break;
       case EltwiseKind::gelu_tanh:
-        for (int64_t i = b; i < e; ++i) {
-          const T x = s[i];
-          const T t = std::tanh(gelu_tanh_inner(x));
-          const T dinner = T(kSqrt2_Pi) * (T(1) + T(3 * 0.044715) * x * x);
-          gx[i] = g[i] * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * dinner);
-        }
+        map_vec2(b, e, s, g, gx, [](V x, V gi) {
+          const V one = V::set1(T(1)), half = V::set1(T(0.5));
+          const V t = vtanh(gelu_tanh_inner(x));
+          const V dinner = V::mul(V::set1(T(kSqrt2_Pi)), V::fmadd(V::mul(x, x), V::set1(T(3 * 0.044715)), one));
+          // 0.5 (1 + t) + 0.5 x (1 - t^2) dinner
+          const V slope = V::mul(V::mul(half, x), V::mul(V::sub(one, V::mul(t, t)), dinner));
+          return V::mul(gi, V::fmadd(half, V::add(one, t), slope));
+        });
         break;
     }
   });
@@ -180,33 +168,144 @@ void activation_backward(EltwiseKind kind, int64_t n, const T* s, const T* g, T*
 
 namespace {
 
-// Softmax of one contiguous row: the common (outer, dim, 1) layout.
+// max over x[0 .. n). NaNs are skipped here; they reach the result through the
+// sum of exponentials, which they make NaN.
 template <class T>
-void softmax_row(const T* __restrict x, T* __restrict y, int64_t dim, bool log) {
-  T m = -std::numeric_limits<T>::infinity();
-  bool nan = false;
-  for (int64_t d = 0; d < dim; ++d) {
-    m = x[d] > m ? x[d] : m;
-    nan = nan || x[d] != x[d];
+T row_max(const T* x, int64_t n) {
+  using V = Vec<T>;
+  V m = V::set1(-std::numeric_limits<T>::infinity());
+  int64_t d = 0;
+  for (; d + V::kWidth <= n; d += V::kWidth) m = V::max(V::load(x + d), m);
+  T r = reduce_max(m);
+  for (; d < n; ++d) r = x[d] > r ? x[d] : r;
+  return r;
+}
+
+// sum of e^(x[d] - m) over x[0 .. n); the terms go to y unless it is null.
+template <class T>
+T row_sum_exp(const T* x, int64_t n, T m, T* y) {
+  using V = Vec<T>;
+  const V vm = V::set1(m);
+  V acc = V::zero();
+  int64_t d = 0;
+  for (; d + V::kWidth <= n; d += V::kWidth) {
+    const V e = vexp(V::sub(V::load(x + d), vm));
+    if (y) e.store(y + d);
+    acc = V::add(acc, e);
   }
-  if (nan) m = std::numeric_limits<T>::quiet_NaN();
-  T sum = 0;
-  if (log) {
-#pragma omp simd reduction(+ : sum)
-    for (int64_t d = 0; d < dim; ++d) sum += exp_vec(x[d] - m);
-    const T lse = m + std::log(sum);
-#pragma omp simd
-    for (int64_t d = 0; d < dim; ++d) y[d] = x[d] - lse;
-  } else {
-#pragma omp simd reduction(+ : sum)
-    for (int64_t d = 0; d < dim; ++d) {
-      const T e = exp_vec(x[d] - m);
-      y[d] = e;
-      sum += e;
+  T s = reduce_add(acc);
+  if (d < n) {
+    const int rest = static_cast<int>(n - d);
+    alignas(64) T tail[V::kWidth];
+    vexp(V::sub(V::load_partial(x + d, rest), vm)).store(tail);
+    for (int k = 0; k < rest; ++k) {
+      if (y) y[d + k] = tail[k];
+      s += tail[k];
     }
-    const T inv = T(1) / sum;
-#pragma omp simd
-    for (int64_t d = 0; d < dim; ++d) y[d] *= inv;
+  }
+  return s;
+}
+
+template <class T>
+T row_logsumexp(const T* x, int64_t n) {
+  const T m = row_max(x, n);
+  return std::isinf(m) ? m : m + std::log(row_sum_exp(x, n, m, static_cast<T*>(nullptr)));
+}
+
+// Softmax of one contiguous row: the (outer, dim, 1) layout.
+template <class T>
+void softmax_row(const T* x, T* y, int64_t dim, bool log) {
+  using V = Vec<T>;
+  const T m = row_max(x, dim);
+  if (log) {
+    const V lse = V::set1(m + std::log(row_sum_exp(x, dim, m, static_cast<T*>(nullptr))));
+    map_vec(0, dim, x, y, [&](V v) { return V::sub(v, lse); });
+  } else {
+    const V inv = V::set1(T(1) / row_sum_exp(x, dim, m, y));
+    map_vec(0, dim, y, y, [&](V v) { return V::mul(v, inv); });
+  }
+}
+
+// Loads `lanes` consecutive values (all of a vector or its first lanes).
+template <class V>
+inline V load_lanes(const typename V::Scalar* p, int lanes) {
+  return lanes == V::kWidth ? V::load(p) : V::load_partial(p, lanes);
+}
+template <class V>
+inline void store_lanes(V v, typename V::Scalar* p, int lanes) {
+  if (lanes == V::kWidth) {
+    v.store(p);
+  } else {
+    v.store_partial(p, lanes);
+  }
+}
+
+// Softmax over d of x[d * inner + i] for `lanes` neighbouring i at once: the
+// (outer, dim, inner > 1) layout, a vector across the inner axis.
+template <class T>
+void softmax_lanes(const T* x, T* y, int64_t dim, int64_t inner, int lanes, bool log) {
+  using V = Vec<T>;
+  V m = V::set1(-std::numeric_limits<T>::infinity());
+  for (int64_t d = 0; d < dim; ++d) m = V::max(load_lanes<V>(x + d * inner, lanes), m);
+  V sum = V::zero();
+  for (int64_t d = 0; d < dim; ++d) {
+    const V e = vexp(V::sub(load_lanes<V>(x + d * inner, lanes), m));
+    if (!log) store_lanes(e, y + d * inner, lanes);
+    sum = V::add(sum, e);
+  }
+  if (log) {
+    const V lse = V::add(m, lanewise(sum, [](T v) { return std::log(v); }));
+    for (int64_t d = 0; d < dim; ++d) store_lanes(V::sub(load_lanes<V>(x + d * inner, lanes), lse), y + d * inner, lanes);
+  } else {
+    const V inv = V::div(V::set1(T(1)), sum);
+    for (int64_t d = 0; d < dim; ++d) store_lanes(V::mul(load_lanes<V>(y + d * inner, lanes), inv), y + d * inner, lanes);
+  }
+}
+
+// The softmax backward over d for `lanes` neighbouring i (stride `inner` along d;
+// inner = 1 with lanes = 1 is not used: rows take softmax_backward_row).
+template <class T>
+void softmax_backward_lanes(const T* y, const T* g, T* gx, int64_t dim, int64_t inner, int lanes, bool log) {
+  using V = Vec<T>;
+  V acc = V::zero();
+  for (int64_t d = 0; d < dim; ++d) {
+    const V gd = load_lanes<V>(g + d * inner, lanes);
+    acc = log ? V::add(acc, gd) : V::fmadd(gd, load_lanes<V>(y + d * inner, lanes), acc);
+  }
+  for (int64_t d = 0; d < dim; ++d) {
+    const V yd = load_lanes<V>(y + d * inner, lanes), gd = load_lanes<V>(g + d * inner, lanes);
+    const V r = log ? V::sub(gd, V::mul(vexp(yd), acc)) : V::mul(yd, V::sub(gd, acc));
+    store_lanes(r, gx + d * inner, lanes);
+  }
+}
+
+template <class T>
+void softmax_backward_row(const T* y, const T* g, T* gx, int64_t dim, bool log) {
+  using V = Vec<T>;
+  V acc = V::zero();
+  int64_t d = 0;
+  for (; d + V::kWidth <= dim; d += V::kWidth)
+    acc = log ? V::add(acc, V::load(g + d)) : V::fmadd(V::load(g + d), V::load(y + d), acc);
+  T sum = reduce_add(acc);
+  for (; d < dim; ++d) sum += log ? g[d] : g[d] * y[d];
+  const V s = V::set1(sum);
+  if (log) {
+    map_vec2(0, dim, y, g, gx, [&](V yd, V gd) { return V::sub(gd, V::mul(vexp(yd), s)); });
+  } else {
+    map_vec2(0, dim, y, g, gx, [&](V yd, V gd) { return V::mul(yd, V::sub(gd, s)); });
+  }
+}
+
+// Runs fn(o, i0, lanes) over every outer index and block of inner indices, in parallel.
+template <class T, class F>
+void for_each_softmax_block(int64_t outer, int64_t dim, int64_t inner, int threads, F fn) {
+  constexpr int L = Vec<T>::kWidth;
+  const int64_t blocks = inner == 1 ? 1 : ceil_div(inner, L);
+  const int t = threads_for(outer * dim * inner, threads);
+#pragma omp parallel for num_threads(t) schedule(static) if (t > 1)
+  for (int64_t job = 0; job < outer * blocks; ++job) {
+    const int64_t o = job / blocks, i0 = (job % blocks) * L;
+    fn(o, i0, static_cast<int>(imin(L, inner - i0)));
   }
 }
 
@@ -214,63 +313,27 @@ void softmax_row(const T* __restrict x, T* __restrict y, int64_t dim, bool log) 
 
 template <class T>
 void softmax_forward(int64_t outer, int64_t dim, int64_t inner, const T* x, T* y, bool log, int threads) {
-  const int t = threads_for(outer * dim * inner, threads);
-#pragma omp parallel num_threads(t) if (t > 1)
-  {
-    std::vector<T> mx(inner), sum(inner);
-#pragma omp for schedule(static)
-    for (int64_t o = 0; o < outer; ++o) {
-      const T* xo = x + o * dim * inner;
-      T* yo = y + o * dim * inner;
-      if (inner == 1) {
-        softmax_row(xo, yo, dim, log);
-        continue;
-      }
-      for (int64_t i = 0; i < inner; ++i) {
-        mx[i] = -std::numeric_limits<T>::infinity();
-        sum[i] = 0;
-      }
-      for (int64_t d = 0; d < dim; ++d)
-        for (int64_t i = 0; i < inner; ++i) mx[i] = std::fmax(mx[i], xo[d * inner + i]);
-      for (int64_t d = 0; d < dim; ++d)
-        for (int64_t i = 0; i < inner; ++i) {
-          const T e = exp_vec(xo[d * inner + i] - mx[i]);
-          sum[i] += e;
-          if (!log) yo[d * inner + i] = e;
-        }
-      if (log) {
-        for (int64_t i = 0; i < inner; ++i) sum[i] = mx[i] + std::log(sum[i]);
-        for (int64_t d = 0; d < dim; ++d)
-          for (int64_t i = 0; i < inner; ++i) yo[d * inner + i] = xo[d * inner + i] - sum[i];
-      } else {
-        for (int64_t i = 0; i < inner; ++i) sum[i] = T(1) / sum[i];
-        for (int64_t d = 0; d < dim; ++d)
-          for (int64_t i = 0; i < inner; ++i) yo[d * inner + i] *= sum[i];
-      }
+  for_each_softmax_block<T>(outer, dim, inner, threads, [&](int64_t o, int64_t i0, int lanes) {
+    const int64_t base = o * dim * inner + i0;
+    if (inner == 1) {
+      softmax_row(x + base, y + base, dim, log);
+    } else {
+      softmax_lanes(x + base, y + base, dim, inner, lanes, log);
     }
-  }
+  });
 }
 
 template <class T>
 void softmax_backward(int64_t outer, int64_t dim, int64_t inner, const T* y, const T* g, T* gx, bool log,
                       int threads) {
-  const int t = threads_for(outer * dim * inner, threads);
-#pragma omp parallel num_threads(t) if (t > 1)
-  {
-    std::vector<T> acc(inner);
-#pragma omp for schedule(static)
-    for (int64_t o = 0; o < outer; ++o) {
-      const int64_t base = o * dim * inner;
-      for (int64_t i = 0; i < inner; ++i) acc[i] = 0;
-      for (int64_t d = 0; d < dim; ++d)
-        for (int64_t i = 0; i < inner; ++i) acc[i] += log ? g[base + d * inner + i] : g[base + d * inner + i] * y[base + d * inner + i];
-      for (int64_t d = 0; d < dim; ++d)
-        for (int64_t i = 0; i < inner; ++i) {
-          const int64_t k = base + d * inner + i;
-          gx[k] = log ? g[k] - exp_vec(y[k]) * acc[i] : y[k] * (g[k] - acc[i]);
-        }
+  for_each_softmax_block<T>(outer, dim, inner, threads, [&](int64_t o, int64_t i0, int lanes) {
+    const int64_t base = o * dim * inner + i0;
+    if (inner == 1) {
+      softmax_backward_row(y + base, g + base, gx + base, dim, log);
+    } else {
+      softmax_backward_lanes(y + base, g + base, gx + base, dim, inner, lanes, log);
     }
-  }
+  });
 }
 
 namespace {
@@ -278,12 +341,12 @@ namespace {
 // log-sum-exp of one sample's c logits (stride `inner`).
 template <class T>
 T logsumexp(const T* z, int64_t c, int64_t inner) {
+  if (inner == 1) return row_logsumexp(z, c);
   T m = -std::numeric_limits<T>::infinity();
   for (int64_t k = 0; k < c; ++k) m = std::fmax(m, z[k * inner]);
   if (!std::isfinite(m)) return m;
   T s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t k = 0; k < c; ++k) s += exp_vec(z[k * inner] - m);
+  for (int64_t k = 0; k < c; ++k) s += std::exp(z[k * inner] - m);
   return m + std::log(s);
 }
 
@@ -325,6 +388,7 @@ template <class T>
 void cross_entropy_backward(int64_t n, int64_t c, int64_t inner, const T* logits, const int64_t* target,
                             const T* grad_loss, T* grad_logits, int64_t ignore_index, double label_smoothing,
                             int threads) {
+  using V = Vec<T>;
   const T eps = static_cast<T>(label_smoothing);
   const int t = threads_for(n * c * inner, threads);
 #pragma omp parallel for num_threads(t) schedule(static) if (t > 1)
@@ -337,9 +401,13 @@ void cross_entropy_backward(int64_t n, int64_t c, int64_t inner, const T* logits
       for (int64_t k = 0; k < c; ++k) gz[k * inner] = 0;
       continue;
     }
-    const T lse = logsumexp(z, c, inner), g = grad_loss[s];
-#pragma omp simd
-    for (int64_t k = 0; k < c; ++k) gz[k * inner] = (exp_vec(z[k * inner] - lse) - eps / T(c)) * g;
+    const T lse = logsumexp(z, c, inner), g = grad_loss[s], floor = eps / T(c);
+    if (inner == 1) {
+      const V vlse = V::set1(lse), vfloor = V::set1(floor), vg = V::set1(g);
+      map_vec(0, c, z, gz, [&](V v) { return V::mul(V::sub(vexp(V::sub(v, vlse)), vfloor), vg); });
+    } else {
+      for (int64_t k = 0; k < c; ++k) gz[k * inner] = (std::exp(z[k * inner] - lse) - floor) * g;
+    }
     gz[tg * inner] -= (T(1) - eps) * g;
   }
 }
@@ -362,10 +430,18 @@ void dropout_forward(int64_t n, const T* x, T* y, uint8_t* mask, double p, uint6
   const T scale = p < 1 ? static_cast<T>(1.0 / (1.0 - p)) : T(0);
   const uint64_t key = splitmix64(seed);
   parallel_range(n, threads, [&](int64_t b, int64_t e) {
+    // Locals, not the closure's members, so that the hash loop vectorises.
+    const uint64_t k = key, th = threshold;
+    const T sc = scale;
+    uint8_t* m = mask;
+    T* out = y;
+    const T* in = x;
+#pragma omp simd
     for (int64_t i = b; i < e; ++i) {
-      const uint8_t keep = (splitmix64(key ^ static_cast<uint64_t>(i)) >> 11) >= threshold;
-      mask[i] = keep;
-      y[i] = keep ? x[i] * scale : T(0);
+      const uint8_t keep = (splitmix64(k ^ static_cast<uint64_t>(i)) >> 11) >= th;
+      m[i] = keep;
+      const T xi = in[i];
+      out[i] = keep ? xi * sc : T(0);
     }
   });
 }

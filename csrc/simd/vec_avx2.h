@@ -33,6 +33,33 @@ struct VecF {
   static VecF add(VecF a, VecF b) { return {_mm256_add_ps(a.v, b.v)}; }
   static VecF clamp_min(VecF v, float lo) { return {_mm256_max_ps(_mm256_set1_ps(lo), v.v)}; }
   static VecF clamp_max(VecF v, float hi) { return {_mm256_min_ps(_mm256_set1_ps(hi), v.v)}; }
+  static VecF sub(VecF a, VecF b) { return {_mm256_sub_ps(a.v, b.v)}; }
+  static VecF mul(VecF a, VecF b) { return {_mm256_mul_ps(a.v, b.v)}; }
+  static VecF div(VecF a, VecF b) { return {_mm256_div_ps(a.v, b.v)}; }
+  // 1 / a within 2 ulp for finite, normal a: a 12-bit estimate and one Newton step.
+  static VecF recip(VecF a) {
+    const __m256 r = _mm256_rcp_ps(a.v);
+    return {_mm256_mul_ps(r, _mm256_fnmadd_ps(a.v, r, _mm256_set1_ps(2.0f)))};
+  }
+  // Lane-wise max/min; where either lane is NaN the result is b's lane.
+  static VecF max(VecF a, VecF b) { return {_mm256_max_ps(a.v, b.v)}; }
+  static VecF min(VecF a, VecF b) { return {_mm256_min_ps(a.v, b.v)}; }
+  static VecF abs(VecF a) { return {_mm256_andnot_ps(_mm256_set1_ps(-0.0f), a.v)}; }
+  // Nearest integer, ties to even.
+  static VecF round(VecF a) { return {_mm256_round_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)}; }
+  // a * 2^n for integer-valued n with |n| <= 252: two exponent-field factors of
+  // 2^(n/2), so that each stays a normal number.
+  static VecF ldexp(VecF a, VecF n) {
+    const __m256i k = _mm256_cvtps_epi32(n.v), k1 = _mm256_srai_epi32(k, 1), k2 = _mm256_sub_epi32(k, k1);
+    const __m256i bias = _mm256_set1_epi32(127);
+    const __m256 p1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k1, bias), 23));
+    const __m256 p2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k2, bias), 23));
+    return {_mm256_mul_ps(_mm256_mul_ps(a.v, p1), p2)};
+  }
+  // Lanes where a < b (ordered) take t, the others f.
+  static VecF select_lt(VecF a, VecF b, VecF t, VecF f) {
+    return {_mm256_blendv_ps(f.v, t.v, _mm256_cmp_ps(a.v, b.v, _CMP_LT_OQ))};
+  }
 
  private:
   static __m256i bits_mask(unsigned bits) {
@@ -62,6 +89,25 @@ struct VecD {
   static VecD add(VecD a, VecD b) { return {_mm256_add_pd(a.v, b.v)}; }
   static VecD clamp_min(VecD v, double lo) { return {_mm256_max_pd(_mm256_set1_pd(lo), v.v)}; }
   static VecD clamp_max(VecD v, double hi) { return {_mm256_min_pd(_mm256_set1_pd(hi), v.v)}; }
+  static VecD sub(VecD a, VecD b) { return {_mm256_sub_pd(a.v, b.v)}; }
+  static VecD mul(VecD a, VecD b) { return {_mm256_mul_pd(a.v, b.v)}; }
+  static VecD div(VecD a, VecD b) { return {_mm256_div_pd(a.v, b.v)}; }
+  static VecD recip(VecD a) { return {_mm256_div_pd(_mm256_set1_pd(1.0), a.v)}; }
+  static VecD max(VecD a, VecD b) { return {_mm256_max_pd(a.v, b.v)}; }
+  static VecD min(VecD a, VecD b) { return {_mm256_min_pd(a.v, b.v)}; }
+  static VecD abs(VecD a) { return {_mm256_andnot_pd(_mm256_set1_pd(-0.0), a.v)}; }
+  static VecD round(VecD a) { return {_mm256_round_pd(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)}; }
+  // a * 2^n for integer-valued n with |n| <= 2044, as VecF::ldexp.
+  static VecD ldexp(VecD a, VecD n) {
+    const __m128i k = _mm256_cvtpd_epi32(n.v), k1 = _mm_srai_epi32(k, 1), k2 = _mm_sub_epi32(k, k1);
+    const __m256i bias = _mm256_set1_epi64x(1023);
+    const __m256d p1 = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(_mm256_cvtepi32_epi64(k1), bias), 52));
+    const __m256d p2 = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(_mm256_cvtepi32_epi64(k2), bias), 52));
+    return {_mm256_mul_pd(_mm256_mul_pd(a.v, p1), p2)};
+  }
+  static VecD select_lt(VecD a, VecD b, VecD t, VecD f) {
+    return {_mm256_blendv_pd(f.v, t.v, _mm256_cmp_pd(a.v, b.v, _CMP_LT_OQ))};
+  }
 
  private:
   static __m256i mask(int n) {

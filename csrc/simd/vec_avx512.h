@@ -34,6 +34,26 @@ struct VecF {
   // either is NaN, so a NaN in v propagates.
   static VecF clamp_min(VecF v, float lo) { return {_mm512_max_ps(_mm512_set1_ps(lo), v.v)}; }
   static VecF clamp_max(VecF v, float hi) { return {_mm512_min_ps(_mm512_set1_ps(hi), v.v)}; }
+  static VecF sub(VecF a, VecF b) { return {_mm512_sub_ps(a.v, b.v)}; }
+  static VecF mul(VecF a, VecF b) { return {_mm512_mul_ps(a.v, b.v)}; }
+  static VecF div(VecF a, VecF b) { return {_mm512_div_ps(a.v, b.v)}; }
+  // 1 / a within 2 ulp for finite, normal a: a 14-bit estimate and one Newton step.
+  static VecF recip(VecF a) {
+    const __m512 r = _mm512_rcp14_ps(a.v);
+    return {_mm512_mul_ps(r, _mm512_fnmadd_ps(a.v, r, _mm512_set1_ps(2.0f)))};
+  }
+  // Lane-wise max/min; where either lane is NaN the result is b's lane.
+  static VecF max(VecF a, VecF b) { return {_mm512_max_ps(a.v, b.v)}; }
+  static VecF min(VecF a, VecF b) { return {_mm512_min_ps(a.v, b.v)}; }
+  static VecF abs(VecF a) { return {_mm512_abs_ps(a.v)}; }
+  // Nearest integer, ties to even.
+  static VecF round(VecF a) { return {_mm512_roundscale_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)}; }
+  // a * 2^n for integer-valued n with |n| <= 252.
+  static VecF ldexp(VecF a, VecF n) { return {_mm512_scalef_ps(a.v, n.v)}; }
+  // Lanes where a < b (ordered) take t, the others f.
+  static VecF select_lt(VecF a, VecF b, VecF t, VecF f) {
+    return {_mm512_mask_blend_ps(_mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ), f.v, t.v)};
+  }
 
  private:
   static __mmask16 mask(int n) { return static_cast<__mmask16>(n >= 16 ? 0xFFFFu : ((1u << n) - 1u)); }
@@ -55,6 +75,19 @@ struct VecD {
   static VecD add(VecD a, VecD b) { return {_mm512_add_pd(a.v, b.v)}; }
   static VecD clamp_min(VecD v, double lo) { return {_mm512_max_pd(_mm512_set1_pd(lo), v.v)}; }
   static VecD clamp_max(VecD v, double hi) { return {_mm512_min_pd(_mm512_set1_pd(hi), v.v)}; }
+  static VecD sub(VecD a, VecD b) { return {_mm512_sub_pd(a.v, b.v)}; }
+  static VecD mul(VecD a, VecD b) { return {_mm512_mul_pd(a.v, b.v)}; }
+  static VecD div(VecD a, VecD b) { return {_mm512_div_pd(a.v, b.v)}; }
+  static VecD recip(VecD a) { return {_mm512_div_pd(_mm512_set1_pd(1.0), a.v)}; }
+  static VecD max(VecD a, VecD b) { return {_mm512_max_pd(a.v, b.v)}; }
+  static VecD min(VecD a, VecD b) { return {_mm512_min_pd(a.v, b.v)}; }
+  static VecD abs(VecD a) { return {_mm512_abs_pd(a.v)}; }
+  static VecD round(VecD a) { return {_mm512_roundscale_pd(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)}; }
+  // a * 2^n for integer-valued n with |n| <= 2044.
+  static VecD ldexp(VecD a, VecD n) { return {_mm512_scalef_pd(a.v, n.v)}; }
+  static VecD select_lt(VecD a, VecD b, VecD t, VecD f) {
+    return {_mm512_mask_blend_pd(_mm512_cmp_pd_mask(a.v, b.v, _CMP_LT_OQ), f.v, t.v)};
+  }
 
  private:
   static __mmask8 mask(int n) { return static_cast<__mmask8>(n >= 8 ? 0xFFu : ((1u << n) - 1u)); }
