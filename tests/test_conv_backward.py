@@ -74,11 +74,19 @@ def test_needs_selects_the_gradients(rng):
         ops.conv2d_backward(gy.astype(np.float64), x, w)
 
 
-@pytest.mark.parametrize("mult,stride,padding,dilation", [(1, 1, 1, 1), (2, 2, 1, 1), (1, 2, 0, 2), (3, 1, 2, 2)])
-def test_depthwise_backward_with_multipliers(isa, rng, mult, stride, padding, dilation):
+@pytest.mark.parametrize("mult,stride,padding,dilation,size,kernel", [
+    (1, 1, 1, 1, (13, 11), (3, 3)), (2, 2, 1, 1, (13, 11), (3, 3)), (1, 2, 0, 2, (13, 11), (3, 3)),
+    (3, 1, 2, 2, (13, 11), (3, 3)),
+    (1, 3, 4, 1, (19, 37), (3, 3)),                    # padding beyond the kernel, stride 3, rows over a vector
+    (1, (2, 1), (0, 3), (1, 2), (20, 40), (5, 3)),     # mixed strides, dilation and padding per axis
+    (2, 2, 2, (2, 3), (9, 50), (3, 4)),                # dilation mixing the stride phases
+    (1, 1, "same", 1, (7, 7), (4, 4)),                 # 'same' with more padding after than before
+    (1, 2, 3, 1, (5, 5), (7, 7)),                      # kernel larger than the image
+])
+def test_depthwise_backward_with_multipliers(isa, rng, mult, stride, padding, dilation, size, kernel):
     c = 5
-    x = rng.standard_normal((3, c, 13, 11)).astype(np.float32)
-    w = rng.standard_normal((c * mult, 1, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((3, c, *size)).astype(np.float32)
+    w = rng.standard_normal((c * mult, 1, *kernel)).astype(np.float32)
     kw = dict(stride=stride, padding=padding, dilation=dilation, groups=c)
     gy = rng.standard_normal(conv(x, w, **kw).shape).astype(np.float32)
     for g, r in zip(ops.conv2d_backward(gy, x, w, **kw), conv_backward(gy, x, w, **kw)):

@@ -64,12 +64,47 @@ void conv_forward(const ConvForward<T>& f, ConvAlgo algo) {
   conv_gemm_forward(a);
 }
 
+// With stride 1 and one filter per channel, a depthwise grad_x is the depthwise
+// convolution of grad_y with every filter flipped, padded by dil * (k - 1) - pad
+// before: the forward kernel computes it. Needs that padding to be >= 0.
+static bool data_grad_is_a_forward(const ConvBackward<float>& b) {
+  const ConvNdArgs<float>& g = b.g;
+  bool ok = b.grad_x && g.c_out == g.c_in;
+  for (int d = 1; d < 3; ++d) ok = ok && g.stride[d] == 1 && g.pad[d] <= g.dil[d] * (g.kernel[d] - 1);
+  return ok;
+}
+
+static void depthwise_data_grad_as_forward(const ConvBackward<float>& b) {
+  const ConvNdArgs<float>& g = b.g;
+  const int64_t taps = g.kernel[1] * g.kernel[2];
+  Scratch<float> flipped(checked_mul(g.c_out, taps));
+  for (int64_t o = 0; o < g.c_out; ++o)
+    for (int64_t t = 0; t < taps; ++t) flipped.data()[o * taps + t] = b.weight[o * taps + taps - 1 - t];
+  ConvForward<float> f;
+  f.g = g;
+  for (int d = 1; d < 3; ++d) {
+    f.g.in[d] = g.out[d];
+    f.g.out[d] = g.in[d];
+    f.g.pad[d] = g.dil[d] * (g.kernel[d] - 1) - g.pad[d];
+  }
+  f.x = b.grad_y;
+  f.weight = flipped.data();
+  f.y = b.grad_x;
+  conv2d_depthwise(to_conv2d(f));
+}
+
 template <class T>
 void conv_backward(const ConvBackward<T>& b, ConvAlgo algo) {
   ConvBackward<T> a = b;
   a.g = sized_for_threads(b.g);
   if (a.grad_b) conv_backward_bias(a);
   if (algo == ConvAlgo::depthwise && a.g.kernel[0] == 1 && a.g.in[0] == 1) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (data_grad_is_a_forward(a)) {
+        depthwise_data_grad_as_forward(a);
+        a.grad_x = nullptr;
+      }
+    }
     if (a.grad_x || a.grad_w) depthwise_backward(a);
     return;
   }
