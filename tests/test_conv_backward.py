@@ -82,6 +82,8 @@ def test_needs_selects_the_gradients(rng):
     (2, 2, 2, (2, 3), (9, 50), (3, 4)),                # dilation mixing the stride phases
     (1, 1, "same", 1, (7, 7), (4, 4)),                 # 'same' with more padding after than before
     (1, 2, 3, 1, (5, 5), (7, 7)),                      # kernel larger than the image
+    (1, 1, 2, 2, (13, 21), (3, 3)),                    # stride 1, dilated: grad_input by the forward kernel
+    (1, 1, 3, 1, (9, 20), (3, 3)),                     # stride 1, padding beyond the kernel: gathered
 ])
 def test_depthwise_backward_with_multipliers(isa, rng, mult, stride, padding, dilation, size, kernel):
     c = 5

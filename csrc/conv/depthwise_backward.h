@@ -19,26 +19,12 @@
 #include <utility>
 #include <vector>
 
-#include "simd/vec.h"
+#include "simd/vec_math.h"
 
 namespace fastconv {
 namespace FC_NS {
 
 namespace depthwise_detail {
-
-template <class V>
-inline V load_n(const typename V::Scalar* p, int64_t n) {
-  return n >= V::kWidth ? V::load(p) : V::load_partial(p, static_cast<int>(n));
-}
-
-template <class T>
-inline T sum_lanes(Vec<T> v) {
-  alignas(64) T buf[Vec<T>::kWidth];
-  v.store(buf);
-  T s = 0;
-  for (int i = 0; i < Vec<T>::kWidth; ++i) s += buf[i];
-  return s;
-}
 
 // The plane geometry and the per-thread buffers' layout.
 template <class T>
@@ -120,7 +106,7 @@ void weight_grad_row(const Plane<T>& g, int64_t i, const T* dy, const T* xph, T*
         }
       }
     }
-    for (int j = 0; j < KW; ++j) grad_w[i * kw + j] += sum_lanes<T>(acc[j]);
+    for (int j = 0; j < KW; ++j) grad_w[i * kw + j] += reduce_add(acc[j]);
   } else {
     for (int64_t j = 0; j < kw; ++j) {
       const int64_t p = (j * g.dw) % g.sw, shift = (j * g.dw) / g.sw;
@@ -133,7 +119,7 @@ void weight_grad_row(const Plane<T>& g, int64_t i, const T* dy, const T* xph, T*
         for (int64_t ow = 0; ow < g.Wo; ow += L)
           acc = V::fmadd(load_n<V>(dyr + ow, g.Wo - ow), load_n<V>(xr + ow, g.Wo - ow), acc);
       }
-      grad_w[i * kw + j] += sum_lanes<T>(acc);
+      grad_w[i * kw + j] += reduce_add(acc);
     }
   }
 }

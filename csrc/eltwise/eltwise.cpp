@@ -226,39 +226,25 @@ void softmax_row(const T* x, T* y, int64_t dim, bool log) {
   }
 }
 
-// Loads `lanes` consecutive values (all of a vector or its first lanes).
-template <class V>
-inline V load_lanes(const typename V::Scalar* p, int lanes) {
-  return lanes == V::kWidth ? V::load(p) : V::load_partial(p, lanes);
-}
-template <class V>
-inline void store_lanes(V v, typename V::Scalar* p, int lanes) {
-  if (lanes == V::kWidth) {
-    v.store(p);
-  } else {
-    v.store_partial(p, lanes);
-  }
-}
-
 // Softmax over d of x[d * inner + i] for `lanes` neighbouring i at once: the
 // (outer, dim, inner > 1) layout, a vector across the inner axis.
 template <class T>
 void softmax_lanes(const T* x, T* y, int64_t dim, int64_t inner, int lanes, bool log) {
   using V = Vec<T>;
   V m = V::set1(-std::numeric_limits<T>::infinity());
-  for (int64_t d = 0; d < dim; ++d) m = V::max(load_lanes<V>(x + d * inner, lanes), m);
+  for (int64_t d = 0; d < dim; ++d) m = V::max(load_n<V>(x + d * inner, lanes), m);
   V sum = V::zero();
   for (int64_t d = 0; d < dim; ++d) {
-    const V e = vexp(V::sub(load_lanes<V>(x + d * inner, lanes), m));
-    if (!log) store_lanes(e, y + d * inner, lanes);
+    const V e = vexp(V::sub(load_n<V>(x + d * inner, lanes), m));
+    if (!log) store_n(e, y + d * inner, lanes);
     sum = V::add(sum, e);
   }
   if (log) {
     const V lse = V::add(m, lanewise(sum, [](T v) { return std::log(v); }));
-    for (int64_t d = 0; d < dim; ++d) store_lanes(V::sub(load_lanes<V>(x + d * inner, lanes), lse), y + d * inner, lanes);
+    for (int64_t d = 0; d < dim; ++d) store_n(V::sub(load_n<V>(x + d * inner, lanes), lse), y + d * inner, lanes);
   } else {
     const V inv = V::div(V::set1(T(1)), sum);
-    for (int64_t d = 0; d < dim; ++d) store_lanes(V::mul(load_lanes<V>(y + d * inner, lanes), inv), y + d * inner, lanes);
+    for (int64_t d = 0; d < dim; ++d) store_n(V::mul(load_n<V>(y + d * inner, lanes), inv), y + d * inner, lanes);
   }
 }
 
@@ -269,13 +255,13 @@ void softmax_backward_lanes(const T* y, const T* g, T* gx, int64_t dim, int64_t 
   using V = Vec<T>;
   V acc = V::zero();
   for (int64_t d = 0; d < dim; ++d) {
-    const V gd = load_lanes<V>(g + d * inner, lanes);
-    acc = log ? V::add(acc, gd) : V::fmadd(gd, load_lanes<V>(y + d * inner, lanes), acc);
+    const V gd = load_n<V>(g + d * inner, lanes);
+    acc = log ? V::add(acc, gd) : V::fmadd(gd, load_n<V>(y + d * inner, lanes), acc);
   }
   for (int64_t d = 0; d < dim; ++d) {
-    const V yd = load_lanes<V>(y + d * inner, lanes), gd = load_lanes<V>(g + d * inner, lanes);
+    const V yd = load_n<V>(y + d * inner, lanes), gd = load_n<V>(g + d * inner, lanes);
     const V r = log ? V::sub(gd, V::mul(vexp(yd), acc)) : V::mul(yd, V::sub(gd, acc));
-    store_lanes(r, gx + d * inner, lanes);
+    store_n(r, gx + d * inner, lanes);
   }
 }
 

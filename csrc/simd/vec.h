@@ -73,6 +73,20 @@ inline void copy_floats(T* dst, const T* src, int64_t n) {
   if (i < n) V::load_partial(src + i, static_cast<int>(n - i)).store_partial(dst + i, static_cast<int>(n - i));
 }
 
+// The first min(n, kWidth) elements at p as a vector (the rest zero), and the store that mirrors it.
+template <class V>
+inline V load_n(const typename V::Scalar* p, int64_t n) {
+  return n >= V::kWidth ? V::load(p) : V::load_partial(p, static_cast<int>(n));
+}
+template <class V>
+inline void store_n(V v, typename V::Scalar* p, int64_t n) {
+  if (n >= V::kWidth) {
+    v.store(p);
+  } else {
+    v.store_partial(p, static_cast<int>(n));
+  }
+}
+
 // Elements per thread-private slice of a shared scratch buffer: whole 64-byte lines,
 // so that two threads never write the same cache line.
 inline int64_t per_thread_floats(int64_t floats) { return round_up(floats, 16); }
