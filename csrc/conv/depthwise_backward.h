@@ -33,7 +33,9 @@ struct Plane {
   int64_t reach;    // phase columns a tap reaches beyond its first: (kw - 1) * dw / sw
   int64_t Wq;       // row length of an x phase plane
   int64_t Wu;       // padded-input columns per phase that hold an input column
+  int64_t Wu_len;   // Wu rounded up to whole vectors: a grad_x phase row's length
   int64_t Wd;       // row length of the zero-padded grad_y copy
+  int64_t x_phase_elems;  // the x phase planes; the padded-row scratch follows them
   int64_t x_elems, dy_elems, dx_elems;
 
   explicit Plane(const ConvNdArgs<T>& a) {
@@ -46,10 +48,12 @@ struct Plane {
     Wq = Wo + reach;
     Wu = ceil_div(pw + W, sw);
     // Room for the full-vector reads of data_grad_row and for every grad_y column.
-    Wd = reach + imax(round_up(Wu, L) + L, Wo);
-    x_elems = per_thread_floats(sw * H * Wq) + per_thread_floats(sw * Wq);  // phases + one padded row
+    Wu_len = round_up(Wu, L);
+    Wd = reach + imax(Wu_len + L, Wo);
+    x_phase_elems = per_thread_floats(sw * H * Wq);
+    x_elems = x_phase_elems + per_thread_floats(sw * Wq);
     dy_elems = per_thread_floats(mult * Ho * Wd);
-    dx_elems = per_thread_floats(sw * round_up(Wu, L));
+    dx_elems = per_thread_floats(sw * Wu_len);
   }
 };
 
@@ -186,7 +190,6 @@ void data_grad_row(const Plane<T>& g, const PhaseTaps& pt, int64_t ih, const T* 
     for (int64_t m = 0; m < g.mult; ++m)
       rows.emplace_back(dyp + (m * g.Ho + y / g.sh) * g.Wd + g.reach, w + (m * g.kh + i) * g.kw);
   }
-  const int64_t wu_len = round_up(g.Wu, L);
   const bool direct = g.sw == 1;  // the only phase is the padded row: write grad_x in place
   for (int64_t p = 0; p < g.sw; ++p) {
     const int64_t t0 = pt.begin[p], t1 = pt.begin[p + 1];
@@ -195,20 +198,18 @@ void data_grad_row(const Plane<T>& g, const PhaseTaps& pt, int64_t ih, const T* 
       V acc = V::zero();
       for (const auto& rw : rows)
         for (int64_t t = t0; t < t1; ++t) acc = V::fmadd(V::set1(rw.second[pt.j[t]]), V::load(rw.first + u - pt.shift[t]), acc);
-      if (!direct) {
-        acc.store(dxs + p * wu_len + u);
-      } else if (u1 - u >= L) {
-        acc.store(dx_row + u - g.pw);
+      if (direct) {
+        store_n(acc, dx_row + u - g.pw, u1 - u);
       } else {
-        acc.store_partial(dx_row + u - g.pw, static_cast<int>(u1 - u));
+        acc.store(dxs + p * g.Wu_len + u);
       }
     }
   }
   if (direct) return;
   // Interleave the phases into the row: dx_row[iw] = dxs[c % sw][c / sw], c = iw + pw.
   if (g.sw == 2) {
-    const T* __restrict p0 = dxs + (g.pw & 1) * wu_len + g.pw / 2;  // phase of iw = 0
-    const T* __restrict p1 = dxs + ((g.pw + 1) & 1) * wu_len + (g.pw + 1) / 2;
+    const T* __restrict p0 = dxs + (g.pw & 1) * g.Wu_len + g.pw / 2;  // phase of iw = 0
+    const T* __restrict p1 = dxs + ((g.pw + 1) & 1) * g.Wu_len + (g.pw + 1) / 2;
     int64_t k = 0;
     for (; 2 * k + 1 < g.W; ++k) {
       dx_row[2 * k] = p0[k];
@@ -218,7 +219,7 @@ void data_grad_row(const Plane<T>& g, const PhaseTaps& pt, int64_t ih, const T* 
   } else {
     for (int64_t iw = 0; iw < g.W; ++iw) {
       const int64_t c = iw + g.pw;
-      dx_row[iw] = dxs[(c % g.sw) * wu_len + c / g.sw];
+      dx_row[iw] = dxs[(c % g.sw) * g.Wu_len + c / g.sw];
     }
   }
 }
@@ -251,7 +252,7 @@ void depthwise_backward(const ConvBackward<T>& b) {
       for (int64_t n = 0; n < a.n; ++n) {
         const T* dy = b.grad_y + (n * a.c_out + c * g.mult) * out_plane;
         if (gw) {
-          copy_x_phases(g, b.x + (n * a.c_in + c) * in_plane, xph, xph + per_thread_floats(g.sw * g.H * g.Wq));
+          copy_x_phases(g, b.x + (n * a.c_in + c) * in_plane, xph, xph + g.x_phase_elems);
           for (int64_t m = 0; m < g.mult; ++m) weight_grad_plane(g, dy + m * out_plane, xph, gw + m * taps);
         }
         if (b.grad_x) {
