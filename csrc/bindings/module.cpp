@@ -67,6 +67,19 @@ PYBIND11_MODULE(_core, m) {
       throw py::value_error(e.what());
     }
   }, py::arg("n"));
+  m.def("parallel_copy", [](py::array src, py::array dst) {
+    if (!(src.flags() & py::array::c_style) || !(dst.flags() & py::array::c_style))
+      throw py::value_error("parallel_copy: src and dst must be C-contiguous");
+    if (!dst.writeable()) throw py::value_error("parallel_copy: dst is read-only");
+    if (src.nbytes() != dst.nbytes())
+      throw py::value_error("parallel_copy: src has " + std::to_string(src.nbytes()) + " bytes, dst " +
+                            std::to_string(dst.nbytes()));
+    const void* s = src.data();
+    void* d = dst.mutable_data();
+    const auto n = static_cast<std::size_t>(src.nbytes());
+    py::gil_scoped_release release;
+    parallel_copy(d, s, n);
+  }, py::arg("src"), py::arg("dst"), "Copies src's bytes into dst on fastconv's threads (the copy-bandwidth probe).");
   m.attr("ACTIVATIONS") = py::dict(py::arg("none") = 0, py::arg("relu") = 1, py::arg("relu6") = 2);
   m.attr("ALGORITHMS") = py::dict(py::arg("direct") = 0, py::arg("im2col") = 1, py::arg("pointwise") = 2,
                                   py::arg("depthwise") = 3);
