@@ -1,9 +1,13 @@
 import os
+import tempfile
 
 import numpy as np
 import pytest
 
-import fastconv
+# A user's tuning cache must not steer the tests: they get an empty cache directory of their own.
+os.environ["FASTCONV_CACHE_DIR"] = tempfile.mkdtemp(prefix="fastconv-test-cache-")
+
+import fastconv  # noqa: E402
 
 ISAS = fastconv.cpu_info()["supported_isas"]
 
@@ -13,6 +17,15 @@ def isa(request):
     """Runs the test once per kernel path this CPU can execute."""
     with fastconv.use_isa(request.param):
         yield request.param
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    """An empty tuning-cache directory for one test; the cache is re-read before and after."""
+    monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path / "cache"))
+    fastconv.tuning.reload_cache()
+    yield tmp_path / "cache"
+    fastconv.tuning.reload_cache()
 
 
 @pytest.fixture

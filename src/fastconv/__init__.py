@@ -13,6 +13,7 @@ detection. ``fastconv.ops`` is the numpy API::
 __version__ = "0.1.0"
 
 from ._runtime import cpu_info, get_num_threads, set_num_threads, use_isa
-from . import ops
+from . import ops, tuning
+from .tuning import tune
 
-__all__ = ["cpu_info", "get_num_threads", "set_num_threads", "use_isa", "ops", "__version__"]
+__all__ = ["cpu_info", "get_num_threads", "set_num_threads", "use_isa", "ops", "tune", "tuning", "__version__"]

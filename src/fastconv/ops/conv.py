@@ -13,6 +13,7 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .. import _core
+from . import _tune_cache
 from .._runtime import backend
 from ._validate import (
     activation_code,
@@ -133,20 +134,29 @@ class _Conv:
     def is_depthwise(self) -> bool:
         return self.groups == self.c_in and self.c_in > 1 and self.nd <= 2
 
+    def unsupported(self, algo: str) -> Optional[str]:
+        """Why ``algo`` (not 'auto') cannot run this convolution, or None if it can."""
+        if algo == "pointwise" and not self.is_pointwise():
+            return (f"algo='pointwise' needs a 1x1 kernel, stride 1 and no padding; got kernel {self.kernel}, "
+                    f"stride {self.stride}, padding {self.pad_before + self.pad_after}")
+        if algo == "depthwise" and self.groups != self.c_in:
+            return f"algo='depthwise' needs groups == input channels ({self.c_in}), got groups={self.groups}"
+        if algo in ("direct", "depthwise") and self.nd == 3:
+            return f"algo={algo!r} is a 1-D/2-D kernel; conv3d runs on 'im2col' or 'pointwise'"
+        return None
+
+    def eligible_algos(self) -> Tuple[str, ...]:
+        """Every algorithm that can run this convolution."""
+        return tuple(a for a in ALGORITHMS[1:] if self.unsupported(a) is None)
+
     def choose_algo(self, algo: str) -> str:
         if not isinstance(algo, str) or algo not in ALGORITHMS:
             raise ValueError(f"algo must be one of {ALGORITHMS}, got {algo!r}")
         if algo == "auto":
             return _choose_algo(self)
-        if algo == "pointwise" and not self.is_pointwise():
-            raise ValueError(
-                f"algo='pointwise' needs a 1x1 kernel, stride 1 and no padding; got kernel {self.kernel}, "
-                f"stride {self.stride}, padding {self.pad_before + self.pad_after}"
-            )
-        if algo == "depthwise" and self.groups != self.c_in:
-            raise ValueError(f"algo='depthwise' needs groups == input channels ({self.c_in}), got groups={self.groups}")
-        if algo in ("direct", "depthwise") and self.nd == 3:
-            raise ValueError(f"algo={algo!r} is a 1-D/2-D kernel; conv3d runs on 'im2col' or 'pointwise'")
+        why = self.unsupported(algo)
+        if why is not None:
+            raise ValueError(why)
         return algo
 
     def bias(self, bias):
@@ -165,7 +175,15 @@ class _Conv:
 
 
 def _choose_algo(conv: _Conv) -> str:
-    """The algorithm ``algo='auto'`` picks, from the shape alone.
+    """The algorithm ``algo='auto'`` runs: the tuned winner for this shape, thread count
+    and ISA when ``fastconv.tune`` has cached one (and it can run the shape), otherwise
+    :func:`_heuristic_algo`."""
+    tuned = _tune_cache.lookup(conv)
+    return tuned if tuned is not None else _heuristic_algo(conv)
+
+
+def _heuristic_algo(conv: _Conv) -> str:
+    """The algorithm ``algo='auto'`` picks from the shape alone.
 
     - groups == C_in (> 1): the depthwise kernel (memory-bound; vectorised along W).
     - 1x1, stride 1, no padding: pointwise, a plain GEMM on the input planes.
@@ -183,6 +201,20 @@ def _choose_algo(conv: _Conv) -> str:
     if conv.is_pointwise():
         return "pointwise"
     return "im2col" if conv.nd == 3 else "direct"
+
+
+def conv_algorithm(input, weight, stride: IntOrTuple = 1, padding: Padding = 0, dilation: IntOrTuple = 1,
+                   groups: int = 1) -> str:
+    """The algorithm that ``conv1d``/``conv2d``/``conv3d`` with ``algo='auto'`` runs for these
+    arguments (the number of spatial axes is the input's ``ndim - 2``): the winner that
+    :func:`fastconv.tune` cached for this shape, thread count and ISA, or else the
+    shape heuristic. Only the arrays' shapes and dtype matter.
+    """
+    x = np.asarray(input) if not isinstance(input, np.ndarray) else input
+    nd = x.ndim - 2
+    if nd not in (1, 2, 3):
+        raise ValueError(f"input must be (N, C, *spatial) with 1 to 3 spatial axes, got shape {x.shape}")
+    return _choose_algo(_Conv(nd, x, weight, stride, padding, dilation, groups))
 
 
 def _forward(conv: _Conv, bias, activation, algo, out) -> np.ndarray:
