@@ -1,85 +1,17 @@
-"""Plain numpy references (float64), independent of fastconv's kernels."""
+"""Plain numpy references (float64), independent of fastconv's kernels.
+
+The convolution references are the benchmark's (``fastconv.bench.reference``: pure
+numpy, vectorised over everything but the filter taps), so that the tests and
+``fastconv-bench`` check answers against one definition.
+"""
 
 import itertools
 
 import numpy as np
 
+from fastconv.bench.reference import conv, conv_backward
 
-def pad_amounts(padding, kernel, dilation):
-    """((before, after) per spatial axis) from PyTorch's padding argument."""
-    nd = len(kernel)
-    if padding == "valid":
-        return [(0, 0)] * nd
-    if padding == "same":
-        return [(d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for k, d in zip(kernel, dilation)]
-    p = (padding,) * nd if isinstance(padding, int) else tuple(padding)
-    return [(v, v) for v in p]
-
-
-def _geometry(x, w, stride, padding, dilation):
-    nd = x.ndim - 2
-    kernel = w.shape[2:]
-    stride = (stride,) * nd if isinstance(stride, int) else tuple(stride)
-    dilation = (dilation,) * nd if isinstance(dilation, int) else tuple(dilation)
-    pads = pad_amounts(padding, kernel, dilation)
-    out = tuple((x.shape[2 + i] + sum(pads[i]) - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1 for i in range(nd))
-    return kernel, stride, dilation, pads, out
-
-
-def _grouped(x, w, stride, padding, dilation, groups):
-    """Geometry, the zero-padded input split by group (n, g, cin_g, ...) and the
-    weights split by group (g, cout_g, cin_g, ...), all in float64."""
-    x = np.asarray(x, np.float64)
-    w = np.asarray(w, np.float64)
-    kernel, stride, dilation, pads, out = _geometry(x, w, stride, padding, dilation)
-    c_out, cin_g = w.shape[:2]
-    xp = np.pad(x, [(0, 0), (0, 0)] + pads)
-    xg = xp.reshape((x.shape[0], groups, cin_g) + xp.shape[2:])
-    wg = w.reshape((groups, c_out // groups, cin_g) + kernel)
-    return kernel, stride, dilation, pads, out, xg, wg
-
-
-def _window(tap, stride, dilation, out):
-    """Slices of the padded input that tap `tap` reads for every output position."""
-    return tuple(slice(t * d, t * d + (o - 1) * s + 1, s) for t, s, d, o in zip(tap, stride, dilation, out))
-
-
-def conv(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, activation=None):
-    """Direct definition over 1-3 spatial axes:
-    y[n, o, p] = sum_{c, t} w[o, c, t] * xpad[n, g*cin_g + c, p*s + t*d]."""
-    kernel, stride, dilation, pads, out, xg, wg = _grouped(x, w, stride, padding, dilation, groups)
-    n, c_out = xg.shape[0], wg.shape[0] * wg.shape[1]
-    y = np.zeros((n, groups, wg.shape[1]) + out)
-    sp = "xyz"[: len(kernel)]
-    for tap in itertools.product(*(range(k) for k in kernel)):
-        patch = xg[(slice(None),) * 3 + _window(tap, stride, dilation, out)]
-        y += np.einsum(f"ngc{sp},goc->ngo{sp}", patch, wg[(slice(None),) * 3 + tap])
-    y = y.reshape((n, c_out) + out)
-    if bias is not None:
-        y += np.asarray(bias, np.float64).reshape((1, c_out) + (1,) * len(out))
-    if activation == "relu":
-        y = np.maximum(y, 0)
-    elif activation == "relu6":
-        y = np.clip(y, 0, 6)
-    return y
-
-
-def conv_backward(gy, x, w, stride=1, padding=0, dilation=1, groups=1):
-    """(grad_x, grad_w, grad_b) of `conv` (no activation), from the same definition."""
-    gy = np.asarray(gy, np.float64)
-    kernel, stride, dilation, pads, out, xg, wg = _grouped(x, w, stride, padding, dilation, groups)
-    gyg = gy.reshape(xg.shape[:2] + (wg.shape[1],) + out)
-    gxp = np.zeros_like(xg)
-    gw = np.zeros_like(wg)
-    sp = "xyz"[: len(kernel)]
-    for tap in itertools.product(*(range(k) for k in kernel)):
-        sl = (slice(None),) * 3 + _window(tap, stride, dilation, out)
-        gw[(slice(None),) * 3 + tap] = np.einsum(f"ngo{sp},ngc{sp}->goc", gyg, xg[sl])
-        gxp[sl] += np.einsum(f"ngo{sp},goc->ngc{sp}", gyg, wg[(slice(None),) * 3 + tap])
-    gxp = gxp.reshape(np.shape(x)[:2] + gxp.shape[3:])
-    inner = tuple(slice(b, b + s) for (b, _), s in zip(pads, np.shape(x)[2:]))
-    gx = gxp[(slice(None), slice(None)) + inner]
-    return gx, gw.reshape(np.shape(w)), gy.sum(axis=(0,) + tuple(range(2, gy.ndim)))
+__all__ = ["conv", "conv_backward", "conv2d", "close", "numerical_grad", "pool_output_size", "pool"]
 
 
 def conv2d(x, w, bias=None, stride=(1, 1), padding=0, dilation=(1, 1), groups=1, activation=None):

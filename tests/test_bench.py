@@ -1,16 +1,107 @@
-"""The benchmark harness measures what it claims (tiny cases, no timing asserted)."""
+"""fastconv-bench: the cases measure and check what they claim, the command line behaves,
+and the report holds every figure (tiny cases and zero budgets: no timing is asserted)."""
 
-from fastconv.bench.cases import LAYER_CASES, ConvCase, GemmCase
-from fastconv.bench.suites import gemm_peak, layer_suite
-from fastconv.bench.timing import time_alternating
+import dataclasses
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from importlib.metadata import entry_points
+
+import numpy as np
+import pytest
+
+from fastconv.bench import cases as C
+from fastconv.bench import cli, report, runner
+from fastconv._timing import time_alternating
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+LIMITS = {"peak_gflops": 100.0}
+
+TINY_CASES = [
+    C.GemmCase("mm", m=7, n=9, k=33),
+    C.GemmCase("fc", m=5, n=11, k=40, linear=True),
+    C.ConvCase("conv", n=2, c_in=4, c_out=6, size=9, kernel=3, padding=1),
+    C.ConvCase("conv s2", direction="bwd", n=2, c_in=4, c_out=6, size=9, kernel=3, stride=2, padding=1),
+    C.ConvCase("dw", n=2, c_in=5, c_out=5, size=10, kernel=3, padding=1, groups=5),
+    C.ConvCase("dw", direction="bwd", n=2, c_in=5, c_out=5, size=10, kernel=3, padding=1, groups=5),
+    *(C.PoolCase("pool", direction=d, shape=(2, 3, 9, 8), mode=m, kernel=k, stride=s, padding=p)
+      for d in ("fwd", "bwd") for m in ("max", "avg") for k, s, p in ((2, 2, 0), (3, 2, 1))),
+    C.BatchNormCase("bn", shape=(3, 4, 5, 6)),
+    C.BatchNormCase("bn", direction="bwd", shape=(3, 4, 5, 6)),
+    C.BatchNormCase("bn eval", shape=(3, 4, 5, 6), training=False),
+    *(C.ActivationCase(name, direction=d, shape=(2, 3, 4, 5)) for name in ("relu", "sigmoid", "tanh", "gelu")
+      for d in ("fwd", "bwd")),
+    *(C.SoftmaxCase("softmax", direction=d, shape=(6, 13), log=log) for d in ("fwd", "bwd") for log in (False, True)),
+    C.CrossEntropyCase("ce", shape=(6, 13)),
+]
 
 
-def test_case_flops_follow_the_formula():
-    stem = LAYER_CASES[0]
-    assert stem.output_hw() == (112, 112)
+@pytest.mark.parametrize("case", TINY_CASES, ids=lambda c: f"{type(c).__name__}-{c.label}")
+def test_each_kind_of_case_runs_and_checks_its_answer(case):
+    row = runner.run_case(case, LIMITS, torch=torch, budget_s=0.0)
+    assert set(row) == set(report.ROW_KEYS)
+    assert row["correct"], row
+    assert row["max_abs_err"] <= row["tolerance"]
+    assert row["fastconv_p25_s"] <= row["fastconv_median_s"] <= row["fastconv_p75_s"]
+    assert row["fraction_of_limit"] > 0 and row["gbps"] > 0
+    assert (row["gflops"] is None) == (case.flops() == 0)
+    if case.bound == "memory":
+        assert row["limit"] == "copy_bandwidth" and row["limit_gbps"] > 0
+    else:
+        assert row["limit"] == "gemm_peak" and row["gflops"] > 0
+    if torch is not None:
+        # PyTorch agrees with the same float64 reference: the reference is checked too.
+        assert row["ratio_vs_torch"] > 0
+        assert row["torch_max_abs_err"] <= row["tolerance"], row
+    else:
+        assert row["ratio_vs_torch"] is None and row["torch_median_s"] is None
+
+
+def test_a_wrong_answer_is_flagged():
+    case = C.ActivationCase("relu", shape=(2, 3, 4, 5))
+
+    class Broken(C.ActivationCase):
+        def prepare(self, torch=None):
+            p = case.prepare(torch)
+            good = p.fastconv
+            p.fastconv = lambda: good() + np.float32(1e-2)
+            return p
+
+    row = runner.run_case(Broken("relu", shape=(2, 3, 4, 5)), LIMITS, budget_s=0.0)
+    assert not row["correct"] and row["max_abs_err"] == pytest.approx(1e-2, rel=1e-3)
+    assert report.terminal_table([row]).splitlines()[-1].endswith("!")
+
+
+def test_case_work_follows_the_formulas():
+    stem = C.LAYER_CASES[0]
+    assert stem.direction == "fwd" and stem.output_hw() == (112, 112)
     assert stem.flops() == 2 * 64 * 112 * 112 * 3 * 7 * 7
-    dw = ConvCase("dw", 1, 8, 8, 10, 3, padding=1, groups=8)
-    assert dw.depthwise and dw.flops() == 2 * 8 * 10 * 10 * 9
+    assert dataclasses.replace(stem, direction="bwd").flops() == 2 * stem.flops()
+    dw = C.ConvCase("dw", n=1, c_in=8, c_out=8, size=10, kernel=3, padding=1, groups=8)
+    assert dw.depthwise and dw.bound == "memory" and dw.flops() == 2 * 8 * 10 * 10 * 9
+    assert dw.bytes_moved() == 4 * (8 * 100 + 8 * 9 + 8 * 100)
+    pool = C.PoolCase("p", shape=(2, 3, 8, 8), mode="max", kernel=2, stride=2)
+    assert pool.out_shape() == (2, 3, 4, 4) and pool.bytes_moved() == 4 * (384 + 96)
+    assert dataclasses.replace(pool, direction="bwd").bytes_moved() == 4 * (384 + 96) + 8 * 96
+    assert C.GemmCase("g", m=2, n=3, k=4).flops() == 48
+
+
+def test_suites_are_the_single_source_of_cases():
+    assert set(C.SUITES) == {"gemm", "layers", "ops"}
+    quick = C.select(list(C.SUITES))
+    full = C.select(list(C.SUITES), full=True)
+    assert set(quick) < set(full) and len(full) == sum(map(len, C.SUITES.values()))
+    assert [c.label for c in C.select(["ops"], contains="relu")] == ["relu fwd", "relu bwd"]
+    labels = [c.label for c in full]
+    assert len(labels) == len(set(labels)), "case labels must be unique"
 
 
 def test_time_alternating_counts_blocks_and_orders_quantiles():
@@ -25,15 +116,161 @@ def test_time_alternating_counts_blocks_and_orders_quantiles():
         assert t[k]["p25"] <= t[k]["median"] <= t[k]["p75"]
 
 
-def test_layer_suite_reports_correct_answers():
-    case = ConvCase("tiny", 2, 4, 6, 9, 3, padding=1)
-    (row,) = layer_suite([case], budget_s=0.0)
-    assert row["case"] == "tiny" and row["algo"] == "direct"
-    assert row["gflops"] > 0
-    if "max_abs_err" in row:
-        assert row["max_abs_err"] < 1e-4
+def test_gemm_peak_and_copy_bandwidth_are_measured():
+    row = runner.gemm_peak(C.GemmCase("small", m=64, n=64, k=64), budget_s=0.0)
+    assert row["fastconv_max_abs_err"] < 1e-3 and row["fastconv_gflops"] > 0 and row["numpy_gflops"] > 0
+    assert row["peak_gflops"] == max(row["fastconv_gflops"], row["numpy_gflops"])
+    assert runner.copy_bandwidth(1 << 20, budget_s=0.0) > 0
 
 
-def test_gemm_peak_is_accurate():
-    row = gemm_peak(GemmCase("small", 64, 64, 64), budget_s=0.0)
-    assert row["max_abs_err"] < 1e-3 and row["fastconv_gflops"] > 0 and row["numpy_gflops"] > 0
+def test_parallel_copy_copies_and_checks_its_arguments():
+    from fastconv import _core
+
+    src = np.arange(100_003, dtype=np.float32)
+    dst = np.zeros_like(src)
+    _core.parallel_copy(src, dst)
+    np.testing.assert_array_equal(src, dst)
+    with pytest.raises(ValueError, match="bytes"):
+        _core.parallel_copy(src, dst[:-1])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _core.parallel_copy(src[::2], dst[:50002])
+    ro = np.zeros_like(src)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        _core.parallel_copy(src, ro)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+@pytest.mark.parametrize("argv", [
+    ["--suite", "nope"], ["--threads", "0"], ["--threads", "two"], ["--budget", "-1"], ["--budget", "x"],
+    ["--device", "cuda"], ["--device", "tpu"], ["--quick", "--full"], ["--compare", "numpy"],
+    ["--cases", "no case has this name"], ["--unknown"],
+])
+def test_bad_arguments_exit_with_status_2(argv, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv + ["--out", str(tmp_path)])
+    assert e.value.code == 2
+    assert "fastconv-bench: error:" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
+    assert scripts.get("fastconv-bench") == "fastconv.bench.cli:main"
+
+
+@pytest.fixture
+def small_limits(monkeypatch):
+    """The machine's limits from a small SGEMM and copy: quick, for tests of everything else."""
+    monkeypatch.setattr(cli, "measure_limits", lambda budget: runner.measure_limits(
+        0.0, peak_case=C.GemmCase("sgemm 256^3", m=256, n=256, k=256), copy_bytes=1 << 20))
+
+
+def _run(tmp_path, *extra):
+    out = tmp_path / "report"
+    rc = cli.main(["--suite", "ops", "--cases", "relu", "--budget", "0", "--no-progress", "--out", str(out), *extra])
+    return rc, out
+
+
+def test_a_run_writes_the_three_report_files(tmp_path, capsys):
+    rc, out = _run(tmp_path)
+    printed = capsys.readouterr().out
+    assert rc == 0
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["schema"] == report.SCHEMA and not doc["interrupted"]
+    assert set(doc) == {"schema", "machine", "settings", "limits", "tuning", "interrupted", "results"}
+    assert set(doc["machine"]) == set(report.MACHINE_KEYS)
+    assert set(doc["limits"]) == set(report.LIMIT_KEYS)
+    assert [r["case"] for r in doc["results"]] == ["relu fwd", "relu bwd"]
+    assert all(set(r) == set(report.ROW_KEYS) and r["correct"] for r in doc["results"])
+    assert doc["settings"]["compare"] == ("torch" if torch is not None else "none")
+    md = (out / "report.md").read_text()
+    assert "| relu fwd |" in md and doc["machine"]["cpu"] in md and doc["machine"]["date"] in md
+    # The terminal output fits in 100 columns (but for the output directory's name) and names both cases.
+    assert "relu bwd" in printed
+    assert max(len(line.replace(str(out), "DIR")) for line in printed.splitlines()) <= 100
+    png = out / "speedup.png"
+    if importlib.util.find_spec("matplotlib") is None:
+        assert not png.exists() and "no speedup.png" in printed
+    else:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_none_reports_fastconv_alone(tmp_path, small_limits):
+    rc, out = _run(tmp_path, "--compare", "none", "--threads", "1")
+    doc = json.loads((out / "report.json").read_text())
+    assert rc == 0 and doc["settings"]["threads"] == 1 and doc["machine"]["threads"] == 1
+    assert all(r["ratio_vs_torch"] is None for r in doc["results"])
+
+
+def test_wrong_answers_make_the_run_fail(tmp_path, monkeypatch, capsys, small_limits):
+    class Broken(C.ActivationCase):
+        def prepare(self, torch=None):
+            p = super().prepare(torch)
+            good = p.fastconv
+            p.fastconv = lambda: good() * np.float32(2)
+            return p
+
+    monkeypatch.setattr(cli, "select", lambda *a, **k: [Broken("sigmoid", shape=(2, 3, 4, 5))])
+    rc, out = _run(tmp_path)
+    assert rc == 1 and "WRONG ANSWERS" in capsys.readouterr().err
+    assert json.loads((out / "report.json").read_text())["results"][0]["correct"] is False
+
+
+def test_tune_flag_fills_the_cache_and_the_report(tmp_path, cache_dir, small_limits):
+    import fastconv
+
+    out = tmp_path / "r"
+    rc = cli.main(["--suite", "layers", "--cases", "960", "--tune", "--budget", "0", "--no-progress",
+                   "--out", str(out)])
+    assert rc == 0
+    doc = json.loads((out / "report.json").read_text())
+    (t,) = doc["tuning"]
+    assert t["case"] == "mbv2 dw 3x3 960 @7" and t["best"] in t["times_s"]
+    assert set(t["times_s"]) == {"direct", "im2col", "depthwise"}
+    assert fastconv.tuning.cache_path().is_file() and str(fastconv.tuning.cache_path()).startswith(str(cache_dir))
+    assert doc["results"][0]["algo"] == t["best"]
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_the_finished_cases(tmp_path):
+    out = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "fastconv.bench", "--suite", "ops", "--budget", "0.2",
+                             "--compare", "none", "--no-progress", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            done = 0
+            if (out / "report.json").exists():
+                done = len(json.loads((out / "report.json").read_text())["results"])
+            if done >= 1 or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted" in stderr
+    doc = json.loads((out / "report.json").read_text())
+    total = len(C.select(["ops"]))
+    assert doc["interrupted"] and 1 <= len(doc["results"]) < total
+    assert "Interrupted" in (out / "report.md").read_text()
+    assert doc["results"][0]["case"] in stdout
+
+
+@pytest.mark.skipif(os.environ.get("FASTCONV_ISA") not in (None, ""), reason="runs the default ISA only")
+def test_benchmarks_directory_collects_every_case():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    bench_dir = os.path.join(root, "benchmarks")
+    if not os.path.isdir(bench_dir):
+        pytest.skip("benchmarks/ is not part of this installation")
+    res = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", bench_dir],
+                         capture_output=True, text=True, cwd=root)
+    assert res.returncode == 0, res.stdout + res.stderr
+    collected = [line for line in res.stdout.splitlines() if "::" in line]
+    n = sum(map(len, C.SUITES.values()))
+    assert len(collected) == 2 * n  # fastconv and torch for every case (torch ones skip without torch)

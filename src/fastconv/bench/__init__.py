@@ -1,6 +1,11 @@
-"""fastconv's benchmark suite: ``fastconv-bench`` / ``python -m fastconv.bench``."""
+"""fastconv's benchmark suite: ``fastconv-bench`` / ``python -m fastconv.bench``.
 
-from .cases import GEMM_PEAK_CASE, LAYER_CASES, ConvCase, GemmCase
-from .suites import gemm_peak, layer_suite
+The case definitions (:mod:`fastconv.bench.cases`) are shared with the
+pytest-benchmark suite in ``benchmarks/``.
+"""
 
-__all__ = ["GEMM_PEAK_CASE", "LAYER_CASES", "ConvCase", "GemmCase", "gemm_peak", "layer_suite"]
+from .cases import GEMM_CASES, GEMM_PEAK_CASE, LAYER_CASES, OPS_CASES, SUITES, Case, ConvCase, GemmCase, select
+from .runner import measure_limits, run_case
+
+__all__ = ["GEMM_CASES", "GEMM_PEAK_CASE", "LAYER_CASES", "OPS_CASES", "SUITES", "Case", "ConvCase", "GemmCase",
+           "measure_limits", "run_case", "select"]

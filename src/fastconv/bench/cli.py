@@ -1,83 +1,157 @@
-"""``fastconv-bench``: the layer suite against PyTorch and the machine's own SGEMM peak."""
+"""fastconv-bench: times fastconv's GEMM, convolution layers and memory-bound ops against
+PyTorch and against this machine's own limits (its SGEMM peak and copy bandwidth, both
+measured in the same run), checks every answer against a float64 numpy reference, and
+writes report.md, report.json and speedup.png."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import List, Optional
 
-from .. import _runtime
-from .cases import LAYER_CASES
-from .suites import gemm_peak, layer_suite
+from .. import tuning
+from .cases import LAYER_CASES, SUITES, select
+from .progress import Progress
+from .report import LEGEND, Report, limits_line, summary_lines, terminal_table
+from .runner import import_torch, machine, measure_limits, run_case, set_threads
 
-SUITES = ("all", "gemm", "layers")
+QUICK_BUDGET_S = 0.4
+FULL_BUDGET_S = 2.0
 
 
-def _parser() -> argparse.ArgumentParser:
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _budget(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= v <= 600:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 600 seconds, got {v}")
+    return v
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastconv-bench", description=__doc__)
-    p.add_argument("--suite", choices=SUITES, default="all", help="what to run (default: all)")
+    p.add_argument("--suite", action="append", choices=("all",) + tuple(SUITES),
+                   help="suite to run; repeat for several (default: all = gemm, layers, ops)")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", dest="budget", action="store_const", const=0.6,
-                      help="about 1 s of timing per case (the default)")
-    mode.add_argument("--full", dest="budget", action="store_const", const=3.0,
-                      help="about 3 s of timing per case")
-    p.set_defaults(budget=0.6)
-    p.add_argument("--threads", type=int, default=None, help="threads for fastconv and PyTorch (default: cores)")
+    mode.add_argument("--quick", dest="full", action="store_false",
+                      help=f"the quick set of cases, {QUICK_BUDGET_S} s of timing each (the default; under 2 minutes)")
+    mode.add_argument("--full", dest="full", action="store_true",
+                      help=f"every case, {FULL_BUDGET_S} s of timing each")
+    p.set_defaults(full=False)
+    p.add_argument("--budget", type=_budget, default=None, metavar="SECONDS",
+                   help="seconds of timing per case, instead of --quick's or --full's")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="threads for fastconv and PyTorch alike (default: the number of cores)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default: cpu)")
     p.add_argument("--compare", choices=("torch", "none"), default="torch",
-                   help="time PyTorch too when it is installed (default: torch)")
-    p.add_argument("--cases", default="", help="only the layer cases whose name contains this text")
+                   help="also time PyTorch when it is installed (default: torch)")
+    p.add_argument("--cases", default="", metavar="TEXT", help="only the cases whose label contains TEXT")
+    p.add_argument("--out", type=Path, default=Path("bench-report"), metavar="DIR",
+                   help="where report.md, report.json and speedup.png go (default: ./bench-report/)")
+    p.add_argument("--tune", action="store_true",
+                   help="first autotune the layer suite's convolutions (those matching --cases) and cache the "
+                        "winners, which algo='auto' then uses (see fastconv.tune)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return p
 
 
-def _fmt_row(r: dict, peak: float) -> str:
-    is_mem = r["depthwise"]
-    rate = f"{r['gbps']:6.1f} GB/s" if is_mem else f"{r['gflops']:6.1f} GF/s"
-    pct = "" if is_mem else f"{100 * r['gflops'] / peak:5.1f}%"
-    spread = 100 * (r["fastconv_p75"] - r["fastconv_p25"]) / r["fastconv_s"]
-    torch_part = ""
-    if "torch_s" in r:
-        torch_part = f"{r['torch_s'] * 1e3:9.3f} {r['ratio_vs_torch']:6.2f}x {r['max_abs_err']:8.1e}"
-    return (f"{r['case']:<30} {r['algo']:<9} {r['fastconv_s'] * 1e3:9.3f} {spread:5.1f}% {rate:>12} {pct:>6}  "
-            f"{torch_part}")
+def _suites(requested: Optional[List[str]]) -> List[str]:
+    if not requested or "all" in requested:
+        return list(SUITES)
+    return list(dict.fromkeys(requested))
+
+
+def _tune(args, budget: float, report: Report) -> None:
+    cases = [c for c in LAYER_CASES if c.direction == "fwd" and args.cases in c.name]
+    print(f"\nautotuning {len(cases)} convolution shapes -> {tuning.cache_path()}", flush=True)
+    results = []
+    with Progress(len(cases), args.progress) as bar:
+        for c in cases:
+            bar.start(f"tune {c.name}")
+            (r,) = tuning.tune([c], budget_s=budget)
+            r["case"] = c.name
+            results.append(r)
+            bar.done()
+    report.doc["tuning"] = results
+    width = max([len(r["case"]) for r in results] + [4])
+    for r in results:
+        times = "  ".join(f"{a} {t * 1e3:.3f}" for a, t in sorted(r["times_s"].items(), key=lambda kv: kv[1]))
+        print(f"  {r['case']:<{width}}  best {r['best']:<9} ({r['speedup']:.2f}x vs heuristic {r['heuristic']})  "
+              f"ms: {times}", flush=True)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1:
-            _parser().error("--threads must be >= 1")
-        _runtime.set_num_threads(args.threads)
-    info = _runtime.cpu_info()
-    print(f"fastconv-bench: {info['cpu']} | ISA {info['isa']} (detected {info['detected_isa']}) | "
-          f"{info['cores']} cores | {info['threads']} threads", flush=True)
-    compare = args.compare == "torch"
-    if compare:
-        try:
-            import torch
-
-            print(f"comparing against torch {torch.__version__} with {info['threads']} threads", flush=True)
-        except ImportError:
-            print("torch is not installed: fastconv figures only", flush=True)
-            compare = False
+    p = parser()
+    args = p.parse_args(argv)
+    if args.device == "cuda":
+        p.error("--device cuda: this build of fastconv has no CUDA backend yet; run --device cpu")
     try:
-        # Every suite measures the SGEMM peak: the layer suite reports against it.
-        g = gemm_peak(budget_s=max(1.0, 2 * args.budget))
-        peak = max(g["fastconv_gflops"], g["numpy_gflops"])
-        print(f"\nSGEMM 2048^3: fastconv {g['fastconv_gflops']:.1f} GFLOP/s, numpy BLAS {g['numpy_gflops']:.1f} "
-              f"GFLOP/s ({100 * g['ratio_vs_numpy']:.0f}% of numpy); peak used below = {peak:.1f} GFLOP/s",
-              flush=True)
-        if args.suite in ("all", "layers"):
-            cases = [c for c in LAYER_CASES if args.cases in c.name]
-            for direction in ("forward", "backward"):
-                print(f"\n{direction + ' (batch 1 unless noted)':<30} {'algo':<9} {'ms':>9} {'IQR':>6} {'rate':>12} "
-                      f"{'%peak':>6}  " + (f"{'torch ms':>9} {'ratio':>7} {'max err':>8}" if compare else ""),
-                      flush=True)
-                for r in layer_suite(cases, compare_torch=compare, budget_s=args.budget, direction=direction):
-                    print(_fmt_row(r, peak), flush=True)
-            print("\nratio = PyTorch time / fastconv time (> 1: fastconv faster); %peak = fraction of the SGEMM peak above;"
-                  "\nmemory-bound depthwise layers report GB/s of compulsory traffic; backward = grad input + weight + bias"
-                  "\n(against aten.convolution_backward), counted as twice the forward's FLOPs and bytes.")
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        p.error(f"--out {args.out}: cannot create the directory ({e.strerror})")
+    suites = _suites(args.suite)
+    budget = args.budget if args.budget is not None else (FULL_BUDGET_S if args.full else QUICK_BUDGET_S)
+    cases = select(suites, full=args.full, contains=args.cases)
+    if not cases:
+        p.error(f"no case of suites {', '.join(suites)} matches --cases {args.cases!r}")
+
+    torch = import_torch() if args.compare == "torch" else None
+    threads = set_threads(args.threads, torch)
+    info = machine(torch)
+    settings = {"suites": suites, "mode": "full" if args.full else "quick", "budget_s": budget, "threads": threads,
+                "device": args.device, "compare": "torch" if torch is not None else "none", "cases": args.cases,
+                "tune": args.tune}
+    report = Report(args.out, info, settings)
+    print(f"fastconv-bench {info['fastconv']}: {len(cases)} cases, {budget} s of timing each", flush=True)
+    print(f"machine: {info['cpu']} | ISA {info['isa']} (detected {info['detected_isa']}) | {info['cores']} cores | "
+          f"{threads} threads", flush=True)
+    if args.compare == "torch":
+        print(f"comparing against torch {torch.__version__}" if torch is not None else
+              "torch is not installed: fastconv figures only (pip install torch to compare)", flush=True)
+
+    status = 0
+    try:
+        report.doc["limits"] = measure_limits(budget)
+        print(limits_line(report.doc["limits"]), flush=True)
+        if args.tune:
+            _tune(args, budget, report)
+        with Progress(len(cases), args.progress) as bar:
+            for case in cases:
+                bar.start(case.label)
+                row = run_case(case, report.doc["limits"], torch=torch, budget_s=budget)
+                report.add(row)
+                bar.done(None if row["ratio_vs_torch"] is None else f"previous {row['ratio_vs_torch']:.2f}x vs torch")
     except KeyboardInterrupt:
-        print("\ninterrupted: results above are complete cases", file=sys.stderr)
-        return 130
-    return 0
+        report.doc["interrupted"] = True
+        status = 130
+    rows = report.rows
+    if rows:
+        print(terminal_table(rows))
+        print()
+        for line in summary_lines(rows):
+            print(line)
+        print(LEGEND)
+    if status == 130:
+        print(f"\ninterrupted: {len(rows)} of {len(cases)} cases finished; the report holds those", file=sys.stderr)
+    why_no_chart = report.save()
+    files = ["report.md", "report.json"] + ([] if why_no_chart else ["speedup.png"])
+    print(f"\nwrote {', '.join(files)} in {args.out}/")
+    if why_no_chart:
+        print(f"no speedup.png: {why_no_chart}")
+    wrong = [r["case"] for r in rows if not r["correct"]]
+    if wrong:
+        print(f"WRONG ANSWERS in {len(wrong)} cases: {', '.join(wrong)}", file=sys.stderr)
+        status = status or 1
+    return status

@@ -1,0 +1,239 @@
+"""The benchmark's report: the terminal table, ``report.md``, ``report.json`` and ``speedup.png``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Dict, List, Optional
+
+SCHEMA = "fastconv-bench/1"
+
+# report.json's keys (documented in the README; a change of meaning bumps SCHEMA).
+MACHINE_KEYS = ("cpu", "isa", "detected_isa", "cores", "threads", "fastconv", "numpy", "torch", "python", "platform",
+                "date")
+LIMIT_KEYS = ("case", "fastconv_gflops", "numpy_gflops", "peak_gflops", "fastconv_max_abs_err", "copy_gbps")
+ROW_KEYS = ("suite", "case", "name", "direction", "algo", "bound", "flops", "bytes",
+            "fastconv_median_s", "fastconv_p25_s", "fastconv_p75_s", "fastconv_runs", "spread", "gflops", "gbps",
+            "limit", "limit_gflops", "limit_gbps", "fraction_of_limit",
+            "torch_median_s", "torch_p25_s", "torch_p75_s", "torch_runs", "ratio_vs_torch",
+            "max_abs_err", "torch_max_abs_err", "tolerance", "correct")
+
+SUITE_TITLES = {
+    "gemm": "gemm: matmul / linear (float32)",
+    "layers": "layers: conv2d, batch 1 unless noted",
+    "ops": "ops: pooling, BatchNorm, activations, softmax, cross-entropy on (8, 64, 112, 112) / (8192, 1000)",
+}
+
+LEGEND = (
+    "ratio = PyTorch median / fastconv median (> 1: fastconv faster); same threads, calls alternated.\n"
+    "%lim = fraction of this machine's limit, measured in the same run: the SGEMM peak for GF/s rows;\n"
+    "for GB/s rows (compulsory traffic: inputs read and outputs written once) a parallel copy of as\n"
+    "many bytes. IQR% = inter-quartile range / median. max err = max |fastconv - float64 numpy\n"
+    "reference|; '!' marks an error above 1e-4 * (1 + max |reference|): a wrong answer."
+)
+
+
+def _sorted(rows: List[dict]) -> List[dict]:
+    """Rows grouped by suite (in run order), best first: by ratio vs PyTorch when measured,
+    else by fraction of the machine's limit."""
+    suites = list(dict.fromkeys(r["suite"] for r in rows))
+
+    def key(r):
+        v = r["ratio_vs_torch"] if r["ratio_vs_torch"] is not None else r["fraction_of_limit"]
+        return -v
+
+    return [r for s in suites for r in sorted((r for r in rows if r["suite"] == s), key=key)]
+
+
+def _rate(r: dict) -> str:
+    return f"{r['gflops']:.1f} GF/s" if r["bound"] == "compute" else f"{r['gbps']:.1f} GB/s"
+
+
+def _err(r: dict) -> str:
+    if r["max_abs_err"] is None:
+        return "shape!"
+    return f"{r['max_abs_err']:.1e}" + ("" if r["correct"] else "!")
+
+
+def _cells(r: dict) -> List[str]:
+    torch_ms = "-" if r["torch_median_s"] is None else f"{r['torch_median_s'] * 1e3:.3f}"
+    ratio = "-" if r["ratio_vs_torch"] is None else f"{r['ratio_vs_torch']:.2f}x"
+    return [r["case"], r["algo"], f"{r['fastconv_median_s'] * 1e3:.3f}", f"{100 * r['spread']:.1f}", _rate(r),
+            f"{100 * r['fraction_of_limit']:.0f}%", torch_ms, ratio, _err(r)]
+
+
+_HEAD = ["case", "algo", "ms", "IQR%", "rate", "%lim", "torch ms", "ratio", "max err"]
+_WIDTH = [32, 9, 8, 4, 10, 5, 8, 7, 8]
+
+
+def geomean(values) -> Optional[float]:
+    values = [v for v in values if v is not None and v > 0]
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
+
+
+def summary_lines(rows: List[dict]) -> List[str]:
+    out = []
+    for s in dict.fromkeys(r["suite"] for r in rows):
+        rs = [r for r in rows if r["suite"] == s]
+        g = geomean(r["ratio_vs_torch"] for r in rs)
+        line = f"{s}: {len(rs)} cases"
+        if g is not None:
+            wins = sum(r["ratio_vs_torch"] > 1 for r in rs if r["ratio_vs_torch"] is not None)
+            line += f", geomean ratio vs PyTorch {g:.2f}x, fastconv faster in {wins}"
+        wrong = sum(not r["correct"] for r in rs)
+        line += f", {wrong} WRONG ANSWERS" if wrong else ", all answers correct"
+        out.append(line)
+    return out
+
+
+def limits_line(limits: Optional[dict]) -> str:
+    if not limits:
+        return "machine limits: not measured (interrupted)"
+    return (f"machine limits: SGEMM 2048^3 fastconv {limits['fastconv_gflops']:.1f} GF/s, numpy BLAS "
+            f"{limits['numpy_gflops']:.1f} GF/s -> peak {limits['peak_gflops']:.1f} GF/s;\n"
+            f"copy bandwidth {limits['copy_gbps']:.1f} GB/s (64 MiB; memory-bound cases are rated against a "
+            f"copy of their own size)")
+
+
+def terminal_table(rows: List[dict]) -> str:
+    """The compact table (at most 100 columns), one section per suite, best first."""
+    lines = []
+    current = None
+    for r in _sorted(rows):
+        if r["suite"] != current:
+            current = r["suite"]
+            lines.append("")
+            lines.append(f"== {SUITE_TITLES.get(current, current)}")
+            lines.append(" ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(_HEAD, _WIDTH))))
+        cells = _cells(r)
+        lines.append(" ".join((c[:w].ljust(w) if i < 2 else c.rjust(w)) for i, (c, w) in enumerate(zip(cells, _WIDTH))))
+    return "\n".join(lines)
+
+
+def markdown(doc: dict) -> str:
+    """report.md: the table plus the machine, the limits and the date."""
+    m = doc["machine"]
+    out = [f"# fastconv-bench report ({m['date'][:10]})", ""]
+    if doc["interrupted"]:
+        out += ["**Interrupted:** only the cases below finished.", ""]
+    out += ["| machine | |", "|---|---|",
+            f"| CPU | {m['cpu']} |", f"| ISA in use | {m['isa']} (detected: {m['detected_isa']}) |",
+            f"| cores / threads | {m['cores']} / {m['threads']} |",
+            f"| versions | fastconv {m['fastconv']}, numpy {m['numpy']}, torch {m['torch'] or 'not installed'}, "
+            f"Python {m['python']} |",
+            f"| platform | {m['platform']} |", f"| date (UTC) | {m['date']} |",
+            f"| settings | {doc['settings']['mode']} ({doc['settings']['budget_s']} s per case), "
+            f"suites {', '.join(doc['settings']['suites'])} |", "",
+            limits_line(doc["limits"]), ""]
+    current = None
+    for r in _sorted(doc["results"]):
+        if r["suite"] != current:
+            current = r["suite"]
+            out += ["", f"### {SUITE_TITLES.get(current, current)}", "",
+                    "| " + " | ".join(_HEAD) + " |", "|---|---|" + "---:|" * (len(_HEAD) - 2)]
+        out.append("| " + " | ".join(_cells(r)) + " |")
+    out += ["", *(f"- {s}" for s in summary_lines(doc["results"])), "", LEGEND.replace("\n", " "), ""]
+    return "\n".join(out)
+
+
+def write_json(doc: dict, path: Path) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_markdown(doc: dict, path: Path) -> None:
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(markdown(doc), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_chart(doc: dict, path: Path) -> Optional[str]:
+    """speedup.png: per case, the ratio vs PyTorch (log scale, 1x line) and the fraction of the
+    machine's limit. Returns None, or why no chart was drawn."""
+    rows = _sorted(doc["results"])
+    if not rows:
+        return "no finished cases"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install 'fastconv[bench]')"
+    n = len(rows)
+    fig, (ax_r, ax_f) = plt.subplots(1, 2, sharey=True, figsize=(12, 1.4 + 0.24 * n), layout="constrained",
+                                     gridspec_kw={"width_ratios": [3, 2]})
+    ys = list(range(n))[::-1]
+    labels = [r["case"] for r in rows]
+    ratios = [r["ratio_vs_torch"] for r in rows]
+    if any(v is not None for v in ratios):
+        vals = [v if v is not None else 1.0 for v in ratios]
+        colors = ["#2e8b57" if v >= 1 else "#c0392b" for v in vals]
+        ax_r.barh(ys, [v - 1 for v in vals], left=1, color=colors, height=0.7)
+        ax_r.set_xscale("log")
+        lo, hi = min(vals + [0.5]), max(vals + [2.0])
+        ax_r.set_xlim(lo / 1.6, hi * 1.6)
+        for y, v, raw in zip(ys, vals, ratios):
+            if raw is not None:
+                ax_r.text(v * (1.04 if v >= 1 else 0.96), y, f"{v:.2f}x", va="center", fontsize=7,
+                          ha="left" if v >= 1 else "right")
+        ax_r.axvline(1.0, color="black", linewidth=1)
+        ax_r.set_xlabel("speed vs PyTorch: PyTorch time / fastconv time (log scale; > 1: fastconv faster)",
+                        fontsize=9)
+    else:
+        ax_r.text(0.5, 0.5, "PyTorch not compared\n(install torch==2.13.0 or drop --compare none)",
+                  ha="center", va="center", transform=ax_r.transAxes)
+        ax_r.set_xticks([])
+    ax_r.set_yticks(ys)
+    ax_r.set_yticklabels(labels, fontsize=7)
+    fracs = [100 * r["fraction_of_limit"] for r in rows]
+    colors = ["#2c6fbb" if r["bound"] == "compute" else "#e08e0b" for r in rows]
+    ax_f.barh(ys, fracs, color=colors, height=0.7)
+    for y, v in zip(ys, fracs):
+        ax_f.text(v + 1, y, f"{v:.0f}%", va="center", fontsize=7)
+    ax_f.set_xlim(0, max(110, max(fracs) * 1.15))
+    ax_f.axvline(100, color="black", linewidth=1)
+    ax_f.set_xlabel("% of machine limit (blue: SGEMM peak, orange: copy bandwidth)", fontsize=9)
+    # Separate the suites.
+    bounds = [i for i in range(1, n) if rows[i]["suite"] != rows[i - 1]["suite"]]
+    for ax in (ax_r, ax_f):
+        ax.set_ylim(-0.7, n - 0.3)
+        for b in bounds:
+            ax.axhline(n - b - 0.5, color="grey", linewidth=0.6, linestyle="--")
+        ax.grid(axis="x", linewidth=0.3)
+    m = doc["machine"]
+    fig.suptitle(f"fastconv-bench {m['date'][:10]} | {m['cpu']} | {m['isa']} | {m['threads']} threads | "
+                 f"torch {m['torch'] or 'not installed'}", fontsize=9)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+class Report:
+    """The run's document (``report.json``'s content), written out after every finished case."""
+
+    def __init__(self, out_dir: Path, machine: dict, settings: dict):
+        self.out_dir = Path(out_dir)
+        self.doc: Dict = {"schema": SCHEMA, "machine": machine, "settings": settings, "limits": None,
+                          "tuning": None, "interrupted": False, "results": []}
+
+    @property
+    def rows(self) -> List[dict]:
+        return self.doc["results"]
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        self.save_tables()
+
+    def save_tables(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.doc, self.out_dir / "report.json")
+        write_markdown(self.doc, self.out_dir / "report.md")
+
+    def save(self) -> Optional[str]:
+        """Writes all three files; returns why the chart is missing, if it is."""
+        self.save_tables()
+        return write_chart(self.doc, self.out_dir / "speedup.png")
