@@ -262,12 +262,29 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_finished_cases(tmp_path):
     assert doc["results"][0]["case"] in stdout
 
 
+def _benchmarks_dir():
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    if not os.path.isdir(path):
+        pytest.skip("benchmarks/ is not part of this installation")
+    return path
+
+
+def test_readme_report_embeds_a_report_between_the_markers():
+    spec = importlib.util.spec_from_file_location("readme_report", os.path.join(_benchmarks_dir(), "readme_report.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    readme = f"intro\n{mod.START}\nold table\n{mod.END}\noutro\n"
+    once = mod.embed("# fastconv-bench report (2026-01-01)\n\n### layers\n\n| a |\n", readme)
+    assert once == f"intro\n{mod.START}\n\n#### layers\n\n| a |\n\n{mod.END}\noutro\n"
+    assert mod.embed("# t\n\n### layers\n\n| a |\n", once) == once
+    with pytest.raises(SystemExit):
+        mod.embed("| a |", "no markers")
+
+
 @pytest.mark.skipif(os.environ.get("FASTCONV_ISA") not in (None, ""), reason="runs the default ISA only")
 def test_benchmarks_directory_collects_every_case():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    bench_dir = os.path.join(root, "benchmarks")
-    if not os.path.isdir(bench_dir):
-        pytest.skip("benchmarks/ is not part of this installation")
+    bench_dir = _benchmarks_dir()
+    root = os.path.dirname(bench_dir)
     res = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", bench_dir],
                          capture_output=True, text=True, cwd=root)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -35,6 +35,13 @@ LEGEND = (
 )
 
 
+def _torch_note(doc: dict) -> str:
+    version = doc["machine"]["torch"]
+    if version is None:
+        return "torch not installed"
+    return f"torch {version}" + ("" if doc["settings"]["compare"] == "torch" else " (not compared: --compare none)")
+
+
 def _sorted(rows: List[dict]) -> List[dict]:
     """Rows grouped by suite (in run order), best first: by ratio vs PyTorch when measured,
     else by fraction of the machine's limit."""
@@ -121,8 +128,7 @@ def markdown(doc: dict) -> str:
     out += ["| machine | |", "|---|---|",
             f"| CPU | {m['cpu']} |", f"| ISA in use | {m['isa']} (detected: {m['detected_isa']}) |",
             f"| cores / threads | {m['cores']} / {m['threads']} |",
-            f"| versions | fastconv {m['fastconv']}, numpy {m['numpy']}, torch {m['torch'] or 'not installed'}, "
-            f"Python {m['python']} |",
+            f"| versions | fastconv {m['fastconv']}, numpy {m['numpy']}, {_torch_note(doc)}, Python {m['python']} |",
             f"| platform | {m['platform']} |", f"| date (UTC) | {m['date']} |",
             f"| settings | {doc['settings']['mode']} ({doc['settings']['budget_s']} s per case), "
             f"suites {', '.join(doc['settings']['suites'])} |", "",
@@ -181,10 +187,14 @@ def write_chart(doc: dict, path: Path) -> Optional[str]:
                 ax_r.text(v * (1.04 if v >= 1 else 0.96), y, f"{v:.2f}x", va="center", fontsize=7,
                           ha="left" if v >= 1 else "right")
         ax_r.axvline(1.0, color="black", linewidth=1)
+        ticks = [2.0 ** e for e in range(-6, 8) if lo / 1.6 <= 2.0 ** e <= hi * 1.6]
+        ax_r.set_xticks(ticks)
+        ax_r.set_xticklabels([f"{t:g}x" for t in ticks])
+        ax_r.minorticks_off()
         ax_r.set_xlabel("speed vs PyTorch: PyTorch time / fastconv time (log scale; > 1: fastconv faster)",
                         fontsize=9)
     else:
-        ax_r.text(0.5, 0.5, "PyTorch not compared\n(install torch==2.13.0 or drop --compare none)",
+        ax_r.text(0.5, 0.5, f"PyTorch not compared ({_torch_note(doc)})",
                   ha="center", va="center", transform=ax_r.transAxes)
         ax_r.set_xticks([])
     ax_r.set_yticks(ys)
@@ -196,17 +206,21 @@ def write_chart(doc: dict, path: Path) -> Optional[str]:
         ax_f.text(v + 1, y, f"{v:.0f}%", va="center", fontsize=7)
     ax_f.set_xlim(0, max(110, max(fracs) * 1.15))
     ax_f.axvline(100, color="black", linewidth=1)
-    ax_f.set_xlabel("% of machine limit (blue: SGEMM peak, orange: copy bandwidth)", fontsize=9)
-    # Separate the suites.
-    bounds = [i for i in range(1, n) if rows[i]["suite"] != rows[i - 1]["suite"]]
+    ax_f.set_xlabel("% of machine limit (blue: SGEMM peak; orange: copy)", fontsize=9)
+    # Separate and name the suites.
+    starts = [i for i in range(n) if i == 0 or rows[i]["suite"] != rows[i - 1]["suite"]]
     for ax in (ax_r, ax_f):
         ax.set_ylim(-0.7, n - 0.3)
-        for b in bounds:
+        for b in starts[1:]:
             ax.axhline(n - b - 0.5, color="grey", linewidth=0.6, linestyle="--")
         ax.grid(axis="x", linewidth=0.3)
+    for b in starts:
+        # Top left of each group: rows are sorted best first, so the bars there point right.
+        ax_r.text(0.01, n - b - 1, rows[b]["suite"], transform=ax_r.get_yaxis_transform(), ha="left", va="center",
+                  fontsize=9, style="italic", color="grey")
     m = doc["machine"]
     fig.suptitle(f"fastconv-bench {m['date'][:10]} | {m['cpu']} | {m['isa']} | {m['threads']} threads | "
-                 f"torch {m['torch'] or 'not installed'}", fontsize=9)
+                 f"{_torch_note(doc)}", fontsize=9)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return None

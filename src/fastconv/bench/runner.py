@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import platform
 from typing import Optional
 
@@ -29,12 +30,19 @@ def import_torch():
     return torch
 
 
+def _installed_version(dist: str) -> Optional[str]:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def machine(torch=None) -> dict:
     """What the report records about the machine and the software."""
     info = _runtime.cpu_info()
     return {"cpu": info["cpu"], "isa": info["isa"], "detected_isa": info["detected_isa"], "cores": info["cores"],
             "threads": info["threads"], "fastconv": __version__, "numpy": np.__version__,
-            "torch": torch.__version__ if torch is not None else None, "python": platform.python_version(),
+            "torch": torch.__version__ if torch is not None else _installed_version("torch"), "python": platform.python_version(),
             "platform": f"{platform.system()} {platform.machine()}",
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
