@@ -74,7 +74,7 @@ def _suites(requested: Optional[List[str]]) -> List[str]:
 
 
 def _tune(args, budget: float, report: Report) -> None:
-    cases = [c for c in LAYER_CASES if c.direction == "fwd" and args.cases in c.name]
+    cases = [c for c in LAYER_CASES if c.direction == "fwd" and args.cases in c.label]
     print(f"\nautotuning {len(cases)} convolution shapes -> {tuning.cache_path()}", flush=True)
     results = []
     with Progress(len(cases), args.progress) as bar:

@@ -210,7 +210,7 @@ def conv_algorithm(input, weight, stride: IntOrTuple = 1, padding: Padding = 0, 
     :func:`fastconv.tune` cached for this shape, thread count and ISA, or else the
     shape heuristic. Only the arrays' shapes and dtype matter.
     """
-    x = np.asarray(input) if not isinstance(input, np.ndarray) else input
+    x = np.asarray(input)
     nd = x.ndim - 2
     if nd not in (1, 2, 3):
         raise ValueError(f"input must be (N, C, *spatial) with 1 to 3 spatial axes, got shape {x.shape}")
