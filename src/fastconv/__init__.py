@@ -14,6 +14,10 @@ __version__ = "0.1.0"
 
 from ._runtime import cpu_info, get_num_threads, set_num_threads, use_isa
 from . import ops, tuning
+from ._random import manual_seed
+from .autograd import Tensor, enable_grad, is_grad_enabled, no_grad
 from .tuning import tune
+from . import nn, optim  # noqa: E402 (nn builds on autograd)
 
-__all__ = ["cpu_info", "get_num_threads", "set_num_threads", "use_isa", "ops", "tune", "tuning", "__version__"]
+__all__ = ["cpu_info", "get_num_threads", "set_num_threads", "use_isa", "ops", "tune", "tuning", "Tensor", "no_grad",
+           "enable_grad", "is_grad_enabled", "manual_seed", "nn", "optim", "__version__"]

@@ -1,0 +1,79 @@
+"""Inference fusion: BatchNorm folded into the preceding convolution, ReLU/ReLU6 into its epilogue."""
+
+from __future__ import annotations
+
+import copy
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from .layers import Conv1d, Conv2d, Conv3d, Identity, ReLU, ReLU6, _BatchNorm
+from .module import Module, Parameter, Sequential
+
+_CONVS = (Conv1d, Conv2d, Conv3d)
+_ACTS = {ReLU: "relu", ReLU6: "relu6"}
+
+
+def _fold(conv, bn) -> None:
+    """conv(x) followed by eval-mode bn(.) == conv'(x) with rescaled weights and a new bias."""
+    scale = bn.weight.data.astype(np.float64) if bn.affine else np.ones(bn.num_features)
+    shift = bn.bias.data.astype(np.float64) if bn.affine else np.zeros(bn.num_features)
+    scale = scale / np.sqrt(bn.running_var.astype(np.float64) + bn.eps)
+    bias = conv.bias.data.astype(np.float64) if conv.bias is not None else np.zeros(conv.out_channels)
+    w = conv.weight.data
+    w[...] = (w.astype(np.float64) * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
+    new_bias = ((bias - bn.running_mean.astype(np.float64)) * scale + shift).astype(w.dtype)
+    conv.bias = Parameter(new_bias, requires_grad=False)
+
+
+def _triples(module: Module) -> List[Tuple[str, Optional[str], Optional[str]]]:
+    """(conv, bn or None, activation or None) child names to fuse in one module."""
+    declared = getattr(module, "fusable", None)
+    if callable(declared):
+        return list(declared())
+    if not isinstance(module, Sequential):
+        return []
+    names = list(module._modules)
+    out, i = [], 0
+    while i < len(names):
+        m = module._modules[names[i]]
+        if isinstance(m, _CONVS) and m.activation is None:
+            bn = act = None
+            j = i + 1
+            if j < len(names) and isinstance(module._modules[names[j]], _BatchNorm):
+                bn, j = names[j], j + 1
+            if j < len(names) and type(module._modules[names[j]]) in _ACTS:
+                act, j = names[j], j + 1
+            if bn or act:
+                out.append((names[i], bn, act))
+            i = j
+        else:
+            i += 1
+    return out
+
+
+def fuse(model: Module, inplace: bool = False) -> Module:
+    """A copy of ``model`` (or the model itself, with ``inplace``) prepared for inference.
+
+    In every :class:`Sequential` — and every module that lists its own patterns through a
+    ``fusable()`` method returning ``(conv, bn, activation)`` child names — a convolution
+    followed by an eval-mode BatchNorm gets the normalisation folded into its weights and
+    bias, and a ReLU/ReLU6 right after it becomes the convolution's fused epilogue; the
+    folded modules become :class:`Identity`. The result is in eval mode; its outputs equal
+    the original's eval-mode outputs to float32 rounding.
+    """
+    m = model if inplace else copy.deepcopy(model)
+    m.eval()
+    for module in list(m.modules()):
+        for conv_name, bn_name, act_name in _triples(module):
+            conv = module._modules[conv_name]
+            if bn_name is not None:
+                bn = module._modules[bn_name]
+                if not bn.track_running_stats:
+                    continue
+                _fold(conv, bn)
+                module._modules[bn_name] = Identity()
+            if act_name is not None:
+                conv.activation = _ACTS[type(module._modules[act_name])]
+                module._modules[act_name] = Identity()
+    return m
