@@ -27,7 +27,9 @@ def _fold(conv, bn) -> None:
 
 
 def _triples(module: Module) -> List[Tuple[str, Optional[str], Optional[str]]]:
-    """(conv, bn or None, activation or None) child names to fuse in one module."""
+    """(conv, bn or None, activation or None) child names to fuse in one module. A module's own
+    ``fusable()`` list keeps its activation children (its forward may use one twice, and skips
+    it after a convolution that has the activation fused); in a Sequential they become Identity."""
     declared = getattr(module, "fusable", None)
     if callable(declared):
         return list(declared())
@@ -56,7 +58,7 @@ def fuse(model: Module, inplace: bool = False) -> Module:
     """A copy of ``model`` (or the model itself, with ``inplace``) prepared for inference.
 
     In every :class:`Sequential` — and every module that lists its own patterns through a
-    ``fusable()`` method returning ``(conv, bn, activation)`` child names — a convolution
+    ``fusable()`` method returning ``(conv, bn, activation)`` child names (None for none) — a convolution
     followed by an eval-mode BatchNorm gets the normalisation folded into its weights and
     bias, and a ReLU/ReLU6 right after it becomes the convolution's fused epilogue; the
     folded modules become :class:`Identity`. The result is in eval mode; its outputs equal
@@ -65,6 +67,7 @@ def fuse(model: Module, inplace: bool = False) -> Module:
     m = model if inplace else copy.deepcopy(model)
     m.eval()
     for module in list(m.modules()):
+        keeps_activations = callable(getattr(module, "fusable", None))
         for conv_name, bn_name, act_name in _triples(module):
             conv = module._modules[conv_name]
             if bn_name is not None:
@@ -75,5 +78,6 @@ def fuse(model: Module, inplace: bool = False) -> Module:
                 module._modules[bn_name] = Identity()
             if act_name is not None:
                 conv.activation = _ACTS[type(module._modules[act_name])]
-                module._modules[act_name] = Identity()
+                if not keeps_activations:
+                    module._modules[act_name] = Identity()
     return m

@@ -174,6 +174,27 @@ class Module:
             p.requires_grad_(requires_grad)
         return self
 
+    def to(self, dtype) -> "Module":
+        """Converts the floating-point parameters and buffers to ``dtype`` (float32 or float64), in place."""
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        for m in self.modules():
+            for name, p in m._parameters.items():
+                if p is not None:
+                    p.data = p.data.astype(dtype)
+                    p.grad = None if p.grad is None else p.grad.astype(dtype)
+            for name, b in m._buffers.items():
+                if b is not None and b.dtype.kind == "f":
+                    m._buffers[name] = b.astype(dtype)
+        return self
+
+    def float(self) -> "Module":
+        return self.to(np.float32)
+
+    def double(self) -> "Module":
+        return self.to(np.float64)
+
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":
