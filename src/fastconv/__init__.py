@@ -18,7 +18,9 @@ from ._random import manual_seed
 from .autograd import Tensor, enable_grad, is_grad_enabled, no_grad
 from .tuning import tune
 from . import models, nn, optim  # noqa: E402 (nn builds on autograd)
+from .analysis import summary
 from .io import load, save
 
 __all__ = ["cpu_info", "get_num_threads", "set_num_threads", "use_isa", "ops", "tune", "tuning", "Tensor", "no_grad",
-           "enable_grad", "is_grad_enabled", "manual_seed", "nn", "optim", "models", "save", "load", "__version__"]
+           "enable_grad", "is_grad_enabled", "manual_seed", "nn", "optim", "models", "save", "load", "summary",
+           "__version__"]
