@@ -41,6 +41,8 @@ TINY_CASES = [
       for d in ("fwd", "bwd")),
     *(C.SoftmaxCase("softmax", direction=d, shape=(6, 13), log=log) for d in ("fwd", "bwd") for log in (False, True)),
     C.CrossEntropyCase("ce", shape=(6, 13)),
+    C.ModelCase("lenet", direction="train", model="lenet5", batch=4, size=28, in_channels=1, num_classes=10),
+    C.ModelCase("lenet", direction="infer", model="lenet5", batch=2, size=28, in_channels=1, num_classes=10),
 ]
 
 
@@ -95,7 +97,7 @@ def test_case_work_follows_the_formulas():
 
 
 def test_suites_are_the_single_source_of_cases():
-    assert set(C.SUITES) == {"gemm", "layers", "ops"}
+    assert set(C.SUITES) == {"gemm", "layers", "ops", "models"}
     quick = C.select(list(C.SUITES))
     full = C.select(list(C.SUITES), full=True)
     assert set(quick) < set(full) and len(full) == sum(map(len, C.SUITES.values()))

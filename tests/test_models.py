@@ -1,5 +1,5 @@
 """The model zoo: torchvision's parameter counts and names, and equal outputs (eval) and
-gradients (one training step) against PyTorch twins defined in tests/torch_zoo.py."""
+gradients (one training step) against their PyTorch twins (fastconv/bench/torch_zoo.py)."""
 
 import numpy as np
 import pytest
@@ -57,7 +57,7 @@ def _no_dropout(module):
 @pytest.mark.parametrize("name, make_torch, make, shape", CASES, ids=[c[0] for c in CASES])
 def test_model_matches_its_pytorch_twin(name, make_torch, make, shape):
     torch = pytest.importorskip("torch", reason="torch not installed (the reference for the zoo)")
-    import torch_zoo
+    from fastconv.bench import torch_zoo
 
     fastconv.manual_seed(0)
     m = make()

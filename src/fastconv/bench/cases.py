@@ -47,6 +47,10 @@ class Prepared:
     # Which outputs of each side to check (default: all non-None outputs, in order).
     pick_fastconv: Callable[[object], List[np.ndarray]] = arrays
     pick_torch: Callable[[object], List[np.ndarray]] = arrays
+    # The calls whose results are checked, where the timed calls change state (a training
+    # step updates the weights): default, the timed calls themselves.
+    check_fastconv: Optional[Callable[[], object]] = None
+    check_torch: Optional[Callable[[], object]] = None
 
 
 @dataclass(frozen=True)
@@ -517,7 +521,156 @@ GEMM_CASES = (
     GemmCase("linear 8x4096 -> 4096", m=8, n=4096, k=4096, linear=True, quick=False),
 )
 
-SUITES = {"gemm": GEMM_CASES, "layers": LAYER_CASES, "ops": OPS_CASES}
+# --------------------------------------------------------------------------- models
+
+# fastconv.models constructor -> PyTorch twin in fastconv.bench.torch_zoo (built with the same arguments).
+_TWINS = {
+    "lenet5": lambda z, **kw: z.lenet5(**kw),
+    "resnet18": lambda z, **kw: z.ResNet(z.BasicBlock, [2, 2, 2, 2], **kw),
+    "resnet50": lambda z, **kw: z.ResNet(z.Bottleneck, [3, 4, 6, 3], **kw),
+    "mobilenet_v2": lambda z, **kw: z.MobileNetV2(**kw),
+}
+
+
+@dataclass(frozen=True)
+class ModelCase(Case):
+    """A zoo model: inference (``direction='infer'``: eval mode after ``nn.fuse``, no autograd;
+    PyTorch eager in eval mode under ``no_grad``) or one SGD training step (``'train'``:
+    forward, cross-entropy, backward, momentum SGD update) at a batch size."""
+
+    model: str = "resnet18"
+    batch: int = 1
+    size: int = 224
+    in_channels: int = 3
+    num_classes: int = 1000
+
+    suite = "models"
+
+    def _macs(self) -> int:
+        from .. import models
+        from ..analysis import summary
+
+        m = getattr(models, self.model)(num_classes=self.num_classes, in_channels=self.in_channels)
+        return summary(m, (1, self.in_channels, self.size, self.size), print_table=False)[-1]["macs"] * self.batch
+
+    def flops(self) -> int:
+        """2 FLOPs per multiply-accumulate; a training step counts three passes (forward, data and weight gradients)."""
+        return 2 * self._macs() * (3 if self.direction == "train" else 1)
+
+    def bytes_moved(self) -> int:
+        return F32 * self.batch * self.in_channels * self.size ** 2
+
+    def prepare(self, torch=None) -> Prepared:
+        import copy
+
+        from .. import Tensor, manual_seed, models, nn, no_grad, optim
+
+        manual_seed(0)
+        kw = dict(num_classes=self.num_classes, in_channels=self.in_channels)
+        model = getattr(models, self.model)(**kw)
+        x = _rng().standard_normal((self.batch, self.in_channels, self.size, self.size), dtype=np.float32)
+        target = _rng(1).integers(0, self.num_classes, self.batch)
+        x64 = x.astype(np.float64)
+
+        initial = copy.deepcopy(model)  # the timed training steps change `model`'s weights
+
+        def checked(m):
+            """A copy of m for the answer checks: dropout off (its masks differ between libraries)."""
+            m = copy.deepcopy(m)
+            for mod in m.modules():
+                if type(mod).__name__ == "Dropout":
+                    mod.eval()
+            return m
+
+        def ref_model():
+            m = checked(initial).double()
+            m.train(self.direction == "train")
+            for mod in m.modules():
+                if type(mod).__name__ == "Dropout":
+                    mod.eval()
+            return m
+
+        if self.direction == "infer":
+            model.eval()
+            fused = nn.fuse(model)
+            fx = Tensor(x)
+
+            def run():
+                with no_grad():
+                    return fused(fx)
+
+            def reference():
+                with no_grad():
+                    return [ref_model()(Tensor(x64)).data]
+
+            p = Prepared(fastconv=run, reference=reference, algo="fused")
+        else:
+            def step(m, opt, inp):
+                opt.zero_grad()
+                loss = nn.CrossEntropyLoss()(m(inp), target)
+                loss.backward()
+                opt.step()
+                return loss
+
+            opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+            fx = Tensor(x)
+
+            def check():
+                m = checked(initial)
+                return step(m, optim.SGD(m.parameters(), lr=0.01), fx)  # the loss before the update
+
+            p = Prepared(fastconv=lambda: step(model, opt, fx), algo="sgd step", check_fastconv=check,
+                         reference=lambda: [np.asarray(nn.CrossEntropyLoss()(ref_model()(Tensor(x64)), target).data)])
+        if torch is not None:
+            from . import torch_zoo
+
+            twin = _TWINS[self.model](torch_zoo, **kw)
+            twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
+            tx, tt = torch.from_numpy(x), torch.from_numpy(target)
+            if self.direction == "infer":
+                twin.eval()
+
+                def run_torch():
+                    with torch.no_grad():
+                        return twin(tx)
+
+                p.torch = run_torch
+            else:
+                def tstep(m, opt):
+                    opt.zero_grad()
+                    loss = torch.nn.CrossEntropyLoss()(m(tx), tt)
+                    loss.backward()
+                    opt.step()
+                    return loss
+
+                tinitial = copy.deepcopy(twin)
+                topt = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9)
+                p.torch = lambda: tstep(twin, topt)
+
+                def check_torch():
+                    m = copy.deepcopy(tinitial)
+                    for mod in m.modules():
+                        if isinstance(mod, torch.nn.Dropout):
+                            mod.eval()
+                    return tstep(m, torch.optim.SGD(m.parameters(), lr=0.01))
+
+                p.check_torch = check_torch
+        return p
+
+
+MODEL_CASES = (
+    ModelCase("lenet5 @28 batch 256", direction="train", model="lenet5", batch=256, size=28, in_channels=1,
+              num_classes=10),
+    ModelCase("resnet18 @224 batch 8", direction="train", model="resnet18", batch=8),
+    ModelCase("mobilenet_v2 @224 batch 8", direction="train", model="mobilenet_v2", batch=8),
+    ModelCase("resnet18 @224 batch 1", direction="infer", model="resnet18"),
+    ModelCase("mobilenet_v2 @224 batch 1", direction="infer", model="mobilenet_v2"),
+    ModelCase("resnet18 @224 batch 8", direction="infer", model="resnet18", batch=8, quick=False),
+    ModelCase("mobilenet_v2 @224 batch 8", direction="infer", model="mobilenet_v2", batch=8, quick=False),
+    ModelCase("resnet50 @224 batch 1", direction="infer", model="resnet50", quick=False),
+)
+
+SUITES = {"gemm": GEMM_CASES, "layers": LAYER_CASES, "ops": OPS_CASES, "models": MODEL_CASES}
 
 
 def select(suites: Sequence[str], *, full: bool = False, contains: str = "") -> List[Case]:

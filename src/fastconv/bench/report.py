@@ -24,14 +24,16 @@ SUITE_TITLES = {
     "gemm": "gemm: matmul / linear (float32)",
     "layers": "layers: conv2d, batch 1 unless noted",
     "ops": "ops: pooling, BatchNorm, activations, softmax, cross-entropy on (8, 64, 112, 112) / (8192, 1000)",
+    "models": "models: SGD training steps (float32) and fused inference, against PyTorch eager",
 }
 
 LEGEND = (
     "ratio = PyTorch median / fastconv median (> 1: fastconv faster); same threads, calls alternated.\n"
     "%lim = fraction of this machine's limit, measured in the same run: the SGEMM peak for GF/s rows;\n"
     "for GB/s rows (compulsory traffic: inputs read and outputs written once) a parallel copy of as\n"
-    "many bytes. IQR% = inter-quartile range / median. max err = max |fastconv - float64 numpy\n"
-    "reference|; '!' marks an error above 1e-4 * (1 + max |reference|): a wrong answer."
+    "many bytes. IQR% = inter-quartile range / median. max err = max |fastconv - float64 reference|\n"
+    "(numpy definitions; for models, the model in float64, its training step's loss); '!' marks an\n"
+    "error above 1e-4 * (1 + max |reference|): a wrong answer."
 )
 
 
