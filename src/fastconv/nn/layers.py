@@ -8,20 +8,12 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 
-from ..ops._validate import as_int
+from ..ops._validate import as_int, tuple_arg
 from . import functional as F
 from . import init
 from .module import Module, Parameter
 
 IntOrTuple = Union[int, Tuple[int, ...]]
-
-
-def _ntuple(v, n: int, name: str) -> Tuple[int, ...]:
-    if isinstance(v, (tuple, list)):
-        if len(v) != n:
-            raise ValueError(f"{name} must be an int or a tuple of {n} ints, got {v!r}")
-        return tuple(as_int(e, name) for e in v)
-    return (as_int(v, name),) * n
 
 
 def _reset_weight_and_bias(weight: Parameter, bias: Optional[Parameter]) -> None:
@@ -53,10 +45,10 @@ class _ConvNd(Module):
         if activation not in (None, "relu", "relu6"):
             raise ValueError(f"activation must be None, 'relu' or 'relu6', got {activation!r}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size = _ntuple(kernel_size, nd, "kernel_size")
-        self.stride = _ntuple(stride, nd, "stride")
-        self.padding = padding if isinstance(padding, str) else _ntuple(padding, nd, "padding")
-        self.dilation = _ntuple(dilation, nd, "dilation")
+        self.kernel_size = tuple_arg(kernel_size, "kernel_size", nd, minimum=1)
+        self.stride = tuple_arg(stride, "stride", nd, minimum=1)
+        self.padding = padding if isinstance(padding, str) else tuple_arg(padding, "padding", nd, minimum=0)
+        self.dilation = tuple_arg(dilation, "dilation", nd, minimum=1)
         self.padding_mode = padding_mode
         self.activation = activation  # fastconv extension: a fused ReLU/ReLU6 (set by nn.fuse)
         self.weight = Parameter(np.empty((out_channels, in_channels // groups) + self.kernel_size, np.float32))
@@ -114,11 +106,11 @@ class ConvTranspose2d(Module):
             raise ValueError(f"groups ({groups}) must divide in_channels ({in_channels}) and out_channels "
                              f"({out_channels})")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size = _ntuple(kernel_size, 2, "kernel_size")
-        self.stride = _ntuple(stride, 2, "stride")
-        self.padding = _ntuple(padding, 2, "padding")
-        self.output_padding = _ntuple(output_padding, 2, "output_padding")
-        self.dilation = _ntuple(dilation, 2, "dilation")
+        self.kernel_size = tuple_arg(kernel_size, "kernel_size", 2, minimum=1)
+        self.stride = tuple_arg(stride, "stride", 2, minimum=1)
+        self.padding = tuple_arg(padding, "padding", 2, minimum=0)
+        self.output_padding = tuple_arg(output_padding, "output_padding", 2, minimum=0)
+        self.dilation = tuple_arg(dilation, "dilation", 2, minimum=1)
         self.weight = Parameter(np.empty((in_channels, out_channels // groups) + self.kernel_size, np.float32))
         self.bias = Parameter(np.empty(out_channels, np.float32)) if bias else None
         if not bias:
