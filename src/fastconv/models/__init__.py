@@ -331,17 +331,8 @@ class MobileNetV2(nn.Module):
         layers.append(_conv_bn(c, self.last_channel, 1, 1))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.last_channel, num_classes))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                init.ones_(m.weight)
-                init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                init.normal_(m.weight, 0, 0.01)
-                init.zeros_(m.bias)
+        # torchvision's Kaiming gain here is leaky_relu's with slope 0, i.e. ReLU's.
+        _init_convnet(self, 0.01)
 
     def forward(self, x):
         return self.classifier(F.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
