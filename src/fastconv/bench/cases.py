@@ -9,13 +9,16 @@ results are checked against.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .. import ops
+from .. import Tensor, manual_seed, models, nn, no_grad, ops, optim
+from ..analysis import summary
 from ..ops.conv import conv2d_output_shape
 from . import reference as ref
 
@@ -532,6 +535,22 @@ _TWINS = {
 }
 
 
+@functools.lru_cache(maxsize=None)
+def _model_macs(model: str, in_channels: int, num_classes: int, size: int) -> int:
+    """Multiply-accumulates of one image through a zoo model (fastconv.summary's total)."""
+    m = getattr(models, model)(num_classes=num_classes, in_channels=in_channels)
+    return summary(m, (1, in_channels, size, size), print_table=False)[-1]["macs"]
+
+
+def _without_dropout(module):
+    """Puts a model's Dropout layers (fastconv's or PyTorch's) in eval mode, for the answer checks:
+    the two libraries draw different masks. Returns the model."""
+    for m in module.modules():
+        if type(m).__name__ == "Dropout":
+            m.eval()
+    return module
+
+
 @dataclass(frozen=True)
 class ModelCase(Case):
     """A zoo model: inference (``direction='infer'``: eval mode after ``nn.fuse``, no autograd;
@@ -546,25 +565,15 @@ class ModelCase(Case):
 
     suite = "models"
 
-    def _macs(self) -> int:
-        from .. import models
-        from ..analysis import summary
-
-        m = getattr(models, self.model)(num_classes=self.num_classes, in_channels=self.in_channels)
-        return summary(m, (1, self.in_channels, self.size, self.size), print_table=False)[-1]["macs"] * self.batch
-
     def flops(self) -> int:
         """2 FLOPs per multiply-accumulate; a training step counts three passes (forward, data and weight gradients)."""
-        return 2 * self._macs() * (3 if self.direction == "train" else 1)
+        macs = _model_macs(self.model, self.in_channels, self.num_classes, self.size) * self.batch
+        return 2 * macs * (3 if self.direction == "train" else 1)
 
     def bytes_moved(self) -> int:
         return F32 * self.batch * self.in_channels * self.size ** 2
 
     def prepare(self, torch=None) -> Prepared:
-        import copy
-
-        from .. import Tensor, manual_seed, models, nn, no_grad, optim
-
         manual_seed(0)
         kw = dict(num_classes=self.num_classes, in_channels=self.in_channels)
         model = getattr(models, self.model)(**kw)
@@ -574,21 +583,8 @@ class ModelCase(Case):
 
         initial = copy.deepcopy(model)  # the timed training steps change `model`'s weights
 
-        def checked(m):
-            """A copy of m for the answer checks: dropout off (its masks differ between libraries)."""
-            m = copy.deepcopy(m)
-            for mod in m.modules():
-                if type(mod).__name__ == "Dropout":
-                    mod.eval()
-            return m
-
         def ref_model():
-            m = checked(initial).double()
-            m.train(self.direction == "train")
-            for mod in m.modules():
-                if type(mod).__name__ == "Dropout":
-                    mod.eval()
-            return m
+            return _without_dropout(copy.deepcopy(initial).double().train(self.direction == "train"))
 
         if self.direction == "infer":
             model.eval()
@@ -616,7 +612,7 @@ class ModelCase(Case):
             fx = Tensor(x)
 
             def check():
-                m = checked(initial)
+                m = _without_dropout(copy.deepcopy(initial))
                 return step(m, optim.SGD(m.parameters(), lr=0.01), fx)  # the loss before the update
 
             p = Prepared(fastconv=lambda: step(model, opt, fx), algo="sgd step", check_fastconv=check,
@@ -648,10 +644,7 @@ class ModelCase(Case):
                 p.torch = lambda: tstep(twin, topt)
 
                 def check_torch():
-                    m = copy.deepcopy(tinitial)
-                    for mod in m.modules():
-                        if isinstance(mod, torch.nn.Dropout):
-                            mod.eval()
+                    m = _without_dropout(copy.deepcopy(tinitial))
                     return tstep(m, torch.optim.SGD(m.parameters(), lr=0.01))
 
                 p.check_torch = check_torch

@@ -146,15 +146,10 @@ def markdown(doc: dict) -> str:
     return "\n".join(out)
 
 
-def write_json(doc: dict, path: Path) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_markdown(doc: dict, path: Path) -> None:
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(markdown(doc), encoding="utf-8")
+def _write_text(path: Path, text: str) -> None:
+    """Replaces ``path`` whole (through a temporary file), so an interrupted write leaves the old report."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -246,8 +241,8 @@ class Report:
 
     def save_tables(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.doc, self.out_dir / "report.json")
-        write_markdown(self.doc, self.out_dir / "report.md")
+        _write_text(self.out_dir / "report.json", json.dumps(self.doc, indent=1, allow_nan=False) + "\n")
+        _write_text(self.out_dir / "report.md", markdown(self.doc))
 
     def save(self) -> Optional[str]:
         """Writes all three files; returns why the chart is missing, if it is."""
