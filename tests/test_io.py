@@ -37,7 +37,7 @@ def test_round_trip_restores_the_model(tmp_path, fmt):
 def test_a_pytorch_checkpoint_exported_to_safetensors_loads_as_it_is(tmp_path):
     torch = pytest.importorskip("torch", reason="torch not installed")
     st = pytest.importorskip("safetensors.torch", reason="safetensors not installed")
-    from fastconv.bench import torch_zoo
+    from fastconv.torch import models as torch_zoo
 
     tm = torch_zoo.MobileNetV2(num_classes=10).eval()
     st.save_file({k: v.contiguous() for k, v in tm.state_dict().items()}, str(tmp_path / "mbv2.safetensors"))

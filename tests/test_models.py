@@ -57,7 +57,7 @@ def _no_dropout(module):
 @pytest.mark.parametrize("name, make_torch, make, shape", CASES, ids=[c[0] for c in CASES])
 def test_model_matches_its_pytorch_twin(name, make_torch, make, shape):
     torch = pytest.importorskip("torch", reason="torch not installed (the reference for the zoo)")
-    from fastconv.bench import torch_zoo
+    from fastconv.torch import models as torch_zoo
 
     fastconv.manual_seed(0)
     m = make()

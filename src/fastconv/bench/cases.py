@@ -618,7 +618,7 @@ class ModelCase(Case):
             p = Prepared(fastconv=lambda: step(model, opt, fx), algo="sgd step", check_fastconv=check,
                          reference=lambda: [np.asarray(nn.CrossEntropyLoss()(ref_model()(Tensor(x64)), target).data)])
         if torch is not None:
-            from . import torch_zoo
+            from ..torch import models as torch_zoo
 
             twin = _TWINS[self.model](torch_zoo, **kw)
             twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})

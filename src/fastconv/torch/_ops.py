@@ -1,0 +1,670 @@
+"""fastconv's kernels as ``torch.ops.fastconv.*`` custom operators.
+
+Each op runs a :mod:`fastconv.ops` function on zero-copy numpy views of CPU tensors and
+wraps the result with ``torch.from_numpy``. Each differentiable op has a backward op
+(also a custom op, so ``torch.compile`` traces backward graphs without breaking) that
+calls fastconv's backward kernels, a ``register_autograd`` formula that chains them, and
+a ``register_fake`` shape function for fake tensors, meta tracing and ``torch.compile``.
+
+Backward ops take ``output_mask`` (which gradients are needed, as aten's
+``convolution_backward`` does) and return an empty tensor in place of a gradient that
+was not asked for. Fused activations (``'relu'``/``'relu6'``) are differentiated from
+the op's output: ``0 < y`` (and ``y < 6``) is exactly where the activation passes the
+gradient.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import ops
+from ..ops.pool import _pool_output_size
+
+_LIB = "fastconv"
+_CONV_FORWARD = {1: ops.conv1d, 2: ops.conv2d}
+_CONV_BACKWARD = {1: ops.conv1d_backward, 2: ops.conv2d_backward}
+
+
+# --------------------------------------------------------------------------- numpy bridge
+
+
+def _np(t: Optional[Tensor]) -> Optional[np.ndarray]:
+    """A numpy view of a CPU tensor's memory (no copy; the ops copy only a non-contiguous view)."""
+    return None if t is None else t.detach().numpy()
+
+
+def _t(a: Optional[np.ndarray], like: Tensor) -> Tensor:
+    """The result as a tensor: ``a`` wrapped without a copy, or an empty tensor for a gradient not asked for."""
+    return like.new_empty(0) if a is None else torch.from_numpy(np.ascontiguousarray(a))
+
+
+def _masked_grad(grad: np.ndarray, output: Optional[np.ndarray], activation: Optional[str]) -> np.ndarray:
+    """grad_output pulled back through a fused activation, from the op's output."""
+    if activation is None:
+        return grad
+    backward = ops.relu_backward if activation == "relu" else ops.relu6_backward
+    return backward(grad, output)
+
+
+def _padding_arg(padding: Sequence[int], same: bool):
+    return "same" if same else tuple(padding)
+
+
+def _empty(like: Tensor, shape) -> Tensor:
+    return like.new_empty(tuple(shape))
+
+
+def _grads_or_empty(like: Sequence[Tensor], mask: Sequence[bool]) -> Tuple[Tensor, ...]:
+    return tuple(_empty(t, t.shape) if m else t.new_empty(0) for t, m in zip(like, mask))
+
+
+# --------------------------------------------------------------------------- shapes for fake tensors
+
+
+def _conv_out_shape(x: Tensor, w: Tensor, stride, padding, dilation, same: bool):
+    nd = w.dim() - 2
+    out = []
+    for i in range(nd):
+        span = dilation[i] * (w.shape[2 + i] - 1)
+        total = span if same else 2 * padding[i]
+        out.append((x.shape[2 + i] + total - span - 1) // stride[i] + 1)
+    return (x.shape[0], w.shape[0], *out)
+
+
+def _transpose_out_shape(x: Tensor, w: Tensor, stride, padding, output_padding, groups, dilation):
+    out = [(x.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (w.shape[2 + i] - 1)
+           + output_padding[i] + 1 for i in range(2)]
+    return (x.shape[0], w.shape[1] * groups, *out)
+
+
+def _pool_out_shape(x: Tensor, kernel_size, stride, padding, dilation, ceil_mode):
+    stride = stride or kernel_size
+    out = [_pool_output_size(x.shape[2 + i], kernel_size[i], stride[i], padding[i], dilation[i], ceil_mode)
+           for i in range(2)]
+    return (x.shape[0], x.shape[1], *out)
+
+
+# --------------------------------------------------------------------------- convolution (1-D and 2-D)
+
+
+def _conv_forward(input, weight, bias, stride, padding, dilation, groups, same, activation, algo):
+    nd = weight.dim() - 2
+    y = _CONV_FORWARD[nd](_np(input), _np(weight), _np(bias), tuple(stride), _padding_arg(padding, same),
+                          tuple(dilation), groups, activation=activation, algo=algo)
+    return torch.from_numpy(y)
+
+
+def _conv_backward(grad_output, input, weight, output, stride, padding, dilation, groups, same, activation,
+                   output_mask):
+    nd = weight.dim() - 2
+    g = _masked_grad(_np(grad_output), _np(output), activation)
+    gx, gw, gb = _CONV_BACKWARD[nd](g, _np(input), _np(weight), tuple(stride), _padding_arg(padding, same),
+                                    tuple(dilation), groups, needs=tuple(bool(m) for m in output_mask))
+    return _t(gx, input), _t(gw, weight), _t(gb, weight)
+
+
+@torch.library.custom_op(f"{_LIB}::conv2d", mutates_args=(), device_types="cpu")
+def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
+           dilation: List[int], groups: int, same: bool, activation: Optional[str], algo: str) -> Tensor:
+    """2-D convolution with a fused activation; ``same`` selects PyTorch's padding='same'."""
+    return _conv_forward(input, weight, bias, stride, padding, dilation, groups, same, activation, algo)
+
+
+@torch.library.custom_op(f"{_LIB}::conv1d", mutates_args=(), device_types="cpu")
+def conv1d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
+           dilation: List[int], groups: int, same: bool, activation: Optional[str], algo: str) -> Tensor:
+    """1-D convolution with a fused activation (the 2-D kernels with H = 1)."""
+    return _conv_forward(input, weight, bias, stride, padding, dilation, groups, same, activation, algo)
+
+
+@torch.library.custom_op(f"{_LIB}::conv2d_backward", mutates_args=(), device_types="cpu")
+def conv2d_backward(grad_output: Tensor, input: Tensor, weight: Tensor, output: Optional[Tensor],
+                    stride: List[int], padding: List[int], dilation: List[int], groups: int, same: bool,
+                    activation: Optional[str], output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
+    """(grad_input, grad_weight, grad_bias) of :func:`conv2d`; ``output`` is needed with an activation."""
+    return _conv_backward(grad_output, input, weight, output, stride, padding, dilation, groups, same, activation,
+                          output_mask)
+
+
+@torch.library.custom_op(f"{_LIB}::conv1d_backward", mutates_args=(), device_types="cpu")
+def conv1d_backward(grad_output: Tensor, input: Tensor, weight: Tensor, output: Optional[Tensor],
+                    stride: List[int], padding: List[int], dilation: List[int], groups: int, same: bool,
+                    activation: Optional[str], output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
+    """(grad_input, grad_weight, grad_bias) of :func:`conv1d`."""
+    return _conv_backward(grad_output, input, weight, output, stride, padding, dilation, groups, same, activation,
+                          output_mask)
+
+
+def _conv_fake(input, weight, bias, stride, padding, dilation, groups, same, activation, algo):
+    return _empty(input, _conv_out_shape(input, weight, stride, padding, dilation, same))
+
+
+def _conv_backward_fake(grad_output, input, weight, output, stride, padding, dilation, groups, same, activation,
+                        output_mask):
+    gb = weight.new_empty(weight.shape[0]) if output_mask[2] else weight.new_empty(0)
+    return _grads_or_empty((input, weight), output_mask[:2]) + (gb,)
+
+
+def _conv_setup(ctx, inputs, output):
+    input, weight, bias, *args = inputs
+    ctx.args = args[:5]  # stride, padding, dilation, groups, same
+    ctx.activation = args[5]
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(input, weight, output if ctx.activation is not None else None)
+
+
+def _make_conv_autograd(backward_op):
+    def backward(ctx, grad):
+        input, weight, output = ctx.saved_tensors
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+        gx, gw, gb = backward_op(grad, input, weight, output, *ctx.args, ctx.activation, mask)
+        return (gx if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None) + (None,) * 7
+
+    return backward
+
+
+def _register_conv(forward_op, backward_op):
+    forward_op.register_fake(_conv_fake)
+    backward_op.register_fake(_conv_backward_fake)
+    forward_op.register_autograd(_make_conv_autograd(backward_op), setup_context=_conv_setup)
+
+
+_register_conv(conv2d, conv2d_backward)
+_register_conv(conv1d, conv1d_backward)
+
+
+# --------------------------------------------------------------------------- depthwise and depthwise-separable
+
+
+@torch.library.custom_op(f"{_LIB}::depthwise_conv2d", mutates_args=(), device_types="cpu")
+def depthwise_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
+                     dilation: List[int], same: bool, activation: Optional[str]) -> Tensor:
+    """Depthwise convolution (groups = C_in, weight (C_in * multiplier, 1, KH, KW)) on the depthwise kernel."""
+    return _conv_forward(input, weight, bias, stride, padding, dilation, input.shape[1], same, activation,
+                         "depthwise")
+
+
+@depthwise_conv2d.register_fake
+def _(input, weight, bias, stride, padding, dilation, same, activation):
+    return _empty(input, _conv_out_shape(input, weight, stride, padding, dilation, same))
+
+
+def _depthwise_setup(ctx, inputs, output):
+    input, weight, bias, stride, padding, dilation, same, activation = inputs
+    ctx.args = (stride, padding, dilation, input.shape[1], same)
+    ctx.activation = activation
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(input, weight, output if activation is not None else None)
+
+
+def _depthwise_backward(ctx, grad):
+    return _make_conv_autograd(conv2d_backward)(ctx, grad)[:3] + (None,) * 5
+
+
+depthwise_conv2d.register_autograd(_depthwise_backward, setup_context=_depthwise_setup)
+
+
+@torch.library.custom_op(f"{_LIB}::depthwise_separable_conv2d", mutates_args=(), device_types="cpu")
+def depthwise_separable_conv2d(input: Tensor, dw_weight: Tensor, pw_weight: Tensor, dw_bias: Optional[Tensor],
+                               pw_bias: Optional[Tensor], stride: List[int], padding: List[int],
+                               dilation: List[int], same: bool, activation: Optional[str]) -> Tuple[Tensor, Tensor]:
+    """A MobileNet block's depthwise then pointwise convolution, ``activation`` after each.
+
+    Returns (output, the depthwise step's output); backward needs the second.
+    """
+    mid = _conv_forward(input, dw_weight, dw_bias, stride, padding, dilation, input.shape[1], same, activation,
+                        "depthwise")
+    out = _conv_forward(mid, pw_weight, pw_bias, [1, 1], [0, 0], [1, 1], 1, False, activation, "auto")
+    return out, mid
+
+
+@depthwise_separable_conv2d.register_fake
+def _(input, dw_weight, pw_weight, dw_bias, pw_bias, stride, padding, dilation, same, activation):
+    mid = _empty(input, _conv_out_shape(input, dw_weight, stride, padding, dilation, same))
+    return _empty(input, (mid.shape[0], pw_weight.shape[0], *mid.shape[2:])), mid
+
+
+def _separable_setup(ctx, inputs, output):
+    input, dw_weight, pw_weight, dw_bias, pw_bias, stride, padding, dilation, same, activation = inputs
+    out, mid = output
+    ctx.dw_args = (stride, padding, dilation, input.shape[1], same)
+    ctx.activation = activation
+    ctx.has_bias = (dw_bias is not None, pw_bias is not None)
+    ctx.save_for_backward(input, dw_weight, pw_weight, mid, out if activation is not None else None)
+
+
+def _separable_backward(ctx, grad, grad_mid):
+    input, dw_weight, pw_weight, mid, out = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    pw_mask = [True, need[2], ctx.has_bias[1] and need[4]]
+    g_mid, g_pw, g_pwb = conv2d_backward(grad, mid, pw_weight, out, [1, 1], [0, 0], [1, 1], 1, False,
+                                         ctx.activation, pw_mask)
+    if grad_mid is not None:
+        g_mid = g_mid + grad_mid
+    dw_mask = [need[0], need[1], ctx.has_bias[0] and need[3]]
+    gx, g_dw, g_dwb = conv2d_backward(g_mid, input, dw_weight, mid if ctx.activation is not None else None,
+                                      *ctx.dw_args, ctx.activation, dw_mask)
+    keep = lambda t, m: t if m else None  # noqa: E731
+    return (keep(gx, dw_mask[0]), keep(g_dw, dw_mask[1]), keep(g_pw, pw_mask[1]), keep(g_dwb, dw_mask[2]),
+            keep(g_pwb, pw_mask[2])) + (None,) * 5
+
+
+depthwise_separable_conv2d.register_autograd(_separable_backward, setup_context=_separable_setup)
+
+
+# --------------------------------------------------------------------------- transposed convolution
+
+
+def _transpose_np_args(stride, padding, output_padding, groups, dilation):
+    return tuple(stride), tuple(padding), tuple(output_padding), groups, tuple(dilation)
+
+
+@torch.library.custom_op(f"{_LIB}::conv_transpose2d", mutates_args=(), device_types="cpu")
+def conv_transpose2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
+                     output_padding: List[int], groups: int, dilation: List[int]) -> Tensor:
+    """Transposed 2-D convolution (the convolution's backward-data kernel)."""
+    y = ops.conv_transpose2d(_np(input), _np(weight), _np(bias),
+                             *_transpose_np_args(stride, padding, output_padding, groups, dilation))
+    return torch.from_numpy(y)
+
+
+@torch.library.custom_op(f"{_LIB}::conv_transpose2d_backward", mutates_args=(), device_types="cpu")
+def conv_transpose2d_backward(grad_output: Tensor, input: Tensor, weight: Tensor, stride: List[int],
+                              padding: List[int], output_padding: List[int], groups: int, dilation: List[int],
+                              output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
+    """(grad_input, grad_weight, grad_bias) of :func:`conv_transpose2d`."""
+    gx, gw, gb = ops.conv_transpose2d_backward(
+        _np(grad_output), _np(input), _np(weight), *_transpose_np_args(stride, padding, output_padding, groups,
+                                                                       dilation),
+        needs=tuple(bool(m) for m in output_mask))
+    return _t(gx, input), _t(gw, weight), _t(gb, weight)
+
+
+@conv_transpose2d.register_fake
+def _(input, weight, bias, stride, padding, output_padding, groups, dilation):
+    return _empty(input, _transpose_out_shape(input, weight, stride, padding, output_padding, groups, dilation))
+
+
+@conv_transpose2d_backward.register_fake
+def _(grad_output, input, weight, stride, padding, output_padding, groups, dilation, output_mask):
+    gb = weight.new_empty(weight.shape[1] * groups) if output_mask[2] else weight.new_empty(0)
+    return _grads_or_empty((input, weight), output_mask[:2]) + (gb,)
+
+
+def _transpose_setup(ctx, inputs, output):
+    input, weight, bias, *args = inputs
+    ctx.args = args
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(input, weight)
+
+
+def _transpose_backward(ctx, grad):
+    input, weight = ctx.saved_tensors
+    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+    gx, gw, gb = conv_transpose2d_backward(grad, input, weight, *ctx.args, mask)
+    return (gx if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None) + (None,) * 5
+
+
+conv_transpose2d.register_autograd(_transpose_backward, setup_context=_transpose_setup)
+
+
+# --------------------------------------------------------------------------- linear
+
+
+@torch.library.custom_op(f"{_LIB}::linear", mutates_args=(), device_types="cpu")
+def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor], activation: Optional[str]) -> Tensor:
+    """``input @ weight.T + bias`` on the packed GEMM, with a fused activation."""
+    return torch.from_numpy(ops.linear(_np(input), _np(weight), _np(bias), activation=activation))
+
+
+@torch.library.custom_op(f"{_LIB}::linear_backward", mutates_args=(), device_types="cpu")
+def linear_backward(grad_output: Tensor, input: Tensor, weight: Tensor, output: Optional[Tensor],
+                    activation: Optional[str], output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
+    """(grad_input, grad_weight, grad_bias) of :func:`linear`."""
+    g = _masked_grad(_np(grad_output), _np(output), activation)
+    gx, gw, gb = ops.linear_backward(g, _np(input), _np(weight), needs=tuple(bool(m) for m in output_mask))
+    return _t(gx, input), _t(gw, weight), _t(gb, weight)
+
+
+@linear.register_fake
+def _(input, weight, bias, activation):
+    return _empty(input, (*input.shape[:-1], weight.shape[0]))
+
+
+@linear_backward.register_fake
+def _(grad_output, input, weight, output, activation, output_mask):
+    gb = weight.new_empty(weight.shape[0]) if output_mask[2] else weight.new_empty(0)
+    return _grads_or_empty((input, weight), output_mask[:2]) + (gb,)
+
+
+def _linear_setup(ctx, inputs, output):
+    input, weight, bias, activation = inputs
+    ctx.activation = activation
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(input, weight, output if activation is not None else None)
+
+
+def _linear_backward(ctx, grad):
+    input, weight, output = ctx.saved_tensors
+    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+    gx, gw, gb = linear_backward(grad, input, weight, output, ctx.activation, mask)
+    return gx if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None, None
+
+
+linear.register_autograd(_linear_backward, setup_context=_linear_setup)
+
+
+# --------------------------------------------------------------------------- pooling
+
+
+@torch.library.custom_op(f"{_LIB}::max_pool2d", mutates_args=(), device_types="cpu")
+def max_pool2d(input: Tensor, kernel_size: List[int], stride: List[int], padding: List[int], dilation: List[int],
+               ceil_mode: bool) -> Tuple[Tensor, Tensor]:
+    """2-D max pooling; returns (output, int64 indices into each H x W plane). Empty ``stride`` = kernel_size."""
+    y, idx = ops.max_pool2d(_np(input), tuple(kernel_size), tuple(stride) or None, tuple(padding), tuple(dilation),
+                            ceil_mode, return_indices=True)
+    return torch.from_numpy(y), torch.from_numpy(idx)
+
+
+@torch.library.custom_op(f"{_LIB}::adaptive_max_pool2d", mutates_args=(), device_types="cpu")
+def adaptive_max_pool2d(input: Tensor, output_size: List[int]) -> Tuple[Tensor, Tensor]:
+    """Adaptive 2-D max pooling; returns (output, indices) as :func:`max_pool2d`."""
+    y, idx = ops.adaptive_max_pool2d(_np(input), tuple(output_size), return_indices=True)
+    return torch.from_numpy(y), torch.from_numpy(idx)
+
+
+@torch.library.custom_op(f"{_LIB}::max_pool2d_backward", mutates_args=(), device_types="cpu")
+def max_pool2d_backward(grad_output: Tensor, indices: Tensor, input_size: List[int]) -> Tensor:
+    """Gradient of max pooling's (and adaptive max pooling's) input, from the forward's indices."""
+    return torch.from_numpy(ops.max_pool2d_backward(_np(grad_output), _np(indices), tuple(input_size)))
+
+
+@max_pool2d.register_fake
+def _(input, kernel_size, stride, padding, dilation, ceil_mode):
+    shape = _pool_out_shape(input, kernel_size, stride, padding, dilation, ceil_mode)
+    return _empty(input, shape), input.new_empty(shape, dtype=torch.int64)
+
+
+@adaptive_max_pool2d.register_fake
+def _(input, output_size):
+    shape = (input.shape[0], input.shape[1], *output_size)
+    return _empty(input, shape), input.new_empty(shape, dtype=torch.int64)
+
+
+@max_pool2d_backward.register_fake
+def _(grad_output, indices, input_size):
+    return grad_output.new_empty(tuple(input_size))
+
+
+def _max_setup(ctx, inputs, output):
+    ctx.input_size = list(inputs[0].shape)
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(output[1])
+
+
+def _make_max_backward(n_args):
+    def backward(ctx, grad, grad_indices):
+        (indices,) = ctx.saved_tensors
+        return (max_pool2d_backward(grad, indices, ctx.input_size),) + (None,) * n_args
+
+    return backward
+
+
+max_pool2d.register_autograd(_make_max_backward(5), setup_context=_max_setup)
+adaptive_max_pool2d.register_autograd(_make_max_backward(1), setup_context=_max_setup)
+
+
+@torch.library.custom_op(f"{_LIB}::avg_pool2d", mutates_args=(), device_types="cpu")
+def avg_pool2d(input: Tensor, kernel_size: List[int], stride: List[int], padding: List[int], ceil_mode: bool,
+               count_include_pad: bool, divisor_override: Optional[int]) -> Tensor:
+    """2-D average pooling, PyTorch's divisor rules. Empty ``stride`` = kernel_size."""
+    return torch.from_numpy(ops.avg_pool2d(_np(input), tuple(kernel_size), tuple(stride) or None, tuple(padding),
+                                           ceil_mode, count_include_pad, divisor_override))
+
+
+@torch.library.custom_op(f"{_LIB}::avg_pool2d_backward", mutates_args=(), device_types="cpu")
+def avg_pool2d_backward(grad_output: Tensor, input_size: List[int], kernel_size: List[int], stride: List[int],
+                        padding: List[int], ceil_mode: bool, count_include_pad: bool,
+                        divisor_override: Optional[int]) -> Tensor:
+    """Gradient of :func:`avg_pool2d`'s input."""
+    return torch.from_numpy(ops.avg_pool2d_backward(_np(grad_output), tuple(input_size), tuple(kernel_size),
+                                                    tuple(stride) or None, tuple(padding), ceil_mode,
+                                                    count_include_pad, divisor_override))
+
+
+@avg_pool2d.register_fake
+def _(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    return _empty(input, _pool_out_shape(input, kernel_size, stride, padding, [1, 1], ceil_mode))
+
+
+@avg_pool2d_backward.register_fake
+def _(grad_output, input_size, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    return grad_output.new_empty(tuple(input_size))
+
+
+def _avg_setup(ctx, inputs, output):
+    ctx.input_size = list(inputs[0].shape)
+    ctx.args = inputs[1:]
+
+
+def _avg_backward(ctx, grad):
+    return (avg_pool2d_backward(grad, ctx.input_size, *ctx.args),) + (None,) * 6
+
+
+avg_pool2d.register_autograd(_avg_backward, setup_context=_avg_setup)
+
+
+@torch.library.custom_op(f"{_LIB}::adaptive_avg_pool2d", mutates_args=(), device_types="cpu")
+def adaptive_avg_pool2d(input: Tensor, output_size: List[int]) -> Tensor:
+    """Adaptive 2-D average pooling to ``output_size`` (H_out, W_out)."""
+    return torch.from_numpy(ops.adaptive_avg_pool2d(_np(input), tuple(output_size)))
+
+
+@torch.library.custom_op(f"{_LIB}::adaptive_avg_pool2d_backward", mutates_args=(), device_types="cpu")
+def adaptive_avg_pool2d_backward(grad_output: Tensor, input_size: List[int]) -> Tensor:
+    """Gradient of :func:`adaptive_avg_pool2d`'s input."""
+    return torch.from_numpy(ops.adaptive_avg_pool2d_backward(_np(grad_output), tuple(input_size)))
+
+
+@adaptive_avg_pool2d.register_fake
+def _(input, output_size):
+    return _empty(input, (input.shape[0], input.shape[1], *output_size))
+
+
+@adaptive_avg_pool2d_backward.register_fake
+def _(grad_output, input_size):
+    return grad_output.new_empty(tuple(input_size))
+
+
+def _adaptive_avg_setup(ctx, inputs, output):
+    ctx.input_size = list(inputs[0].shape)
+
+
+def _adaptive_avg_backward(ctx, grad):
+    return adaptive_avg_pool2d_backward(grad, ctx.input_size), None
+
+
+adaptive_avg_pool2d.register_autograd(_adaptive_avg_backward, setup_context=_adaptive_avg_setup)
+
+
+# --------------------------------------------------------------------------- BatchNorm
+
+
+@torch.library.custom_op(f"{_LIB}::batch_norm", mutates_args=(), device_types="cpu")
+def batch_norm(input: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], running_mean: Optional[Tensor],
+               running_var: Optional[Tensor], training: bool, eps: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """BatchNorm over axis 1; returns (output, mean, invstd) for the backward.
+
+    Training normalises with the batch mean and biased variance (the running statistics
+    are updated by :func:`update_running_stats`, a separate op because autograd formulas
+    attach only to functional ops); eval normalises with ``running_mean`` / ``running_var``
+    and returns them as the mean and ``1 / sqrt(var + eps)``.
+    """
+    x = _np(input)
+    if training:
+        y, mean, invstd = ops.batch_norm(x, None, None, _np(weight), _np(bias), True, 0.0, eps)
+        return torch.from_numpy(y), torch.from_numpy(mean), torch.from_numpy(invstd)
+    y = ops.batch_norm(x, _np(running_mean), _np(running_var), _np(weight), _np(bias), False, 0.0, eps)
+    invstd = 1.0 / torch.sqrt(running_var.detach() + eps)
+    return torch.from_numpy(y), running_mean.detach().clone(), invstd
+
+
+@torch.library.custom_op(f"{_LIB}::update_running_stats", mutates_args=("running_mean", "running_var"),
+                         device_types="cpu")
+def update_running_stats(running_mean: Tensor, running_var: Tensor, save_mean: Tensor, save_invstd: Tensor,
+                         count: int, momentum: float, eps: float) -> None:
+    """BatchNorm's running-statistics update, in place (declared): ``r = (1 - momentum) * r + momentum * batch``
+    with the batch's unbiased variance, recovered from the training forward's ``save_invstd`` over ``count``
+    values per channel."""
+    var = (1.0 / save_invstd.detach().double() ** 2 - eps) * (count / (count - 1))
+    running_mean.mul_(1.0 - momentum).add_(save_mean.detach(), alpha=momentum)
+    running_var.mul_(1.0 - momentum).add_(var.to(running_var.dtype), alpha=momentum)
+
+
+@update_running_stats.register_fake
+def _(running_mean, running_var, save_mean, save_invstd, count, momentum, eps):
+    return None
+
+
+@torch.library.custom_op(f"{_LIB}::batch_norm_backward", mutates_args=(), device_types="cpu")
+def batch_norm_backward(grad_output: Tensor, input: Tensor, weight: Optional[Tensor], save_mean: Tensor,
+                        save_invstd: Tensor, training: bool, output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
+    """(grad_input, grad_weight, grad_bias) of :func:`batch_norm` (grad_weight is empty without a weight)."""
+    gx, gw, gb = ops.batch_norm_backward(_np(grad_output), _np(input), _np(weight), _np(save_mean),
+                                         _np(save_invstd), training)
+    keep = [a if m else None for a, m in zip((gx, gw, gb), output_mask)]
+    return _t(keep[0], input), _t(keep[1], input), _t(keep[2], input)
+
+
+@batch_norm.register_fake
+def _(input, weight, bias, running_mean, running_var, training, eps):
+    c = input.shape[1]
+    return _empty(input, input.shape), input.new_empty(c), input.new_empty(c)
+
+
+@batch_norm_backward.register_fake
+def _(grad_output, input, weight, save_mean, save_invstd, training, output_mask):
+    c = input.shape[1]
+    gx = _empty(input, input.shape) if output_mask[0] else input.new_empty(0)
+    gw = input.new_empty(c) if output_mask[1] and weight is not None else input.new_empty(0)
+    gb = input.new_empty(c) if output_mask[2] else input.new_empty(0)
+    return gx, gw, gb
+
+
+def _bn_setup(ctx, inputs, output):
+    input, weight, bias, running_mean, running_var, training, eps = inputs
+    ctx.training = training
+    ctx.has = (weight is not None, bias is not None)
+    ctx.save_for_backward(input, weight, output[1], output[2])
+
+
+def _bn_backward(ctx, grad, grad_mean, grad_invstd):
+    input, weight, mean, invstd = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    mask = [need[0], ctx.has[0] and need[1], ctx.has[1] and need[2]]
+    gx, gw, gb = batch_norm_backward(grad, input, weight, mean, invstd, ctx.training, mask)
+    return (gx if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None) + (None,) * 4
+
+
+batch_norm.register_autograd(_bn_backward, setup_context=_bn_setup)
+
+
+# --------------------------------------------------------------------------- fused inference conv + BN + activation
+
+
+def _folded(weight, bias, running_mean, running_var, bn_weight, bn_bias, eps):
+    return ops.fold_batchnorm(_np(weight), _np(bias), _np(running_mean), _np(running_var), _np(bn_weight),
+                              _np(bn_bias), eps)
+
+
+@torch.library.custom_op(f"{_LIB}::conv2d_bn", mutates_args=(), device_types="cpu")
+def conv2d_bn(input: Tensor, weight: Tensor, bias: Optional[Tensor], running_mean: Tensor, running_var: Tensor,
+              bn_weight: Optional[Tensor], bn_bias: Optional[Tensor], eps: float, stride: List[int],
+              padding: List[int], dilation: List[int], groups: int, same: bool, activation: Optional[str]) -> Tensor:
+    """Inference convolution + eval-mode BatchNorm + activation as one convolution.
+
+    The BatchNorm is folded into the convolution's weight and bias, and the activation
+    into its epilogue: one pass over the output.
+    """
+    w, b = _folded(weight, bias, running_mean, running_var, bn_weight, bn_bias, eps)
+    y = ops.conv2d(_np(input), w, b, tuple(stride), _padding_arg(padding, same), tuple(dilation), groups,
+                   activation=activation)
+    return torch.from_numpy(y)
+
+
+@torch.library.custom_op(f"{_LIB}::conv2d_bn_backward", mutates_args=(), device_types="cpu")
+def conv2d_bn_backward(grad_output: Tensor, input: Tensor, weight: Tensor, bias: Optional[Tensor],
+                       running_mean: Tensor, running_var: Tensor, bn_weight: Optional[Tensor],
+                       bn_bias: Optional[Tensor], eps: float, output: Optional[Tensor], stride: List[int],
+                       padding: List[int], dilation: List[int], groups: int, same: bool, activation: Optional[str],
+                       output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients (input, weight, bias, bn_weight, bn_bias) of :func:`conv2d_bn`.
+
+    With ``s = bn_weight / sqrt(var + eps)``, the folded weight is ``weight * s`` and the
+    folded bias ``(bias - mean) * s + bn_bias``; the folded convolution's gradients are
+    pulled back through those per-channel products.
+    """
+    need_x, need_w, need_b, need_g, need_beta = (bool(m) for m in output_mask)
+    w, b = _folded(weight, bias, running_mean, running_var, bn_weight, bn_bias, eps)
+    g = _masked_grad(_np(grad_output), _np(output), activation)
+    need_fw, need_fb = need_w or need_g, need_b or need_g or need_beta
+    gx, g_fw, g_fb = ops.conv2d_backward(g, _np(input), w, tuple(stride), _padding_arg(padding, same),
+                                         tuple(dilation), groups, needs=(need_x, need_fw, need_fb))
+    dt = w.dtype
+    rstd = (1.0 / np.sqrt(_np(running_var).astype(np.float64) + eps))
+    gamma = np.ones_like(rstd) if bn_weight is None else _np(bn_weight).astype(np.float64)
+    scale = gamma * rstd
+    shape = (-1,) + (1,) * (w.ndim - 1)
+    gw = (g_fw * scale.reshape(shape)).astype(dt) if need_w else None
+    gb = (g_fb * scale).astype(dt) if need_b and bias is not None else None
+    g_gamma = None
+    if need_g and bn_weight is not None:
+        w0 = _np(weight).astype(np.float64)
+        shift = (0.0 if bias is None else _np(bias).astype(np.float64)) - _np(running_mean).astype(np.float64)
+        g_scale = (g_fw.astype(np.float64) * w0).reshape(w0.shape[0], -1).sum(axis=1) + g_fb * shift
+        g_gamma = (g_scale * rstd).astype(dt)
+    g_beta = g_fb.astype(dt) if need_beta and bn_bias is not None else None
+    return (_t(gx, input), _t(gw, weight), _t(gb, weight), _t(g_gamma, weight), _t(g_beta, weight))
+
+
+@conv2d_bn.register_fake
+def _(input, weight, bias, running_mean, running_var, bn_weight, bn_bias, eps, stride, padding, dilation, groups,
+      same, activation):
+    return _empty(input, _conv_out_shape(input, weight, stride, padding, dilation, same))
+
+
+@conv2d_bn_backward.register_fake
+def _(grad_output, input, weight, bias, running_mean, running_var, bn_weight, bn_bias, eps, output, stride, padding,
+      dilation, groups, same, activation, output_mask):
+    c = weight.shape[0]
+    gx, gw = _grads_or_empty((input, weight), output_mask[:2])
+    vec = [weight.new_empty(c) if m and t is not None else weight.new_empty(0)
+           for m, t in zip(output_mask[2:], (bias, bn_weight, bn_bias))]
+    return (gx, gw, *vec)
+
+
+def _conv_bn_setup(ctx, inputs, output):
+    input, weight, bias, rm, rv, bn_weight, bn_bias, eps, *args = inputs
+    ctx.eps = eps
+    ctx.args = args[:5]
+    ctx.activation = args[5]
+    ctx.has = (bias is not None, bn_weight is not None, bn_bias is not None)
+    ctx.save_for_backward(input, weight, bias, rm, rv, bn_weight, bn_bias,
+                          output if ctx.activation is not None else None)
+
+
+def _conv_bn_backward(ctx, grad):
+    input, weight, bias, rm, rv, bn_weight, bn_bias, output = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    mask = [need[0], need[1], ctx.has[0] and need[2], ctx.has[1] and need[5], ctx.has[2] and need[6]]
+    grads = conv2d_bn_backward(grad, input, weight, bias, rm, rv, bn_weight, bn_bias, ctx.eps, output, *ctx.args,
+                               ctx.activation, mask)
+    gx, gw, gb, g_gamma, g_beta = (t if m else None for t, m in zip(grads, mask))
+    return (gx, gw, gb, None, None, g_gamma, g_beta) + (None,) * 7
+
+
+conv2d_bn.register_autograd(_conv_bn_backward, setup_context=_conv_bn_setup)
