@@ -8,6 +8,7 @@ fastconv's backward kernels.
 
 from __future__ import annotations
 
+import functools
 from typing import List, Optional, Sequence, Union
 
 import torch
@@ -41,6 +42,22 @@ def _check(op: str, **tensors: Optional[Tensor]) -> None:
         elif t.dtype != dtype:
             raise TypeError(f"fastconv.torch.{op}: {name} has dtype {t.dtype} but the input is {dtype}; all tensors "
                             f"of an op share one dtype")
+
+
+def _batched_dims(batched_dims: int):
+    """Lets a function of an (N, C, *spatial) batch also take one unbatched (C, *spatial) sample, as torch's do."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(input, *args, **kwargs):
+            if isinstance(input, Tensor) and input.dim() == batched_dims - 1:
+                out = fn(input.unsqueeze(0), *args, **kwargs)
+                return tuple(t.squeeze(0) for t in out) if isinstance(out, tuple) else out.squeeze(0)
+            return fn(input, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 def _ints(value: IntOrSeq, nd: int, name: str) -> List[int]:
@@ -77,6 +94,7 @@ def _conv(nd, op, input, weight, bias, stride, padding, dilation, groups, activa
               same, _activation(activation), algo)
 
 
+@_batched_dims(4)
 def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrSeq = 1,
            padding: Union[IntOrSeq, str] = 0, dilation: IntOrSeq = 1, groups: int = 1, *,
            activation: Optional[str] = None, algo: str = "auto") -> Tensor:
@@ -86,6 +104,7 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride:
                  algo)
 
 
+@_batched_dims(3)
 def conv1d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrSeq = 1,
            padding: Union[IntOrSeq, str] = 0, dilation: IntOrSeq = 1, groups: int = 1, *,
            activation: Optional[str] = None, algo: str = "auto") -> Tensor:
@@ -94,6 +113,7 @@ def conv1d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride:
                  algo)
 
 
+@_batched_dims(4)
 def depthwise_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrSeq = 1,
                      padding: Union[IntOrSeq, str] = 0, dilation: IntOrSeq = 1, *,
                      activation: Optional[str] = None) -> Tensor:
@@ -105,6 +125,7 @@ def depthwise_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = Non
                                                _ints(dilation, 2, "dilation"), same, _activation(activation))
 
 
+@_batched_dims(4)
 def depthwise_separable_conv2d(input: Tensor, dw_weight: Tensor, pw_weight: Tensor, dw_bias: Optional[Tensor] = None,
                                pw_bias: Optional[Tensor] = None, stride: IntOrSeq = 1,
                                padding: Union[IntOrSeq, str] = 0, dilation: IntOrSeq = 1, *,
@@ -121,6 +142,7 @@ def depthwise_separable_conv2d(input: Tensor, dw_weight: Tensor, pw_weight: Tens
     return out
 
 
+@_batched_dims(4)
 def conv_transpose2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrSeq = 1,
                      padding: IntOrSeq = 0, output_padding: IntOrSeq = 0, groups: int = 1,
                      dilation: IntOrSeq = 1) -> Tensor:
@@ -139,6 +161,7 @@ def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *,
     return _ops.linear(input, weight, bias, _activation(activation))
 
 
+@_batched_dims(4)
 def max_pool2d(input: Tensor, kernel_size: IntOrSeq, stride: Optional[IntOrSeq] = None, padding: IntOrSeq = 0,
                dilation: IntOrSeq = 1, ceil_mode: bool = False, return_indices: bool = False):
     """``torch.nn.functional.max_pool2d``; indices (with ``return_indices``) are PyTorch's."""
@@ -150,6 +173,7 @@ def max_pool2d(input: Tensor, kernel_size: IntOrSeq, stride: Optional[IntOrSeq] 
     return (y, idx) if return_indices else y
 
 
+@_batched_dims(4)
 def avg_pool2d(input: Tensor, kernel_size: IntOrSeq, stride: Optional[IntOrSeq] = None, padding: IntOrSeq = 0,
                ceil_mode: bool = False, count_include_pad: bool = True,
                divisor_override: Optional[int] = None) -> Tensor:
@@ -163,19 +187,21 @@ def avg_pool2d(input: Tensor, kernel_size: IntOrSeq, stride: Optional[IntOrSeq] 
 
 def _adaptive_size(input: Tensor, output_size) -> List[int]:
     if input.dim() != 4:
-        raise ValueError(f"adaptive pooling takes an (N, C, H, W) input, got {tuple(input.shape)}")
+        raise ValueError(f"adaptive pooling takes an (N, C, H, W) or (C, H, W) input, got {tuple(input.shape)}")
     size = output_size if isinstance(output_size, (tuple, list)) else (output_size, output_size)
     if len(size) != 2:
         raise ValueError(f"output_size must be an int or a pair, got {output_size!r}")
     return [input.shape[2 + i] if v is None else int(v) for i, v in enumerate(size)]
 
 
+@_batched_dims(4)
 def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
     """``torch.nn.functional.adaptive_avg_pool2d`` (``None`` in ``output_size`` keeps that size)."""
     _check("adaptive_avg_pool2d", input=input)
     return _ops.adaptive_avg_pool2d(input, _adaptive_size(input, output_size))
 
 
+@_batched_dims(4)
 def adaptive_max_pool2d(input: Tensor, output_size, return_indices: bool = False):
     """``torch.nn.functional.adaptive_max_pool2d``."""
     _check("adaptive_max_pool2d", input=input)

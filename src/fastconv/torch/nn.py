@@ -1,0 +1,113 @@
+"""Drop-in ``torch.nn`` modules that run on fastconv's kernels.
+
+Each class subclasses its ``torch.nn`` namesake: same constructor signature, parameters,
+buffers and ``state_dict``, so any torch checkpoint loads into it, and ``isinstance``
+checks against ``torch.nn`` keep working. Only ``forward`` changes: it calls the
+``torch.ops.fastconv`` custom ops (:mod:`fastconv.torch.functional`).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+from torch import Tensor, nn
+
+from . import functional as F
+
+__all__ = ["Conv1d", "Conv2d", "ConvTranspose2d", "BatchNorm1d", "BatchNorm2d", "MaxPool2d", "AvgPool2d",
+           "AdaptiveAvgPool2d", "Linear"]
+
+
+class _ConvForward:
+    """``_conv_forward`` of torch's Conv1d/Conv2d on fastconv's convolution; non-zero padding modes pad first,
+    as torch does."""
+
+    _fastconv_conv = None  # F.conv1d or F.conv2d
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        conv = type(self)._fastconv_conv
+        if self.padding_mode != "zeros":
+            padded = nn.functional.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            return conv(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
+        return conv(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class Conv1d(_ConvForward, nn.Conv1d):
+    """``torch.nn.Conv1d`` on fastconv's kernels."""
+
+    _fastconv_conv = staticmethod(F.conv1d)
+
+
+class Conv2d(_ConvForward, nn.Conv2d):
+    """``torch.nn.Conv2d`` on fastconv's kernels (``algo='auto'``: direct, im2col, pointwise or depthwise
+    per shape)."""
+
+    _fastconv_conv = staticmethod(F.conv2d)
+
+
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """``torch.nn.ConvTranspose2d`` on fastconv's backward-data kernel."""
+
+    def forward(self, input: Tensor, output_size: Optional[List[int]] = None) -> Tensor:
+        if self.padding_mode != "zeros":
+            raise ValueError("Only `zeros` padding mode is supported for ConvTranspose2d")
+        output_padding = self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size, 2,
+                                              self.dilation)
+        return F.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, output_padding,
+                                  self.groups, self.dilation)
+
+
+class _BatchNormForward:
+    """torch's ``_BatchNorm.forward`` (momentum=None's cumulative average, ``track_running_stats``,
+    ``num_batches_tracked``) on fastconv's BatchNorm."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                factor = 1.0 / float(self.num_batches_tracked)
+        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        keep_stats = not self.training or self.track_running_stats
+        return F.batch_norm(input, self.running_mean if keep_stats else None,
+                            self.running_var if keep_stats else None, self.weight, self.bias, use_batch_stats,
+                            factor, self.eps)
+
+
+class BatchNorm1d(_BatchNormForward, nn.BatchNorm1d):
+    """``torch.nn.BatchNorm1d`` on fastconv's BatchNorm."""
+
+
+class BatchNorm2d(_BatchNormForward, nn.BatchNorm2d):
+    """``torch.nn.BatchNorm2d`` on fastconv's BatchNorm."""
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """``torch.nn.MaxPool2d`` on fastconv's pooling kernel."""
+
+    def forward(self, input: Tensor):
+        return F.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+
+class AvgPool2d(nn.AvgPool2d):
+    """``torch.nn.AvgPool2d`` on fastconv's pooling kernel."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad, self.divisor_override)
+
+
+class AdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
+    """``torch.nn.AdaptiveAvgPool2d`` on fastconv's pooling kernel."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.adaptive_avg_pool2d(input, self.output_size)
+
+
+class Linear(nn.Linear):
+    """``torch.nn.Linear`` on fastconv's packed GEMM."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.linear(input, self.weight, self.bias)

@@ -1,0 +1,246 @@
+"""fastconv.torch.nn drop-in modules, convert(model), and moving weights to and from fastconv.models."""
+
+import copy
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch not installed (fastconv.torch needs it)")
+
+from torch import nn  # noqa: E402
+
+import fastconv  # noqa: E402
+import fastconv.torch as ft  # noqa: E402
+from fastconv import models  # noqa: E402
+from fastconv.torch import models as tm  # noqa: E402
+
+# (torch layer factory, input shape): each is compared with its fastconv drop-in.
+LAYERS = {
+    "conv2d": (lambda: nn.Conv2d(3, 4, 3, stride=2, padding=1), (2, 3, 9, 9)),
+    "conv2d-reflect-groups": (lambda: nn.Conv2d(4, 6, (3, 2), padding=(1, 1), groups=2, padding_mode="reflect"),
+                              (2, 4, 7, 7)),
+    "conv2d-same-depthwise": (lambda: nn.Conv2d(4, 8, 3, padding="same", groups=4, bias=False), (2, 4, 6, 6)),
+    "conv2d-unbatched": (lambda: nn.Conv2d(3, 4, 3), (3, 7, 7)),
+    "conv1d": (lambda: nn.Conv1d(3, 5, 4, stride=2, padding=2, dilation=2), (2, 3, 17)),
+    "conv_transpose2d": (lambda: nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2),
+                         (2, 4, 5, 5)),
+    "batchnorm2d": (lambda: nn.BatchNorm2d(3), (4, 3, 5, 5)),
+    "batchnorm2d-cumulative": (lambda: nn.BatchNorm2d(3, momentum=None), (4, 3, 5, 5)),
+    "batchnorm2d-no-stats": (lambda: nn.BatchNorm2d(3, affine=False, track_running_stats=False), (4, 3, 5, 5)),
+    "batchnorm1d": (lambda: nn.BatchNorm1d(5), (6, 5)),
+    "batchnorm1d-3d": (lambda: nn.BatchNorm1d(5), (6, 5, 7)),
+    "maxpool2d": (lambda: nn.MaxPool2d(3, 2, 1, ceil_mode=True), (2, 3, 9, 8)),
+    "avgpool2d": (lambda: nn.AvgPool2d(3, 2, 1, count_include_pad=False), (2, 3, 9, 8)),
+    "adaptiveavgpool2d": (lambda: nn.AdaptiveAvgPool2d((3, None)), (2, 3, 9, 8)),
+    "linear": (lambda: nn.Linear(7, 4), (3, 5, 7)),
+}
+
+
+def _perturb_bn(model, seed=0):
+    """Non-trivial running statistics and affine parameters, so eval mode tests something."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                if m.affine:
+                    m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                    m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+
+
+def _run(model, x, seed=0):
+    """Output, input gradient and parameter gradients of one forward/backward."""
+    x = x.clone().requires_grad_()
+    y = model(x)
+    y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(seed)))
+    return y.detach(), x.grad, {k: p.grad for k, p in model.named_parameters()}
+
+
+def _close(a, b, tol, what):
+    """Within ``tol`` of the reference's largest magnitude: train-mode BatchNorm's backward subtracts
+    means, so float32 gradients of deep models agree to a fraction of their scale, not element-wise."""
+    scale = max(b.abs().max().item(), 1.0)
+    torch.testing.assert_close(a, b, rtol=0, atol=tol * scale, msg=lambda m: f"{what}: {m}")
+
+
+def _assert_same(a, b, tol=1e-4):
+    ya, gxa, gpa = a
+    yb, gxb, gpb = b
+    _close(ya, yb, tol, "output")
+    _close(gxa, gxb, tol, "input gradient")
+    assert gpa.keys() == gpb.keys()
+    for k in gpa:
+        _close(gpa[k], gpb[k], tol, f"gradient of {k}")
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_drop_in_layer_matches_torch(name, mode):
+    make, shape = LAYERS[name]
+    torch.manual_seed(0)
+    ref = make()
+    _perturb_bn(ref)
+    ours = ft.convert(ref)
+    assert type(ours) is ft.SUPPORTED[type(ref)] and isinstance(ours, type(ref))
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    ref.train(mode == "train")
+    ours.train(mode == "train")
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    for step in range(2):  # twice: the running statistics after the first step feed the second
+        _assert_same(_run(ours, x, step), _run(ref, x, step))
+        for (k, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_drop_in_modules_load_torch_checkpoints_and_keep_constructor_signatures():
+    ref = nn.Conv2d(3, 8, 5, stride=2, padding=2, bias=False)
+    ours = ft.nn.Conv2d(3, 8, 5, stride=2, padding=2, bias=False)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+    bn = ft.nn.BatchNorm2d(8, eps=1e-3, momentum=0.2)
+    bn.load_state_dict(nn.BatchNorm2d(8, eps=1e-3, momentum=0.2).state_dict())
+    assert (bn.eps, bn.momentum, bn.num_batches_tracked.item()) == (1e-3, 0.2, 0)
+
+
+def test_conv_transpose2d_output_size():
+    ref = nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1)
+    ours = ft.convert(ref)
+    x = torch.randn(1, 3, 5, 5)
+    torch.testing.assert_close(ours(x, output_size=[10, 10]), ref(x, output_size=[10, 10]), rtol=1e-4, atol=1e-4)
+
+
+def test_maxpool_return_indices_are_torchs():
+    ref = nn.MaxPool2d(2, return_indices=True)
+    y, idx = ft.convert(ref)(torch.arange(32.0).reshape(1, 2, 4, 4).flip(-1))
+    y_ref, idx_ref = ref(torch.arange(32.0).reshape(1, 2, 4, 4).flip(-1))
+    assert torch.equal(y, y_ref) and torch.equal(idx, idx_ref)
+
+
+class _UserBlock(nn.Module):
+    """A user's own layer: convert leaves its forward alone and swaps the supported layers inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.scale = nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, x):
+        return x + self.scale * torch.sigmoid(self.conv(x))
+
+
+class _MyConv(nn.Conv2d):
+    pass
+
+
+def _user_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), _UserBlock(),
+                         _MyConv(4, 4, 1), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 10))
+
+
+def test_convert_reports_what_it_swapped_and_what_it_kept(capsys):
+    model = _user_model()
+    converted = ft.convert(model, verbose=True)
+    report = ft.conversion_report(converted)
+    assert [name for name, _ in report.swapped] == ["0", "1", "3.conv", "5", "7"]
+    kept = {name: why for name, _, why in report.kept}
+    assert kept == {"2": "no fastconv counterpart", "4": "a subclass of a supported layer (its forward may differ)",
+                    "6": "no fastconv counterpart"}
+    assert str(report) in capsys.readouterr().out
+    assert all(type(m).__module__.startswith("torch.nn") or type(m) in (_UserBlock, _MyConv)
+               for m in model.modules()), "inplace=False leaves the original model alone"
+    assert ft.convert(model, inplace=True) is model and type(model[0]) is ft.nn.Conv2d
+
+
+def test_convert_leaves_layers_it_cannot_run():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3).half(), nn.Linear(4, 4))
+    converted = ft.convert(model)
+    assert type(converted[0]) is nn.Conv2d and type(converted[1]) is ft.nn.Linear
+    assert ft.conversion_report(converted).kept == [("0", "Conv2d", "weight has dtype torch.float16")]
+    with pytest.raises(TypeError, match="must be a torch.nn.Module"):
+        ft.convert("not a model")
+
+
+ZOO = {
+    "resnet18-cifar": (lambda: tm.ResNet(tm.BasicBlock, [2, 2, 2, 2], num_classes=10), (4, 3, 64, 64)),
+    "resnet-bottleneck": (lambda: tm.ResNet(tm.Bottleneck, [1, 1, 1, 1], num_classes=10), (4, 3, 64, 64)),
+    "mobilenet_v2": (lambda: tm.MobileNetV2(num_classes=10), (4, 3, 64, 64)),
+    "user-model": (_user_model, (2, 3, 8, 8)),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("name", list(ZOO))
+def test_converted_models_match_torch(name, mode, dtype):
+    """Outputs within 1e-4 in float32; gradients too, compared in float64: in float32 a pre-activation
+    within rounding of 0 can fall on the other side of a ReLU in one library than in the other, and
+    that one element's gradient then spreads through every layer below (seen on resnet18 here)."""
+    make, shape = ZOO[name]
+    torch.manual_seed(0)
+    ref = make()
+    _perturb_bn(ref)
+    for m in ref.modules():  # dropout would draw different masks
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+    ref.to(dtype)
+    ours = ft.convert(ref)
+    assert ft.conversion_report(ours).swapped
+    ref.train(mode == "train")
+    ours.train(mode == "train")
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(2), dtype=dtype)
+    a, b = _run(ours, x), _run(ref, x)
+    if dtype == torch.float32:
+        _close(a[0], b[0], 1e-4, "output")
+    else:
+        _assert_same(a, b, tol=1e-9)
+    for (k, p), q in zip(ours.state_dict().items(), ref.state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5, msg=k)
+
+
+@pytest.mark.parametrize("make", [lambda: models.lenet5(classic=False), lambda: models.resnet18(num_classes=10),
+                                  lambda: models.mobilenet_v2(num_classes=10), lambda: models.mini_alexnet()],
+                         ids=["lenet5-relu", "resnet18", "mobilenet_v2", "mini_alexnet"])
+def test_from_fastconv_and_back(make):
+    fastconv.manual_seed(0)
+    model = make().eval()
+    twin = ft.from_fastconv(model)
+    assert isinstance(twin, nn.Module) and not twin.training
+    shape = (2, 1, 28, 28) if "LeNet" in type(model).__name__ else (2, 3, 32, 32)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    with fastconv.no_grad(), torch.no_grad():
+        np.testing.assert_allclose(twin(torch.from_numpy(x)).numpy(), model(fastconv.Tensor(x)).data,
+                                   rtol=1e-4, atol=1e-4)
+    with torch.no_grad():  # a changed twin, moved back into a fresh fastconv model
+        for p in twin.parameters():
+            p.mul_(0.5)
+    back = ft.to_fastconv(twin)
+    assert type(back) is type(model)
+    for (k, a), b in zip(back.state_dict().items(), twin.state_dict().values()):
+        np.testing.assert_array_equal(np.asarray(a), b.numpy(), err_msg=k)
+
+
+def test_from_fastconv_into_a_given_twin_checks_names():
+    model = models.lenet5()
+    with pytest.raises(RuntimeError, match="Missing key|Unexpected key|size mismatch"):
+        ft.from_fastconv(model, tm.lenet5(num_classes=7))
+    with pytest.raises(TypeError, match="not a model of the fastconv zoo"):
+        ft.to_fastconv(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Linear(2, 2)))
+
+
+def test_converted_model_trains_like_torch():
+    torch.manual_seed(0)
+    ref = tm.ResNet(tm.BasicBlock, [1, 1, 1, 1], num_classes=10).double()  # float64: see above
+    ours = ft.convert(ref)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    target = torch.tensor([1, 2, 3, 4])
+    for m in (ref, ours):
+        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+        for _ in range(3):
+            opt.zero_grad()
+            nn.functional.cross_entropy(m(x), target).backward()
+            opt.step()
+    for (k, a), b in zip(ours.state_dict().items(), copy.deepcopy(ref).state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=k)
