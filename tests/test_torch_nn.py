@@ -144,7 +144,8 @@ def test_convert_reports_what_it_swapped_and_what_it_kept(capsys):
     model = _user_model()
     converted = ft.convert(model, verbose=True)
     report = ft.conversion_report(converted)
-    assert [name for name, _ in report.swapped] == ["0", "1", "3.conv", "5", "7"]
+    assert report.swapped == [("", "Sequential"), ("0", "Conv2d"), ("1", "BatchNorm2d"), ("3.conv", "Conv2d"),
+                              ("5", "MaxPool2d"), ("7", "Linear")]
     kept = {name: why for name, _, why in report.kept}
     assert kept == {"2": "no fastconv counterpart", "4": "a subclass of a supported layer (its forward may differ)",
                     "6": "no fastconv counterpart"}
@@ -244,3 +245,43 @@ def test_converted_model_trains_like_torch():
             opt.step()
     for (k, a), b in zip(ours.state_dict().items(), copy.deepcopy(ref).state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=k)
+
+
+def test_sequential_fuses_conv_bn_activation_in_inference_and_follows_weight_changes():
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),
+                        nn.Conv2d(8, 8, 3, groups=8), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 1), nn.ReLU())
+    _perturb_bn(ref)
+    ours = ft.convert(ref).eval()
+    ref.eval()
+    x = torch.randn(2, 3, 9, 9)
+    calls = []
+    with torch.no_grad(), _count_fastconv_ops(calls):
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+    assert calls == ["conv2d", "conv2d", "conv2d"], "each conv + BN (+ activation) runs as one convolution"
+    with torch.no_grad():  # the folded weights follow in-place changes and loaded state
+        ref[1].running_var.mul_(2.0)
+        ref[0].weight.add_(0.1)
+        ours.load_state_dict(ref.state_dict())
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+        ours[4].running_mean.add_(1.0)
+        ref[4].running_mean.add_(1.0)
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+    copied = copy.deepcopy(ours)
+    with torch.no_grad():
+        copied[1].bias.add_(1.0)
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+    ours.train()  # training runs every child on its own (batch statistics)
+    ref.train()
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+
+
+class _count_fastconv_ops(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self, calls):
+        super().__init__()
+        self.calls = calls
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "fastconv":
+            self.calls.append(func._opname)
+        return func(*args, **(kwargs or {}))

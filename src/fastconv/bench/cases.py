@@ -66,6 +66,7 @@ class Case:
     quick: bool = True
 
     suite = ""
+    needs_torch = False  # runs only where torch is installed and compared against
 
     @property
     def label(self) -> str:
@@ -573,81 +574,109 @@ class ModelCase(Case):
     def bytes_moved(self) -> int:
         return F32 * self.batch * self.in_channels * self.size ** 2
 
-    def prepare(self, torch=None) -> Prepared:
+    def _inputs(self):
+        """The zoo model (seeded initial weights), a batch and its targets."""
         manual_seed(0)
-        kw = dict(num_classes=self.num_classes, in_channels=self.in_channels)
-        model = getattr(models, self.model)(**kw)
+        model = getattr(models, self.model)(num_classes=self.num_classes, in_channels=self.in_channels)
         x = _rng().standard_normal((self.batch, self.in_channels, self.size, self.size), dtype=np.float32)
         target = _rng(1).integers(0, self.num_classes, self.batch)
-        x64 = x.astype(np.float64)
+        return model, x, target
 
+    def _reference(self, model, x, target):
+        """The checked quantity in float64 (fastconv.models in double): the logits, or the loss before the step."""
+        ref = _without_dropout(copy.deepcopy(model).double().train(self.direction == "train"))
+        with no_grad():
+            out = ref(Tensor(x.astype(np.float64)))
+            return [out.data if self.direction == "infer" else np.asarray(nn.CrossEntropyLoss()(out, target).data)]
+
+    def prepare(self, torch=None) -> Prepared:
+        model, x, target = self._inputs()
         initial = copy.deepcopy(model)  # the timed training steps change `model`'s weights
-
-        def ref_model():
-            return _without_dropout(copy.deepcopy(initial).double().train(self.direction == "train"))
-
+        reference = functools.partial(self._reference, initial, x, target)
+        fx = Tensor(x)
         if self.direction == "infer":
-            model.eval()
-            fused = nn.fuse(model)
-            fx = Tensor(x)
+            fused = nn.fuse(model.eval())
 
             def run():
                 with no_grad():
                     return fused(fx)
 
-            def reference():
-                with no_grad():
-                    return [ref_model()(Tensor(x64)).data]
-
             p = Prepared(fastconv=run, reference=reference, algo="fused")
         else:
-            def step(m, opt, inp):
+            def step(m, opt):
                 opt.zero_grad()
-                loss = nn.CrossEntropyLoss()(m(inp), target)
+                loss = nn.CrossEntropyLoss()(m(fx), target)
                 loss.backward()
                 opt.step()
                 return loss
 
             opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-            fx = Tensor(x)
 
             def check():
                 m = _without_dropout(copy.deepcopy(initial))
-                return step(m, optim.SGD(m.parameters(), lr=0.01), fx)  # the loss before the update
+                return step(m, optim.SGD(m.parameters(), lr=0.01))  # the loss before the update
 
-            p = Prepared(fastconv=lambda: step(model, opt, fx), algo="sgd step", check_fastconv=check,
-                         reference=lambda: [np.asarray(nn.CrossEntropyLoss()(ref_model()(Tensor(x64)), target).data)])
+            p = Prepared(fastconv=lambda: step(model, opt), algo="sgd step", check_fastconv=check, reference=reference)
         if torch is not None:
-            from ..torch import models as torch_zoo
+            p.torch, p.check_torch = self._torch_callables(torch, self._twin(torch, initial), x, target)
+        return p
 
-            twin = _TWINS[self.model](torch_zoo, **kw)
-            twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
-            tx, tt = torch.from_numpy(x), torch.from_numpy(target)
-            if self.direction == "infer":
-                twin.eval()
+    def _twin(self, torch, model):
+        """The PyTorch twin (fastconv.torch.models) holding ``model``'s initial weights."""
+        from ..torch import models as torch_zoo
 
-                def run_torch():
-                    with torch.no_grad():
-                        return twin(tx)
+        kw = dict(num_classes=self.num_classes, in_channels=self.in_channels)
+        twin = _TWINS[self.model](torch_zoo, **kw)
+        twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
+        return twin
 
-                p.torch = run_torch
-            else:
-                def tstep(m, opt):
-                    opt.zero_grad()
-                    loss = torch.nn.CrossEntropyLoss()(m(tx), tt)
-                    loss.backward()
-                    opt.step()
-                    return loss
+    def _torch_callables(self, torch, module, x, target):
+        """(timed call, checked call) of a PyTorch module: eval-mode inference under no_grad, or one
+        momentum-SGD step whose check replays the first step from the initial weights."""
+        tx, tt = torch.from_numpy(x), torch.from_numpy(target)
+        if self.direction == "infer":
+            module.eval()
 
-                tinitial = copy.deepcopy(twin)
-                topt = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9)
-                p.torch = lambda: tstep(twin, topt)
+            def run_torch():
+                with torch.no_grad():
+                    return module(tx)
 
-                def check_torch():
-                    m = _without_dropout(copy.deepcopy(tinitial))
-                    return tstep(m, torch.optim.SGD(m.parameters(), lr=0.01))
+            return run_torch, None
 
-                p.check_torch = check_torch
+        def tstep(m, opt):
+            opt.zero_grad()
+            loss = torch.nn.CrossEntropyLoss()(m(tx), tt)
+            loss.backward()
+            opt.step()
+            return loss
+
+        initial = copy.deepcopy(module)
+        opt = torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9)
+
+        def check_torch():
+            m = _without_dropout(copy.deepcopy(initial))
+            return tstep(m, torch.optim.SGD(m.parameters(), lr=0.01))
+
+        return (lambda: tstep(module, opt)), check_torch
+
+
+@dataclass(frozen=True)
+class ConvertedModelCase(ModelCase):
+    """A zoo model's PyTorch twin after ``fastconv.torch.convert`` (the fastconv side) against the same
+    twin unconverted (the torch side): what a PyTorch user gains by converting. Needs torch."""
+
+    needs_torch = True
+
+    def prepare(self, torch=None) -> Prepared:
+        from .. import torch as fastconv_torch
+
+        model, x, target = self._inputs()
+        twin = self._twin(torch, model)
+        converted = fastconv_torch.convert(twin)
+        run, check = self._torch_callables(torch, converted, x, target)
+        p = Prepared(fastconv=run, check_fastconv=check, reference=functools.partial(self._reference, model, x, target),
+                     algo="convert")
+        p.torch, p.check_torch = self._torch_callables(torch, twin, x, target)
         return p
 
 
@@ -661,6 +690,14 @@ MODEL_CASES = (
     ModelCase("resnet18 @224 batch 8", direction="infer", model="resnet18", batch=8, quick=False),
     ModelCase("mobilenet_v2 @224 batch 8", direction="infer", model="mobilenet_v2", batch=8, quick=False),
     ModelCase("resnet50 @224 batch 1", direction="infer", model="resnet50", quick=False),
+    ConvertedModelCase("resnet18 @224 batch 8 converted", direction="train", model="resnet18", batch=8),
+    ConvertedModelCase("mobilenet_v2 @224 batch 8 converted", direction="train", model="mobilenet_v2", batch=8),
+    ConvertedModelCase("resnet18 @224 batch 1 converted", direction="infer", model="resnet18"),
+    ConvertedModelCase("mobilenet_v2 @224 batch 1 converted", direction="infer", model="mobilenet_v2"),
+    ConvertedModelCase("resnet18 @224 batch 8 converted", direction="infer", model="resnet18", batch=8,
+                       quick=False),
+    ConvertedModelCase("mobilenet_v2 @224 batch 8 converted", direction="infer", model="mobilenet_v2", batch=8,
+                       quick=False),
 )
 
 SUITES = {"gemm": GEMM_CASES, "layers": LAYER_CASES, "ops": OPS_CASES, "models": MODEL_CASES}

@@ -108,6 +108,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error(f"no case of suites {', '.join(suites)} matches --cases {args.cases!r}")
 
     torch = import_torch() if args.compare == "torch" else None
+    if torch is None and any(c.needs_torch for c in cases):
+        n = sum(c.needs_torch for c in cases)
+        print(f"skipping {n} cases of fastconv.torch (converted PyTorch models): they need torch and "
+              f"--compare torch", flush=True)
+        cases = [c for c in cases if not c.needs_torch]
     threads = set_threads(args.threads, torch)
     info = machine(torch)
     settings = {"suites": suites, "mode": "full" if args.full else "quick", "budget_s": budget, "threads": threads,

@@ -23,6 +23,7 @@ SUPPORTED: Dict[type, type] = {
     nn.Conv1d: fnn.Conv1d, nn.Conv2d: fnn.Conv2d, nn.ConvTranspose2d: fnn.ConvTranspose2d,
     nn.BatchNorm1d: fnn.BatchNorm1d, nn.BatchNorm2d: fnn.BatchNorm2d, nn.MaxPool2d: fnn.MaxPool2d,
     nn.AvgPool2d: fnn.AvgPool2d, nn.AdaptiveAvgPool2d: fnn.AdaptiveAvgPool2d, nn.Linear: fnn.Linear,
+    nn.Sequential: fnn.Sequential,
 }
 _FASTCONV_TYPES = frozenset(SUPPORTED.values())
 
@@ -63,9 +64,10 @@ def convert(model: nn.Module, inplace: bool = False, *, verbose: bool = False) -
 
     Every module whose type is exactly one of :data:`SUPPORTED` (``nn.Conv1d``,
     ``nn.Conv2d``, ``nn.ConvTranspose2d``, ``nn.BatchNorm1d/2d``, ``nn.MaxPool2d``,
-    ``nn.AvgPool2d``, ``nn.AdaptiveAvgPool2d``, ``nn.Linear``) becomes its
-    :mod:`fastconv.torch.nn` drop-in, keeping its parameters, buffers, hooks and
-    training mode; everything else (activations, additions, a user's own layers, layers
+    ``nn.AvgPool2d``, ``nn.AdaptiveAvgPool2d``, ``nn.Linear``, and ``nn.Sequential``, which
+    then runs each Conv2d → BatchNorm2d (→ ReLU/ReLU6) run of its children as one fused
+    convolution in eval mode) becomes its :mod:`fastconv.torch.nn` drop-in, keeping its
+    parameters, buffers, hooks and training mode; everything else (activations, additions, a user's own layers, layers
     on another device or dtype) runs as before. ``inplace=False`` converts a deep copy.
 
     The conversion is logged on the ``fastconv.torch`` logger and printed when

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import List, Optional
 
+import torch
 from torch import Tensor, nn
 
+from ..ops import fold_batchnorm
 from . import functional as F
 
 __all__ = ["Conv1d", "Conv2d", "ConvTranspose2d", "BatchNorm1d", "BatchNorm2d", "MaxPool2d", "AvgPool2d",
-           "AdaptiveAvgPool2d", "Linear"]
+           "AdaptiveAvgPool2d", "Linear", "Sequential"]
 
 
 class _ConvForward:
@@ -111,3 +113,54 @@ class Linear(nn.Linear):
 
     def forward(self, input: Tensor) -> Tensor:
         return F.linear(input, self.weight, self.bias)
+
+
+_FUSED_ACTIVATIONS = {nn.ReLU: "relu", nn.ReLU6: "relu6"}
+
+
+def _fusable_bn(conv: nn.Module, bn: nn.Module) -> bool:
+    """A fastconv Conv2d followed by a fastconv BatchNorm2d that normalises with its running statistics."""
+    return (type(conv) is Conv2d and type(bn) is BatchNorm2d and conv.padding_mode == "zeros"
+            and not bn.training and bn.running_mean is not None and bn.num_features == conv.out_channels)
+
+
+class Sequential(nn.Sequential):
+    """``torch.nn.Sequential`` that, in inference, runs each Conv2d → BatchNorm2d (→ ReLU/ReLU6) run of
+    its children as one fused convolution (``torch.ops.fastconv.conv2d_bn``: the BatchNorm folded into
+    the weights, the activation into the epilogue).
+
+    The children and the state_dict are unchanged, and the fusion is decided per call: a run fuses
+    only while its BatchNorm is in eval mode (running statistics); in training every child runs on
+    its own. Gradients flow through the fused op too.
+    """
+
+    def forward(self, input):
+        layers = list(self._modules.values())
+        i = 0
+        while i < len(layers):
+            if i + 1 < len(layers) and _fusable_bn(layers[i], layers[i + 1]):
+                act = _FUSED_ACTIVATIONS.get(type(layers[i + 2])) if i + 2 < len(layers) else None
+                input = self._conv_bn(i, layers[i], layers[i + 1], act, input)
+                i += 3 if act is not None else 2
+            else:
+                input = layers[i](input)
+                i += 1
+        return input
+
+    def _conv_bn(self, index: int, conv, bn, act, input):
+        tensors = (conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias)
+        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(
+                t is not None and t.requires_grad for t in (input,) + tensors)):
+            return F.conv2d_bn(input, conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                               bn.eps, conv.stride, conv.padding, conv.dilation, conv.groups, activation=act)
+        # Inference without autograd: fold once and reuse the folded weights while no parameter or
+        # running statistic changes (their storage and version counters are the cache key).
+        cache = self.__dict__.setdefault("_fastconv_folded", {})
+        key = tuple(None if t is None else (t.data_ptr(), t._version, t.dtype) for t in tensors) + (bn.eps,)
+        hit = cache.get(index)
+        if hit is None or hit[0] != key:
+            w, b = fold_batchnorm(*(None if t is None else t.detach().numpy() for t in tensors[:2]),
+                                  *(None if t is None else t.detach().numpy() for t in tensors[2:]), bn.eps)
+            hit = cache[index] = (key, torch.from_numpy(w), torch.from_numpy(b))
+        return F.conv2d(input, hit[1], hit[2], conv.stride, conv.padding, conv.dilation, conv.groups,
+                        activation=act)
