@@ -27,7 +27,9 @@ def _annotate(benchmark, case):
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_fastconv(benchmark, case):
-    p = case.prepare()
+    if case.needs_torch and torch is None:
+        pytest.skip("a fastconv.torch case (converted PyTorch model): torch not installed")
+    p = case.prepare(torch if case.needs_torch else None)
     _annotate(benchmark, case)
     benchmark(p.fastconv)
 

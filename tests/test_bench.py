@@ -67,6 +67,26 @@ def test_each_kind_of_case_runs_and_checks_its_answer(case):
         assert row["ratio_vs_torch"] is None and row["torch_median_s"] is None
 
 
+@pytest.mark.parametrize("direction", ["train", "infer"])
+def test_converted_model_case_runs_fastconv_torch_against_torch(direction):
+    pytest.importorskip("torch", reason="a converted PyTorch model needs torch")
+    case = C.ConvertedModelCase("converted lenet", direction=direction, model="lenet5", batch=4, size=28,
+                                in_channels=1, num_classes=10)
+    assert case.needs_torch
+    row = runner.run_case(case, LIMITS, torch=torch, budget_s=0.0)
+    assert row["correct"] and row["torch_max_abs_err"] <= row["tolerance"], row
+    assert row["algo"] == "convert" and row["ratio_vs_torch"] > 0
+
+
+def test_converted_cases_are_skipped_without_torch(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--suite", "models", "--cases", "converted mobilenet_v2 b1", "--compare", "none",
+                  "--out", str(tmp_path)])
+    assert e.value.code == 2
+    out = capsys.readouterr()
+    assert "skipping 1 cases of fastconv.torch" in out.out and "install torch" in out.err
+
+
 def test_a_wrong_answer_is_flagged():
     case = C.ActivationCase("relu", shape=(2, 3, 4, 5))
 

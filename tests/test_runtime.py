@@ -113,3 +113,12 @@ def test_kernels_release_the_gil():
     finally:
         fastconv.set_num_threads(old)
     assert len(ticks) > 5
+
+
+def test_without_torch_fastconv_imports_and_fastconv_torch_says_how_to_install():
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import fastconv, fastconv.nn, fastconv.models\n"
+            "try:\n    import fastconv.torch\nexcept ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "pip install torch" in out.stdout

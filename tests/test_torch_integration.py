@@ -153,3 +153,4 @@ def test_set_num_threads_validates():
         ft.set_num_threads("2")
     assert ft.get_num_threads() == before
     assert before["fastconv"] == fastconv.get_num_threads() and before["torch"] == torch.get_num_threads()
+

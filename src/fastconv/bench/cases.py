@@ -527,7 +527,7 @@ GEMM_CASES = (
 
 # --------------------------------------------------------------------------- models
 
-# fastconv.models constructor -> PyTorch twin in fastconv.bench.torch_zoo (built with the same arguments).
+# fastconv.models constructor -> PyTorch twin in fastconv.torch.models (built with the same arguments).
 _TWINS = {
     "lenet5": lambda z, **kw: z.lenet5(**kw),
     "resnet18": lambda z, **kw: z.ResNet(z.BasicBlock, [2, 2, 2, 2], **kw),
@@ -668,6 +668,8 @@ class ConvertedModelCase(ModelCase):
     needs_torch = True
 
     def prepare(self, torch=None) -> Prepared:
+        if torch is None:
+            raise ValueError(f"{self.label}: a converted PyTorch model needs torch")
         from .. import torch as fastconv_torch
 
         model, x, target = self._inputs()
@@ -690,13 +692,13 @@ MODEL_CASES = (
     ModelCase("resnet18 @224 batch 8", direction="infer", model="resnet18", batch=8, quick=False),
     ModelCase("mobilenet_v2 @224 batch 8", direction="infer", model="mobilenet_v2", batch=8, quick=False),
     ModelCase("resnet50 @224 batch 1", direction="infer", model="resnet50", quick=False),
-    ConvertedModelCase("resnet18 @224 batch 8 converted", direction="train", model="resnet18", batch=8),
-    ConvertedModelCase("mobilenet_v2 @224 batch 8 converted", direction="train", model="mobilenet_v2", batch=8),
-    ConvertedModelCase("resnet18 @224 batch 1 converted", direction="infer", model="resnet18"),
-    ConvertedModelCase("mobilenet_v2 @224 batch 1 converted", direction="infer", model="mobilenet_v2"),
-    ConvertedModelCase("resnet18 @224 batch 8 converted", direction="infer", model="resnet18", batch=8,
+    ConvertedModelCase("converted resnet18 b8", direction="train", model="resnet18", batch=8),
+    ConvertedModelCase("converted mobilenet_v2 b8", direction="train", model="mobilenet_v2", batch=8),
+    ConvertedModelCase("converted resnet18 b1", direction="infer", model="resnet18"),
+    ConvertedModelCase("converted mobilenet_v2 b1", direction="infer", model="mobilenet_v2"),
+    ConvertedModelCase("converted resnet18 b8", direction="infer", model="resnet18", batch=8,
                        quick=False),
-    ConvertedModelCase("mobilenet_v2 @224 batch 8 converted", direction="infer", model="mobilenet_v2", batch=8,
+    ConvertedModelCase("converted mobilenet_v2 b8", direction="infer", model="mobilenet_v2", batch=8,
                        quick=False),
 )
 

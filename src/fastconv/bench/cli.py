@@ -113,6 +113,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"skipping {n} cases of fastconv.torch (converted PyTorch models): they need torch and "
               f"--compare torch", flush=True)
         cases = [c for c in cases if not c.needs_torch]
+        if not cases:
+            p.error("every selected case runs a converted PyTorch model: install torch and use --compare torch")
     threads = set_threads(args.threads, torch)
     info = machine(torch)
     settings = {"suites": suites, "mode": "full" if args.full else "quick", "budget_s": budget, "threads": threads,
