@@ -58,6 +58,17 @@ def _empty(like: Tensor, shape) -> Tensor:
     return like.new_empty(tuple(shape))
 
 
+def _keep(grads: Sequence[Tensor], mask: Sequence[bool]) -> Tuple[Optional[Tensor], ...]:
+    """The gradients autograd asked for; None for the rest (the backward ops return empty tensors there)."""
+    return tuple(g if m else None for g, m in zip(grads, mask))
+
+
+def _input_weight_bias_mask(ctx) -> List[bool]:
+    """output_mask of an op whose first three inputs are (input, weight, optional bias)."""
+    need = ctx.needs_input_grad
+    return [need[0], need[1], ctx.has_bias and need[2]]
+
+
 def _grads_or_empty(like: Sequence[Tensor], mask: Sequence[bool]) -> Tuple[Tensor, ...]:
     return tuple(_empty(t, t.shape) if m else t.new_empty(0) for t, m in zip(like, mask))
 
@@ -149,28 +160,31 @@ def _conv_backward_fake(grad_output, input, weight, output, stride, padding, dil
     return _grads_or_empty((input, weight), output_mask[:2]) + (gb,)
 
 
-def _conv_setup(ctx, inputs, output):
-    input, weight, bias, *args = inputs
-    ctx.args = args[:5]  # stride, padding, dilation, groups, same
-    ctx.activation = args[5]
+def _save_conv(ctx, input, weight, bias, output, args, activation):
+    """What a convolution's backward needs: ``args`` = (stride, padding, dilation, groups, same)."""
+    ctx.args = args
+    ctx.activation = activation
     ctx.has_bias = bias is not None
-    ctx.save_for_backward(input, weight, output if ctx.activation is not None else None)
+    ctx.save_for_backward(input, weight, output if activation is not None else None)
 
 
-def _make_conv_autograd(backward_op):
-    def backward(ctx, grad):
-        input, weight, output = ctx.saved_tensors
-        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-        gx, gw, gb = backward_op(grad, input, weight, output, *ctx.args, ctx.activation, mask)
-        return (gx if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None) + (None,) * 7
+def _conv_grads(ctx, grad, backward_op):
+    """(grad_input, grad_weight, grad_bias) of a convolution saved by :func:`_save_conv`."""
+    input, weight, output = ctx.saved_tensors
+    mask = _input_weight_bias_mask(ctx)
+    return _keep(backward_op(grad, input, weight, output, *ctx.args, ctx.activation, mask), mask)
 
-    return backward
+
+def _conv_setup(ctx, inputs, output):
+    input, weight, bias, stride, padding, dilation, groups, same, activation, algo = inputs
+    _save_conv(ctx, input, weight, bias, output, (stride, padding, dilation, groups, same), activation)
 
 
 def _register_conv(forward_op, backward_op):
     forward_op.register_fake(_conv_fake)
     backward_op.register_fake(_conv_backward_fake)
-    forward_op.register_autograd(_make_conv_autograd(backward_op), setup_context=_conv_setup)
+    forward_op.register_autograd(lambda ctx, grad: _conv_grads(ctx, grad, backward_op) + (None,) * 7,
+                                 setup_context=_conv_setup)
 
 
 _register_conv(conv2d, conv2d_backward)
@@ -195,14 +209,11 @@ def _(input, weight, bias, stride, padding, dilation, same, activation):
 
 def _depthwise_setup(ctx, inputs, output):
     input, weight, bias, stride, padding, dilation, same, activation = inputs
-    ctx.args = (stride, padding, dilation, input.shape[1], same)
-    ctx.activation = activation
-    ctx.has_bias = bias is not None
-    ctx.save_for_backward(input, weight, output if activation is not None else None)
+    _save_conv(ctx, input, weight, bias, output, (stride, padding, dilation, input.shape[1], same), activation)
 
 
 def _depthwise_backward(ctx, grad):
-    return _make_conv_autograd(conv2d_backward)(ctx, grad)[:3] + (None,) * 5
+    return _conv_grads(ctx, grad, conv2d_backward) + (None,) * 5
 
 
 depthwise_conv2d.register_autograd(_depthwise_backward, setup_context=_depthwise_setup)
@@ -248,9 +259,9 @@ def _separable_backward(ctx, grad, grad_mid):
     dw_mask = [need[0], need[1], ctx.has_bias[0] and need[3]]
     gx, g_dw, g_dwb = conv2d_backward(g_mid, input, dw_weight, mid if ctx.activation is not None else None,
                                       *ctx.dw_args, ctx.activation, dw_mask)
-    keep = lambda t, m: t if m else None  # noqa: E731
-    return (keep(gx, dw_mask[0]), keep(g_dw, dw_mask[1]), keep(g_pw, pw_mask[1]), keep(g_dwb, dw_mask[2]),
-            keep(g_pwb, pw_mask[2])) + (None,) * 5
+    gx, g_dw, g_dwb = _keep((gx, g_dw, g_dwb), dw_mask)
+    g_pw, g_pwb = _keep((g_pw, g_pwb), pw_mask[1:])
+    return (gx, g_dw, g_pw, g_dwb, g_pwb) + (None,) * 5
 
 
 depthwise_separable_conv2d.register_autograd(_separable_backward, setup_context=_separable_setup)
@@ -304,9 +315,8 @@ def _transpose_setup(ctx, inputs, output):
 
 def _transpose_backward(ctx, grad):
     input, weight = ctx.saved_tensors
-    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-    gx, gw, gb = conv_transpose2d_backward(grad, input, weight, *ctx.args, mask)
-    return (gx if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None) + (None,) * 5
+    mask = _input_weight_bias_mask(ctx)
+    return _keep(conv_transpose2d_backward(grad, input, weight, *ctx.args, mask), mask) + (None,) * 5
 
 
 conv_transpose2d.register_autograd(_transpose_backward, setup_context=_transpose_setup)
@@ -350,9 +360,8 @@ def _linear_setup(ctx, inputs, output):
 
 def _linear_backward(ctx, grad):
     input, weight, output = ctx.saved_tensors
-    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-    gx, gw, gb = linear_backward(grad, input, weight, output, ctx.activation, mask)
-    return gx if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None, None
+    mask = _input_weight_bias_mask(ctx)
+    return _keep(linear_backward(grad, input, weight, output, ctx.activation, mask), mask) + (None,)
 
 
 linear.register_autograd(_linear_backward, setup_context=_linear_setup)
@@ -566,8 +575,7 @@ def _bn_backward(ctx, grad, grad_mean, grad_invstd):
     input, weight, mean, invstd = ctx.saved_tensors
     need = ctx.needs_input_grad
     mask = [need[0], ctx.has[0] and need[1], ctx.has[1] and need[2]]
-    gx, gw, gb = batch_norm_backward(grad, input, weight, mean, invstd, ctx.training, mask)
-    return (gx if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None) + (None,) * 4
+    return _keep(batch_norm_backward(grad, input, weight, mean, invstd, ctx.training, mask), mask) + (None,) * 4
 
 
 batch_norm.register_autograd(_bn_backward, setup_context=_bn_setup)
@@ -663,7 +671,7 @@ def _conv_bn_backward(ctx, grad):
     mask = [need[0], need[1], ctx.has[0] and need[2], ctx.has[1] and need[5], ctx.has[2] and need[6]]
     grads = conv2d_bn_backward(grad, input, weight, bias, rm, rv, bn_weight, bn_bias, ctx.eps, output, *ctx.args,
                                ctx.activation, mask)
-    gx, gw, gb, g_gamma, g_beta = (t if m else None for t, m in zip(grads, mask))
+    gx, gw, gb, g_gamma, g_beta = _keep(grads, mask)
     return (gx, gw, gb, None, None, g_gamma, g_beta) + (None,) * 7
 
 

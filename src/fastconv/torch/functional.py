@@ -70,6 +70,13 @@ def _ints(value: IntOrSeq, nd: int, name: str) -> List[int]:
     return [int(value)] * nd
 
 
+def _pool_stride(stride, kernel: List[int]) -> List[int]:
+    """PyTorch's pooling stride: the kernel size when None (or empty), else an int or a pair."""
+    if stride is None or (isinstance(stride, (list, tuple)) and not stride):
+        return kernel
+    return _ints(stride, 2, "stride")
+
+
 def _activation(activation):
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation must be None, 'relu' or 'relu6', got {activation!r}")
@@ -167,7 +174,7 @@ def max_pool2d(input: Tensor, kernel_size: IntOrSeq, stride: Optional[IntOrSeq] 
     """``torch.nn.functional.max_pool2d``; indices (with ``return_indices``) are PyTorch's."""
     _check("max_pool2d", input=input)
     k = _ints(kernel_size, 2, "kernel_size")
-    s = k if stride is None or (isinstance(stride, (list, tuple)) and not stride) else _ints(stride, 2, "stride")
+    s = _pool_stride(stride, k)
     y, idx = _ops.max_pool2d(input, k, s, _ints(padding, 2, "padding"),
                                            _ints(dilation, 2, "dilation"), bool(ceil_mode))
     return (y, idx) if return_indices else y
@@ -180,7 +187,7 @@ def avg_pool2d(input: Tensor, kernel_size: IntOrSeq, stride: Optional[IntOrSeq] 
     """``torch.nn.functional.avg_pool2d``."""
     _check("avg_pool2d", input=input)
     k = _ints(kernel_size, 2, "kernel_size")
-    s = k if stride is None or (isinstance(stride, (list, tuple)) and not stride) else _ints(stride, 2, "stride")
+    s = _pool_stride(stride, k)
     return _ops.avg_pool2d(input, k, s, _ints(padding, 2, "padding"), bool(ceil_mode),
                                          bool(count_include_pad), divisor_override)
 

@@ -13,8 +13,8 @@ from typing import List, Optional
 import torch
 from torch import Tensor, nn
 
-from ..ops import fold_batchnorm
 from . import functional as F
+from ._ops import _folded
 
 __all__ = ["Conv1d", "Conv2d", "ConvTranspose2d", "BatchNorm1d", "BatchNorm2d", "MaxPool2d", "AvgPool2d",
            "AdaptiveAvgPool2d", "Linear", "Sequential"]
@@ -159,8 +159,7 @@ class Sequential(nn.Sequential):
         key = tuple(None if t is None else (t.data_ptr(), t._version, t.dtype) for t in tensors) + (bn.eps,)
         hit = cache.get(index)
         if hit is None or hit[0] != key:
-            w, b = fold_batchnorm(*(None if t is None else t.detach().numpy() for t in tensors[:2]),
-                                  *(None if t is None else t.detach().numpy() for t in tensors[2:]), bn.eps)
+            w, b = _folded(*tensors, bn.eps)
             hit = cache[index] = (key, torch.from_numpy(w), torch.from_numpy(b))
         return F.conv2d(input, hit[1], hit[2], conv.stride, conv.padding, conv.dilation, conv.groups,
                         activation=act)
