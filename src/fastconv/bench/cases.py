@@ -527,15 +527,6 @@ GEMM_CASES = (
 
 # --------------------------------------------------------------------------- models
 
-# fastconv.models constructor -> PyTorch twin in fastconv.torch.models (built with the same arguments).
-_TWINS = {
-    "lenet5": lambda z, **kw: z.lenet5(**kw),
-    "resnet18": lambda z, **kw: z.ResNet(z.BasicBlock, [2, 2, 2, 2], **kw),
-    "resnet50": lambda z, **kw: z.ResNet(z.Bottleneck, [3, 4, 6, 3], **kw),
-    "mobilenet_v2": lambda z, **kw: z.MobileNetV2(**kw),
-}
-
-
 @functools.lru_cache(maxsize=None)
 def _model_macs(model: str, in_channels: int, num_classes: int, size: int) -> int:
     """Multiply-accumulates of one image through a zoo model (fastconv.summary's total)."""
@@ -618,17 +609,10 @@ class ModelCase(Case):
 
             p = Prepared(fastconv=lambda: step(model, opt), algo="sgd step", check_fastconv=check, reference=reference)
         if torch is not None:
-            p.torch, p.check_torch = self._torch_callables(torch, self._twin(torch, initial), x, target)
+            from ..torch import from_fastconv  # the PyTorch twin holding the same weights
+
+            p.torch, p.check_torch = self._torch_callables(torch, from_fastconv(initial), x, target)
         return p
-
-    def _twin(self, torch, model):
-        """The PyTorch twin (fastconv.torch.models) holding ``model``'s initial weights."""
-        from ..torch import models as torch_zoo
-
-        kw = dict(num_classes=self.num_classes, in_channels=self.in_channels)
-        twin = _TWINS[self.model](torch_zoo, **kw)
-        twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
-        return twin
 
     def _torch_callables(self, torch, module, x, target):
         """(timed call, checked call) of a PyTorch module: eval-mode inference under no_grad, or one
@@ -670,11 +654,11 @@ class ConvertedModelCase(ModelCase):
     def prepare(self, torch=None) -> Prepared:
         if torch is None:
             raise ValueError(f"{self.label}: a converted PyTorch model needs torch")
-        from .. import torch as fastconv_torch
+        from ..torch import convert, from_fastconv
 
         model, x, target = self._inputs()
-        twin = self._twin(torch, model)
-        converted = fastconv_torch.convert(twin)
+        twin = from_fastconv(model)
+        converted = convert(twin)
         run, check = self._torch_callables(torch, converted, x, target)
         p = Prepared(fastconv=run, check_fastconv=check, reference=functools.partial(self._reference, model, x, target),
                      algo="convert")
