@@ -1,3 +1,4 @@
+import ctypes.util
 import os
 import tempfile
 
@@ -6,6 +7,11 @@ import pytest
 
 # A user's tuning cache must not steer the tests: they get an empty cache directory of their own.
 os.environ["FASTCONV_CACHE_DIR"] = tempfile.mkdtemp(prefix="fastconv-test-cache-")
+
+# Without a CUDA driver, fastconv.cuda's kernels are tested on Numba's CUDA simulator (set before numba
+# is first imported); on a machine with a GPU they run on the GPU.
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and ctypes.util.find_library("cuda") is None:
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 
 import fastconv  # noqa: E402
 
@@ -36,4 +42,6 @@ def rng():
 def pytest_report_header(config):
     info = fastconv.cpu_info()
     return (f"fastconv: cpu={info['cpu']!r} detected={info['detected_isa']} in-use={info['isa']} "
-            f"paths tested={ISAS} threads={info['threads']} FASTCONV_ISA={os.environ.get('FASTCONV_ISA', '')!r}")
+            f"paths tested={ISAS} threads={info['threads']} FASTCONV_ISA={os.environ.get('FASTCONV_ISA', '')!r}\n"
+            f"fastconv.cuda: {fastconv.cuda.why_unavailable() or 'available'}"
+            f"{' (Numba CUDA simulator)' if fastconv.cuda.is_simulator() else ''}")

@@ -1,9 +1,12 @@
-"""fastconv's numpy API: validated ops, forward and backward, on the CPU kernels.
+"""fastconv's array API: validated ops, forward and backward, on the CPU or GPU kernels.
 
 Every function takes and returns numpy arrays (float32, the fast path, or float64)
 and follows ``torch.nn.functional``'s names and argument conventions. Each
 differentiable op ``f`` has an ``f_backward`` that returns the gradients of its
-inputs given the gradient of its output.
+inputs given the gradient of its output. Given GPU arrays (Numba device arrays, CuPy
+arrays, torch CUDA tensors) the same ops run on fastconv.cuda's kernels and return
+arrays of the caller's kind on the same device; 3-D convolution and pooling are
+CPU-only.
 """
 
 from .activation import (
@@ -136,3 +139,11 @@ __all__ = [
     "linear_backward",
     "matmul",
 ]
+
+# Every op runs on the GPU kernels when given GPU arrays (see ._device).
+from ._device import dispatch as _dispatch  # noqa: E402
+
+for _name in __all__:
+    if callable(globals()[_name]):
+        globals()[_name] = _dispatch(globals()[_name])
+del _name

@@ -11,6 +11,8 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 
+from . import _device
+
 # Element counts above this cannot be allocated on any real machine; refusing them
 # early also keeps every size computed in the C++ core far from int64 overflow.
 MAX_ELEMENTS = 1 << 48
@@ -44,8 +46,8 @@ def require_float(x, name: str, dtype=None) -> None:
 
     Other dtypes raise rather than being converted behind the caller's back.
     """
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
+    if not isinstance(x, np.ndarray) and not _device.is_gpu(x):
+        raise TypeError(f"{name} must be a numpy.ndarray (or a GPU array), got {type(x).__name__}")
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, got {x.dtype} (convert with .astype(np.float32))")
     if dtype is not None and x.dtype != dtype:
@@ -53,11 +55,11 @@ def require_float(x, name: str, dtype=None) -> None:
 
 
 def float_array(x, name: str, ndim: Optional[int] = None, dtype=None) -> np.ndarray:
-    """A C-contiguous float32/float64 ndarray view of x (copied once only if not contiguous)."""
+    """A C-contiguous float32/float64 view of x (copied once only if not contiguous), on x's device."""
     require_float(x, name, dtype)
     if ndim is not None and x.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {x.shape}")
-    return np.ascontiguousarray(x)
+    return _device.contiguous(x)
 
 
 def tuple_arg(value, name: str, nd: int, *, minimum: int) -> Tuple[int, ...]:
@@ -90,15 +92,17 @@ def check_numel(shape, name: str) -> None:
         raise ValueError(f"{name} would have {n} elements, more than fastconv can address ({MAX_ELEMENTS})")
 
 
-def output_array(out, shape, dtype=np.float32, name: str = "out") -> np.ndarray:
-    """A fresh array of `shape` and `dtype`, or the caller's `out` after checking it."""
+def output_array(out, shape, dtype=np.float32, name: str = "out", *, like=None) -> np.ndarray:
+    """A fresh array of `shape` and `dtype` on ``like``'s device, or the caller's `out` after checking it."""
     shape = tuple(int(s) for s in shape)
     check_numel(shape, "the output")
     if out is None:
-        return np.empty(shape, dtype=dtype)
+        return _device.empty(shape, dtype, like)
     require_float(out, name, dtype)
+    if _device.is_gpu(out) != _device.is_gpu(like):
+        raise ValueError(f"{name} must be on the same device as the input")
     if out.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {out.shape}")
-    if not out.flags.c_contiguous or not out.flags.writeable:
+    if not _device.is_writable_contiguous(out):
         raise ValueError(f"{name} must be C-contiguous and writeable")
     return out

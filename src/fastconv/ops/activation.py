@@ -6,7 +6,8 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
-from .._runtime import backend
+from . import _device
+from ._device import kernels
 from ._validate import as_int, float_array
 
 _KINDS = {"relu": 0, "relu6": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4, "gelu": 5, "gelu_tanh": 6}
@@ -16,9 +17,9 @@ _SAVES_OUTPUT = ("sigmoid", "tanh")
 
 def _act(kind: str, input, alpha: float = 0.0) -> np.ndarray:
     x = float_array(input, "input")
-    y = np.empty_like(x)
+    y = _device.empty(x.shape, x.dtype, x)
     if x.size:
-        backend().activation(_KINDS[kind], x, y, float(alpha))
+        kernels(x).activation(_KINDS[kind], x, y, float(alpha))
     return y
 
 
@@ -27,9 +28,9 @@ def _act_backward(kind: str, grad_output, saved, alpha: float = 0.0) -> np.ndarr
     g = float_array(grad_output, "grad_output", s.ndim, s.dtype)
     if g.shape != s.shape:
         raise ValueError(f"grad_output must have shape {s.shape}, got {g.shape}")
-    gx = np.empty_like(s)
+    gx = _device.empty(s.shape, s.dtype, s)
     if s.size:
-        backend().activation_backward(_KINDS[kind], s, g, gx, float(alpha))
+        kernels(s).activation_backward(_KINDS[kind], s, g, gx, float(alpha))
     return gx
 
 
@@ -110,9 +111,9 @@ def _axis_layout(shape, dim) -> Tuple[int, int, int, int]:
 def _softmax(input, dim, log):
     x = float_array(input, "input")
     _, outer, size, inner = _axis_layout(x.shape, dim)
-    y = np.empty_like(x)
+    y = _device.empty(x.shape, x.dtype, x)
     if x.size:
-        backend().softmax(x, y, outer, size, inner, log)
+        kernels(x).softmax(x, y, outer, size, inner, log)
     return y
 
 
@@ -122,9 +123,9 @@ def _softmax_backward(grad_output, output, dim, log):
     if g.shape != y.shape:
         raise ValueError(f"grad_output must have shape {y.shape}, got {g.shape}")
     _, outer, size, inner = _axis_layout(y.shape, dim)
-    gx = np.empty_like(y)
+    gx = _device.empty(y.shape, y.dtype, y)
     if y.size:
-        backend().softmax_backward(y, g, gx, outer, size, inner, log)
+        kernels(y).softmax_backward(y, g, gx, outer, size, inner, log)
     return gx
 
 
@@ -164,25 +165,26 @@ def dropout(input, p: float = 0.5, training: bool = True, *, seed: int = 0):
     if not 0 <= seed < 2**64:
         raise ValueError(f"seed must be in [0, 2**64), got {seed}")
     if not training:
-        return x.copy(), np.ones(x.shape, np.uint8)
-    y = np.empty_like(x)
-    mask = np.empty(x.shape, np.uint8)
+        return _device.copy(x), _device.full(x.shape, np.uint8, 1, x)
+    y = _device.empty(x.shape, x.dtype, x)
+    mask = _device.empty(x.shape, np.uint8, x)
     if x.size:
-        backend().dropout(x, y, mask, p, seed)
+        kernels(x).dropout(x, y, mask, p, seed)
     return y, mask
 
 
 def dropout_backward(grad_output, mask, p: float) -> np.ndarray:
     """grad_output * mask / (1 - p)."""
     g = float_array(grad_output, "grad_output")
-    if not isinstance(mask, np.ndarray) or mask.dtype != np.uint8 or mask.shape != g.shape:
+    if (not isinstance(mask, np.ndarray) and not _device.is_gpu(mask)) or mask.dtype != np.uint8 \
+            or mask.shape != g.shape or _device.is_gpu(mask) != _device.is_gpu(g):
         raise TypeError(f"mask must be the uint8 array of shape {g.shape} that dropout returned")
     p = float(p)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"p must be between 0 and 1, got {p}")
-    gx = np.empty_like(g)
+    gx = _device.empty(g.shape, g.dtype, g)
     if g.size:
-        backend().dropout_backward(g, np.ascontiguousarray(mask), gx, 1.0 / (1.0 - p) if p < 1 else 0.0)
+        kernels(g).dropout_backward(g, _device.contiguous(mask), gx, 1.0 / (1.0 - p) if p < 1 else 0.0)
     return gx
 
 
@@ -192,9 +194,9 @@ def add(input, other) -> np.ndarray:
     b = float_array(other, "other", a.ndim, a.dtype)
     if a.shape != b.shape:
         raise ValueError(f"add needs equal shapes, got {a.shape} and {b.shape}")
-    y = np.empty_like(a)
+    y = _device.empty(a.shape, a.dtype, a)
     if a.size:
-        backend().add(a, b, y)
+        kernels(a).add(a, b, y)
     return y
 
 
@@ -210,11 +212,15 @@ def flatten(input, start_dim: int = 1, end_dim: int = -1) -> np.ndarray:
     s, e = as_int(start_dim, "start_dim") % nd, as_int(end_dim, "end_dim") % nd
     if s > e:
         raise ValueError(f"flatten: start_dim ({start_dim}) must not come after end_dim ({end_dim})")
-    return x.reshape(x.shape[:s] + (-1,) + x.shape[e + 1:]) if x.ndim else x.reshape(1)
+    if not x.ndim:
+        return x.reshape(1)
+    merged = int(np.prod(x.shape[s:e + 1], dtype=np.int64))
+    return x.reshape(x.shape[:s] + (merged,) + x.shape[e + 1:])
 
 
 def flatten_backward(grad_output, input_shape) -> np.ndarray:
-    return np.asarray(grad_output).reshape(tuple(input_shape))
+    g = grad_output if _device.is_gpu(grad_output) else np.asarray(grad_output)
+    return _device.contiguous(g).reshape(tuple(input_shape))
 
 
 def cat(tensors: Sequence[np.ndarray], dim: int = 1) -> np.ndarray:
@@ -223,12 +229,16 @@ def cat(tensors: Sequence[np.ndarray], dim: int = 1) -> np.ndarray:
     if not arrays:
         raise ValueError("cat needs at least one array")
     first = float_array(arrays[0], "tensors[0]")
-    for i, a in enumerate(arrays[1:], 1):
-        float_array(a, f"tensors[{i}]", first.ndim, first.dtype)
+    rest = [float_array(a, f"tensors[{i}]", first.ndim, first.dtype) for i, a in enumerate(arrays[1:], 1)]
+    if _device.is_gpu(first):
+        return kernels(first).cat([first] + rest, as_int(dim, "dim"))
     return np.concatenate(arrays, axis=as_int(dim, "dim"))
 
 
 def cat_backward(grad_output, sizes: Sequence[int], dim: int = 1) -> List[np.ndarray]:
     """Split grad_output along ``dim`` into pieces of the given sizes (the inputs' sizes along ``dim``)."""
-    bounds = np.cumsum([as_int(s, "sizes") for s in sizes])[:-1]
+    sizes = [as_int(s, "sizes") for s in sizes]
+    if _device.is_gpu(grad_output):
+        return kernels(grad_output).split(grad_output, sizes, as_int(dim, "dim"))
+    bounds = np.cumsum(sizes)[:-1]
     return [np.ascontiguousarray(p) for p in np.split(np.asarray(grad_output), bounds, axis=as_int(dim, "dim"))]

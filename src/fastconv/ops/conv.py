@@ -14,7 +14,8 @@ import numpy as np
 
 from .. import _core
 from . import _tune_cache
-from .._runtime import backend
+from . import _device
+from ._device import kernels
 from ._validate import (
     activation_code,
     as_int,
@@ -178,8 +179,22 @@ def _choose_algo(conv: _Conv) -> str:
     """The algorithm ``algo='auto'`` runs: the tuned winner for this shape, thread count
     and ISA when ``fastconv.tune`` has cached one (and it can run the shape), otherwise
     :func:`_heuristic_algo`."""
+    if _device.is_gpu(conv.x):
+        return _gpu_heuristic_algo(conv)
     tuned = _tune_cache.lookup(conv)
     return tuned if tuned is not None else _heuristic_algo(conv)
+
+
+def _gpu_heuristic_algo(conv: _Conv) -> str:
+    """``algo='auto'`` on the GPU: depthwise and pointwise as on the CPU; otherwise im2col + the
+    tiled GEMM when the reduction (C_in/groups x KH x KW) and C_out are large enough to fill its
+    tiles, the direct kernel for small ones. 3-D convolutions have no GPU kernel."""
+    if conv.is_depthwise():
+        return "depthwise"
+    if conv.is_pointwise():
+        return "pointwise"
+    reduction = (conv.c_in // conv.groups) * int(np.prod(conv.kernel))
+    return "im2col" if reduction >= 64 and conv.c_out // conv.groups >= 32 else "direct"
 
 
 def _heuristic_algo(conv: _Conv) -> str:
@@ -210,7 +225,7 @@ def conv_algorithm(input, weight, stride: IntOrTuple = 1, padding: Padding = 0, 
     :func:`fastconv.tune` cached for this shape, thread count and ISA, or else the
     shape heuristic. Only the arrays' shapes and dtype matter.
     """
-    x = np.asarray(input)
+    x = input if _device.is_gpu_like(input) else np.asarray(input)
     nd = x.ndim - 2
     if nd not in (1, 2, 3):
         raise ValueError(f"input must be (N, C, *spatial) with 1 to 3 spatial axes, got shape {x.shape}")
@@ -221,11 +236,11 @@ def _forward(conv: _Conv, bias, activation, algo, out) -> np.ndarray:
     b = conv.bias(bias)
     act = activation_code(activation)
     algo = conv.choose_algo(algo)
-    y = output_array(out, conv.out_shape, conv.dtype)
+    y = output_array(out, conv.out_shape, conv.dtype, like=conv.x)
     if y.size == 0:
         return y
     s, p, d = conv.triples()
-    backend().conv_forward(conv.x, conv.w, b, y, s, p, d, conv.groups, act, _core.ALGORITHMS[algo])
+    kernels(y).conv_forward(conv.x, conv.w, b, y, s, p, d, conv.groups, act, _core.ALGORITHMS[algo])
     return y
 
 
@@ -238,17 +253,17 @@ def _needs(needs) -> Needs:
 def _backward(conv: _Conv, grad_output, needs) -> Tuple[Optional[np.ndarray], ...]:
     need_x, need_w, need_b = _needs(needs)
     g = conv.check_grad_output(grad_output)
-    gx = np.empty(conv.x.shape, conv.dtype) if need_x else None
-    gw = np.empty(conv.w.shape, conv.dtype) if need_w else None
-    gb = np.empty(conv.c_out, conv.dtype) if need_b else None
+    gx = _device.empty(conv.x.shape, conv.dtype, g) if need_x else None
+    gw = _device.empty(conv.w.shape, conv.dtype, g) if need_w else None
+    gb = _device.empty((conv.c_out,), conv.dtype, g) if need_b else None
     if g.size == 0 or conv.x.size == 0:
         for a in (gx, gw, gb):
             if a is not None:
-                a.fill(0)
+                _device.fill_zero(a)
         return gx, gw, gb
     algo = "depthwise" if conv.is_depthwise() else "im2col"
     s, p, d = conv.triples()
-    backend().conv_backward(g, conv.x, conv.w, gx, gw, gb, s, p, d, conv.groups, _core.ALGORITHMS[algo])
+    kernels(g).conv_backward(g, conv.x, conv.w, gx, gw, gb, s, p, d, conv.groups, _core.ALGORITHMS[algo])
     return gx, gw, gb
 
 
@@ -436,14 +451,17 @@ def conv_transpose2d(input, weight, bias=None, stride: IntOrTuple = 1, padding: 
         b = float_array(bias, "bias", 1, t.x.dtype)
         if b.shape != (t.out_shape[1],):
             raise ValueError(f"bias must have {t.out_shape[1]} elements, got {b.shape[0]}")
-    y = np.empty(t.out_shape, t.x.dtype)
+    y = _device.empty(t.out_shape, t.x.dtype, t.x)
     if t.x.size == 0 or y.size == 0:
-        y.fill(0)
+        _device.fill_zero(y)
     else:
         s, p, d = t.triples()
-        backend().conv_backward(t.x, None, t.w, y, None, None, s, p, d, t.groups, _core.ALGORITHMS["im2col"])
+        kernels(y).conv_backward(t.x, None, t.w, y, None, None, s, p, d, t.groups, _core.ALGORITHMS["im2col"])
     if b is not None:
-        y += b[None, :, None, None]
+        if _device.is_gpu(y):
+            kernels(y).add_channel_bias(y, b)
+        else:
+            y += b[None, :, None, None]
     return y
 
 
@@ -465,14 +483,18 @@ def conv_transpose2d_backward(grad_output, input, weight, stride: IntOrTuple = 1
         # The output_padding rows/columns lie outside every window, so the shapes match.
         gx = conv2d(g, t.w, None, t.stride, t.padding, t.dilation, t.groups)
     if need_w:
-        gw = np.empty(t.w.shape, t.x.dtype)
+        gw = _device.empty(t.w.shape, t.x.dtype, g)
         if g.size == 0 or t.x.size == 0:
-            gw.fill(0)
+            _device.fill_zero(gw)
         else:
             s, p, d = t.triples()
-            backend().conv_backward(t.x, g, t.w, None, gw, None, s, p, d, t.groups, _core.ALGORITHMS["im2col"])
+            kernels(g).conv_backward(t.x, g, t.w, None, gw, None, s, p, d, t.groups, _core.ALGORITHMS["im2col"])
     if need_b:
-        gb = g.sum(axis=(0, 2, 3))
+        if _device.is_gpu(g):
+            gb = _device.empty((g.shape[1],), g.dtype, g)
+            kernels(g).channel_sum(g, gb)
+        else:
+            gb = g.sum(axis=(0, 2, 3))
     return gx, gw, gb
 
 

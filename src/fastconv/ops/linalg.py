@@ -6,7 +6,8 @@ from typing import Optional
 
 import numpy as np
 
-from .._runtime import backend
+from . import _device
+from ._device import kernels
 from ._validate import activation_code, output_array, require_float
 
 _BIAS_NONE, _BIAS_PER_COL = 0, 2
@@ -17,9 +18,19 @@ def _matrix(x, name: str, dtype=None) -> np.ndarray:
     require_float(x, name, dtype)
     if x.ndim != 2:
         raise ValueError(f"{name} must be 2-D, got shape {x.shape}")
+    if _device.is_gpu(x):
+        # The GPU GEMM reads row-major operands and their transposes in place.
+        return x if x.is_c_contiguous() or x.is_f_contiguous() else _device.contiguous(x)
     if any(s % x.itemsize for s in x.strides):
         x = np.ascontiguousarray(x)
     return x
+
+
+def _rows(x, features: int):
+    """x (..., features) as a 2-D (rows, features) matrix (a view where the layout allows)."""
+    if _device.is_gpu(x):
+        x = _device.contiguous(x)
+    return x.reshape(x.size // features if features else int(np.prod(x.shape[:-1])), features)
 
 
 def matmul(a: np.ndarray, b: np.ndarray, *, out: Optional[np.ndarray] = None) -> np.ndarray:
@@ -28,8 +39,8 @@ def matmul(a: np.ndarray, b: np.ndarray, *, out: Optional[np.ndarray] = None) ->
     b = _matrix(b, "b", a.dtype)
     if a.shape[1] != b.shape[0]:
         raise ValueError(f"matmul: a has {a.shape[1]} columns but b has {b.shape[0]} rows ({a.shape} @ {b.shape})")
-    y = output_array(out, (a.shape[0], b.shape[1]), a.dtype)
-    backend().gemm(a, b, y, None, _BIAS_NONE, 0)
+    y = output_array(out, (a.shape[0], b.shape[1]), a.dtype, like=a)
+    kernels(a).gemm(a, b, y, None, _BIAS_NONE, 0)
     return y
 
 
@@ -53,19 +64,20 @@ def linear(
     if input.ndim < 1:
         raise ValueError("input must have at least 1 dimension")
     w = _matrix(weight, "weight", input.dtype)
-    if input.shape[-1] != w.shape[1]:
-        raise ValueError(f"input has {input.shape[-1]} features but weight expects {w.shape[1]}")
+    features = tuple(input.shape)[-1]
+    if features != w.shape[1]:
+        raise ValueError(f"input has {features} features but weight expects {w.shape[1]}")
     act = activation_code(activation)
-    x2 = _matrix(input.reshape(-1, input.shape[-1]), "input")
+    x2 = _matrix(_rows(input, features), "input")
     mode = _BIAS_NONE
     if bias is not None:
         require_float(bias, "bias", input.dtype)
         if bias.shape != (w.shape[0],):
             raise ValueError(f"bias must have shape ({w.shape[0]},), got {bias.shape}")
-        bias = np.ascontiguousarray(bias)
+        bias = _device.contiguous(bias)
         mode = _BIAS_PER_COL
-    y = output_array(out, input.shape[:-1] + (w.shape[0],), input.dtype)
-    backend().gemm(x2, w.T, y.reshape(-1, w.shape[0]), bias, mode, act)
+    y = output_array(out, input.shape[:-1] + (w.shape[0],), input.dtype, like=x2)
+    kernels(x2).gemm(x2, w.T, _rows(y, w.shape[0]), bias, mode, act)
     return y
 
 
@@ -79,19 +91,23 @@ def linear_backward(grad_output: np.ndarray, input: np.ndarray, weight: np.ndarr
     require_float(input, "input")
     w = _matrix(weight, "weight", input.dtype)
     require_float(grad_output, "grad_output", input.dtype)
-    if input.ndim < 1 or input.shape[-1] != w.shape[1]:
+    if input.ndim < 1 or tuple(input.shape)[-1] != w.shape[1]:
         raise ValueError(f"input has shape {input.shape} but weight expects {w.shape[1]} features")
     if grad_output.shape != input.shape[:-1] + (w.shape[0],):
         raise ValueError(f"grad_output must have shape {input.shape[:-1] + (w.shape[0],)}, got {grad_output.shape}")
     if not (isinstance(needs, (tuple, list)) and len(needs) == 3):
         raise TypeError(f"needs must be a tuple of three bools, got {needs!r}")
-    g2 = _matrix(grad_output.reshape(-1, w.shape[0]), "grad_output")
-    x2 = _matrix(input.reshape(-1, w.shape[1]), "input")
+    g2 = _matrix(_rows(grad_output, w.shape[0]), "grad_output")
+    x2 = _matrix(_rows(input, w.shape[1]), "input")
     gx = gw = gb = None
     if needs[0]:
         gx = matmul(g2, w).reshape(input.shape)
     if needs[1]:
         gw = matmul(g2.T, x2)
     if needs[2]:
-        gb = g2.sum(axis=0)
+        if _device.is_gpu(g2):
+            gb = _device.empty((w.shape[0],), g2.dtype, g2)
+            kernels(g2).channel_sum(_device.contiguous(g2), gb)
+        else:
+            gb = g2.sum(axis=0)
     return gx, gw, gb

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._runtime import backend
+from . import _device
+from ._device import kernels
 from ._validate import as_int, float_array
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -20,12 +21,20 @@ def _ce_layout(input, target):
     z = float_array(input, "input")
     if z.ndim < 2:
         raise ValueError(f"input must be (N, C) or (N, C, d1, ...), got shape {z.shape}")
-    if not isinstance(target, np.ndarray) or target.dtype.kind not in "iu":
+    on_gpu = _device.is_gpu(z)
+    if (not isinstance(target, np.ndarray) and not _device.is_gpu(target)) or target.dtype.kind not in "iu":
         raise TypeError("target must be an integer numpy.ndarray of class indices")
+    if _device.is_gpu(target) != on_gpu:
+        raise TypeError("target must be on the same device as input")
     want = (z.shape[0],) + z.shape[2:]
     if target.shape != want:
         raise ValueError(f"target must have shape {want} for input {z.shape}, got {target.shape}")
-    t = np.ascontiguousarray(target, np.int64)
+    if on_gpu:
+        if target.dtype != np.int64:
+            raise TypeError(f"a GPU target must have dtype int64, got {target.dtype}")
+        t = _device.contiguous(target)
+    else:
+        t = np.ascontiguousarray(target, np.int64)
     n, c = z.shape[:2]
     inner = int(np.prod(z.shape[2:], dtype=np.int64))
     return z, t, n, c, inner
@@ -50,11 +59,15 @@ def cross_entropy(input, target, reduction: str = "mean", ignore_index: int = -1
     z, t, n, c, inner = _ce_layout(input, target)
     ls = _smoothing(label_smoothing)
     ignore_index = as_int(ignore_index, "ignore_index")
-    per = np.empty(t.shape, z.dtype)
+    per = _device.empty(t.shape, z.dtype, z)
     if per.size:
-        backend().cross_entropy(z, t, per, n, c, inner, ignore_index, ls)
+        kernels(z).cross_entropy(z, t, per, n, c, inner, ignore_index, ls)
     if reduction == "none":
         return per
+    if _device.is_gpu(z):
+        out = _device.empty((), z.dtype, z)
+        kernels(z).loss_reduce(per, t, ignore_index, reduction == "mean", out)
+        return out
     if reduction == "sum":
         return np.asarray(per.sum(dtype=np.float64), z.dtype)
     count = int(np.count_nonzero(t != ignore_index))
@@ -68,6 +81,8 @@ def cross_entropy_backward(grad_output, input, target, reduction: str = "mean", 
     z, t, n, c, inner = _ce_layout(input, target)
     ls = _smoothing(label_smoothing)
     ignore_index = as_int(ignore_index, "ignore_index")
+    if _device.is_gpu(z):
+        return _ce_backward_gpu(grad_output, z, t, n, c, inner, reduction, ignore_index, ls)
     g = np.asarray(grad_output, z.dtype)
     if reduction == "none":
         if g.shape != t.shape:
@@ -83,7 +98,37 @@ def cross_entropy_backward(grad_output, input, target, reduction: str = "mean", 
         per = np.full(t.shape, scale, z.dtype)
     gz = np.empty_like(z)
     if z.size:
-        backend().cross_entropy_backward(z, t, per, gz, n, c, inner, ignore_index, ls)
+        kernels(z).cross_entropy_backward(z, t, per, gz, n, c, inner, ignore_index, ls)
+    return gz
+
+
+def _gpu_scalar(value, dtype, like):
+    """grad_output of a reduced loss on the GPU: a 1-element GPU array, or a Python / numpy scalar copied over."""
+    if _device.is_gpu(value):
+        if value.size != 1 or value.dtype != dtype:
+            raise ValueError(f"grad_output must be a one-element {np.dtype(dtype)} array, got {value.shape} "
+                             f"{value.dtype}")
+        return _device.contiguous(value)
+    g = np.asarray(value, dtype)
+    if g.size != 1:
+        raise ValueError("grad_output must be a scalar for a reduced loss")
+    from ..cuda import to_device
+
+    return to_device(g.reshape(1))
+
+
+def _ce_backward_gpu(grad_output, z, t, n, c, inner, reduction, ignore_index, ls):
+    k = kernels(z)
+    if reduction == "none":
+        if not _device.is_gpu(grad_output) or grad_output.shape != t.shape:
+            raise ValueError(f"grad_output must be a GPU array of shape {t.shape} for reduction='none'")
+        per = float_array(grad_output, "grad_output", dtype=z.dtype)
+    else:
+        per = _device.empty(t.shape, z.dtype, z)
+        k.loss_scale(_gpu_scalar(grad_output, z.dtype, z), t, ignore_index, reduction == "mean", per)
+    gz = _device.empty(z.shape, z.dtype, z)
+    if z.size:
+        k.cross_entropy_backward(z, t, per, gz, n, c, inner, ignore_index, ls)
     return gz
 
 
@@ -94,6 +139,14 @@ def mse_loss(input, target, reduction: str = "mean"):
     y = float_array(target, "target", x.ndim, x.dtype)
     if x.shape != y.shape:
         raise ValueError(f"input and target must have the same shape, got {x.shape} and {y.shape}")
+    if _device.is_gpu(x):
+        sq = _device.empty(x.shape, x.dtype, x)
+        kernels(x).squared_error(x, y, sq)
+        if reduction == "none":
+            return sq
+        out = _device.empty((), x.dtype, x)
+        kernels(x).sum_all(sq, out, 1.0 / x.size if reduction == "mean" and x.size else 1.0)
+        return out
     sq = np.square(x - y)
     if reduction == "none":
         return sq
@@ -105,6 +158,16 @@ def mse_loss_backward(grad_output, input, target, reduction: str = "mean") -> np
     reduction = _reduction(reduction)
     x = float_array(input, "input")
     y = float_array(target, "target", x.ndim, x.dtype)
-    g = np.asarray(grad_output, x.dtype)
     scale = 2.0 / x.size if reduction == "mean" and x.size else 2.0
+    if _device.is_gpu(x):
+        if reduction == "none":
+            g = float_array(grad_output, "grad_output", x.ndim, x.dtype)
+            if g.shape != x.shape:
+                raise ValueError(f"grad_output must have shape {x.shape}, got {g.shape}")
+        else:
+            g = _gpu_scalar(grad_output, x.dtype, x)
+        gx = _device.empty(x.shape, x.dtype, x)
+        kernels(x).squared_error_backward(g, x, y, scale, gx)
+        return gx
+    g = np.asarray(grad_output, x.dtype)
     return (g * scale * (x - y)).astype(x.dtype, copy=False)

@@ -6,19 +6,22 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from .._runtime import backend
+from . import _device
+from ._device import kernels
 from ._validate import float_array, require_float
 
 
-def _channel_vector(v, name, c, dtype, *, writable=False):
+def _channel_vector(v, name, c, dtype, *, writable=False, like=None):
     if v is None:
         return None
     require_float(v, name, dtype)
+    if like is not None and _device.is_gpu(v) != _device.is_gpu(like):
+        raise TypeError(f"{name} must be on the same device as the input")
     if v.shape != (c,):
         raise ValueError(f"{name} must have shape ({c},), got {v.shape}")
-    if writable and (not v.flags.c_contiguous or not v.flags.writeable):
+    if writable and not _device.is_writable_contiguous(v):
         raise ValueError(f"{name} is updated in place, so it must be C-contiguous and writeable")
-    return v if writable else np.ascontiguousarray(v)
+    return v if writable else _device.contiguous(v)
 
 
 def _check_input(input):
@@ -41,27 +44,28 @@ def batch_norm(input, running_mean: Optional[np.ndarray], running_var: Optional[
     """
     x = _check_input(input)
     c = x.shape[1]
-    rm = _channel_vector(running_mean, "running_mean", c, x.dtype, writable=training)
-    rv = _channel_vector(running_var, "running_var", c, x.dtype, writable=training)
-    w = _channel_vector(weight, "weight", c, x.dtype)
-    b = _channel_vector(bias, "bias", c, x.dtype)
+    rm = _channel_vector(running_mean, "running_mean", c, x.dtype, writable=training, like=x)
+    rv = _channel_vector(running_var, "running_var", c, x.dtype, writable=training, like=x)
+    w = _channel_vector(weight, "weight", c, x.dtype, like=x)
+    b = _channel_vector(bias, "bias", c, x.dtype, like=x)
     momentum, eps = float(momentum), float(eps)
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
-    y = np.empty_like(x)
+    y = _device.empty(x.shape, x.dtype, x)
+    k = kernels(x)
     if training:
         if (rm is None) != (rv is None):
             raise ValueError("give both running_mean and running_var, or neither")
         if x.size // c <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input of shape {x.shape}")
-        mean = np.empty(c, x.dtype)
-        invstd = np.empty(c, x.dtype)
-        backend().batch_norm_forward(x, w, b, rm, rv, y, True, momentum, eps, mean, invstd)
+        mean = _device.empty((c,), x.dtype, x)
+        invstd = _device.empty((c,), x.dtype, x)
+        k.batch_norm_forward(x, w, b, rm, rv, y, True, momentum, eps, mean, invstd)
         return y, mean, invstd
     if rm is None or rv is None:
         raise ValueError("eval mode (training=False) needs running_mean and running_var")
     if x.size:
-        backend().batch_norm_forward(x, w, b, rm, rv, y, False, momentum, eps, None, None)
+        k.batch_norm_forward(x, w, b, rm, rv, y, False, momentum, eps, None, None)
     return y
 
 
@@ -78,13 +82,13 @@ def batch_norm_backward(grad_output, input, weight: Optional[np.ndarray], save_m
     g = float_array(grad_output, "grad_output", x.ndim, x.dtype)
     if g.shape != x.shape:
         raise ValueError(f"grad_output must have the input's shape {x.shape}, got {g.shape}")
-    w = _channel_vector(weight, "weight", c, x.dtype)
-    m = _channel_vector(save_mean, "save_mean", c, x.dtype)
-    s = _channel_vector(save_invstd, "save_invstd", c, x.dtype)
-    gx = np.empty_like(x)
-    gw = np.empty(c, x.dtype) if w is not None else None
-    gb = np.empty(c, x.dtype)
-    backend().batch_norm_backward(g, x, w, m, s, bool(training), gx, gw, gb)
+    w = _channel_vector(weight, "weight", c, x.dtype, like=x)
+    m = _channel_vector(save_mean, "save_mean", c, x.dtype, like=x)
+    s = _channel_vector(save_invstd, "save_invstd", c, x.dtype, like=x)
+    gx = _device.empty(x.shape, x.dtype, x)
+    gw = _device.empty((c,), x.dtype, x) if w is not None else None
+    gb = _device.empty((c,), x.dtype, x)
+    kernels(x).batch_norm_backward(g, x, w, m, s, bool(training), gx, gw, gb)
     return gx, gw, gb
 
 
@@ -94,8 +98,15 @@ def fold_batchnorm(conv_weight, conv_bias, running_mean, running_var, bn_weight=
 
     Returns ``(weight, bias)`` with ``conv(x, weight, bias) == batch_norm(conv(x, conv_weight,
     conv_bias), ...)``: each output channel's filter is scaled by ``bn_weight / sqrt(var + eps)``
-    and the bias shifted to match. Works for any convolution weight (C_out, ...) and dtype.
+    and the bias shifted to match. Works for any convolution weight (C_out, ...) and dtype. GPU
+    arguments are folded on the host (a one-off, small copy) and come back as GPU arrays.
     """
+    if _device.is_gpu(conv_weight):
+        from ..cuda import to_device, to_host
+
+        host = [None if a is None else to_host(a) for a in (conv_weight, conv_bias, running_mean, running_var,
+                                                            bn_weight, bn_bias)]
+        return tuple(to_device(a) for a in fold_batchnorm(*host, eps=eps))
     w = float_array(conv_weight, "conv_weight")
     c = w.shape[0]
     b = _channel_vector(conv_bias, "conv_bias", c, w.dtype)

@@ -11,7 +11,8 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 
-from .._runtime import backend
+from . import _device
+from ._device import kernels
 from ._validate import as_int, check_numel, float_array, tuple_arg
 
 IntOrTuple = Union[int, Tuple[int, ...]]
@@ -61,19 +62,21 @@ class _Pool:
 def _max_pool(nd, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     x = float_array(input, "input", nd + 2)
     p = _Pool(nd, x.shape, kernel_size, stride, padding, dilation, ceil_mode, kind="max")
-    y = np.empty(p.out_shape, x.dtype)
-    idx = np.empty(p.out_shape, np.int64) if return_indices else None
+    y = _device.empty(p.out_shape, x.dtype, x)
+    idx = _device.empty(p.out_shape, np.int64, x) if return_indices else None
     if y.size:
-        backend().pool_forward("max", x, y, idx, *p.triples(), True, 0)
+        kernels(x).pool_forward("max", x, y, idx, *p.triples(), True, 0)
     return (y, idx) if return_indices else y
 
 
-def _check_indices(indices, shape):
-    if not isinstance(indices, np.ndarray) or indices.dtype != np.int64:
-        raise TypeError("indices must be an int64 numpy.ndarray (as the forward's return_indices=True gives)")
+def _check_indices(indices, shape, like):
+    if (not isinstance(indices, np.ndarray) and not _device.is_gpu(indices)) or indices.dtype != np.int64 \
+            or _device.is_gpu(indices) != _device.is_gpu(like):
+        raise TypeError("indices must be an int64 array on grad_output's device (as the forward's "
+                        "return_indices=True gives)")
     if indices.shape != tuple(shape):
         raise ValueError(f"indices must have the output's shape {tuple(shape)}, got {indices.shape}")
-    return np.ascontiguousarray(indices)
+    return _device.contiguous(indices)
 
 
 def _input_shape(input_shape, nd):
@@ -89,12 +92,12 @@ def _max_pool_backward(nd, grad_output, indices, input_shape):
     g = float_array(grad_output, "grad_output", nd + 2)
     if g.shape[:2] != shape[:2]:
         raise ValueError(f"grad_output {g.shape} and input_shape {shape} differ in N or C")
-    ix = _check_indices(indices, g.shape)
-    gx = np.empty(shape, g.dtype)  # the kernel zeroes it
+    ix = _check_indices(indices, g.shape, g)
+    gx = _device.empty(shape, g.dtype, g)  # the kernel zeroes it
     if not g.size:
-        gx.fill(0)
+        _device.fill_zero(gx)
     elif gx.size:
-        backend().pool_backward("max", g, ix, gx, (1, 1, 1), (1, 1, 1), (0, 0, 0), (1, 1, 1), True, 0)
+        kernels(g).pool_backward("max", g, ix, gx, (1, 1, 1), (1, 1, 1), (0, 0, 0), (1, 1, 1), True, 0)
     return gx
 
 
@@ -102,9 +105,9 @@ def _avg_pool(nd, input, kernel_size, stride, padding, ceil_mode, count_include_
     x = float_array(input, "input", nd + 2)
     p = _Pool(nd, x.shape, kernel_size, stride, padding, 1, ceil_mode, kind="avg")
     div = _divisor(divisor_override)
-    y = np.empty(p.out_shape, x.dtype)
+    y = _device.empty(p.out_shape, x.dtype, x)
     if y.size:
-        backend().pool_forward("avg", x, y, None, *p.triples(), bool(count_include_pad), div)
+        kernels(x).pool_forward("avg", x, y, None, *p.triples(), bool(count_include_pad), div)
     return y
 
 
@@ -116,11 +119,11 @@ def _avg_pool_backward(nd, grad_output, input_shape, kernel_size, stride, paddin
     if g.shape != p.out_shape:
         raise ValueError(f"grad_output must have shape {p.out_shape}, got {g.shape}")
     div = _divisor(divisor_override)
-    gx = np.empty(shape, g.dtype)  # the kernel zeroes it
+    gx = _device.empty(shape, g.dtype, g)  # the kernel zeroes it
     if not g.size:
-        gx.fill(0)
+        _device.fill_zero(gx)
     else:
-        backend().pool_backward("avg", g, None, gx, *p.triples(), bool(count_include_pad), div)
+        kernels(g).pool_backward("avg", g, None, gx, *p.triples(), bool(count_include_pad), div)
     return gx
 
 
@@ -241,19 +244,19 @@ def adaptive_avg_pool2d(input, output_size):
     Output (i, j) averages rows ``floor(i*H/Ho) .. ceil((i+1)*H/Ho)`` and likewise columns.
     """
     x = float_array(input, "input", 4)
-    y = np.empty(x.shape[:2] + _adaptive_out(x.shape, output_size), x.dtype)
+    y = _device.empty(x.shape[:2] + _adaptive_out(x.shape, output_size), x.dtype, x)
     if y.size:
-        backend().pool_forward("adaptive_avg", x, y, None, *_NO_WINDOW, True, 0)
+        kernels(x).pool_forward("adaptive_avg", x, y, None, *_NO_WINDOW, True, 0)
     return y
 
 
 def adaptive_max_pool2d(input, output_size, return_indices: bool = False):
     """Adaptive max pooling (windows as :func:`adaptive_avg_pool2d`); indices as :func:`max_pool2d`."""
     x = float_array(input, "input", 4)
-    y = np.empty(x.shape[:2] + _adaptive_out(x.shape, output_size), x.dtype)
-    idx = np.empty(y.shape, np.int64) if return_indices else None
+    y = _device.empty(x.shape[:2] + _adaptive_out(x.shape, output_size), x.dtype, x)
+    idx = _device.empty(y.shape, np.int64, x) if return_indices else None
     if y.size:
-        backend().pool_forward("adaptive_max", x, y, idx, *_NO_WINDOW, True, 0)
+        kernels(x).pool_forward("adaptive_max", x, y, idx, *_NO_WINDOW, True, 0)
     return (y, idx) if return_indices else y
 
 
@@ -264,9 +267,9 @@ def adaptive_avg_pool2d_backward(grad_output, input_shape):
     if g.shape[:2] != shape[:2]:
         raise ValueError(f"grad_output {g.shape} and input_shape {shape} differ in N or C")
     _adaptive_out(shape, g.shape[2:])
-    gx = np.zeros(shape, g.dtype)
+    gx = _device.zeros(shape, g.dtype, g)
     if g.size:
-        backend().pool_backward("adaptive_avg", g, None, gx, *_NO_WINDOW, True, 0)
+        kernels(g).pool_backward("adaptive_avg", g, None, gx, *_NO_WINDOW, True, 0)
     return gx
 
 

@@ -1,0 +1,145 @@
+"""Where an op runs: numpy arrays on the CPU kernels, GPU arrays on fastconv.cuda's.
+
+A GPU array is anything with ``__cuda_array_interface__`` (Numba device arrays, CuPy
+arrays, torch CUDA tensors) or a Numba CUDA-simulator array. Every public op of
+``fastconv.ops`` is wrapped by :func:`dispatch`: with numpy arguments it calls the op
+directly (one cheap type check per argument); with a GPU argument it hands the call to
+``fastconv.cuda``'s boundary, which views the arrays as Numba device arrays (zero-copy),
+runs the same validated op on the GPU kernels and returns results of the caller's kind.
+Nothing here imports numba: it is imported only once a GPU array arrives.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .._runtime import backend
+
+# Numba's device-array classes, registered by fastconv.cuda once it has imported numba.
+_gpu_types: tuple = ()
+
+
+def register_gpu_types(types: tuple) -> None:
+    global _gpu_types
+    _gpu_types = tuple(types)
+
+
+def is_gpu(x) -> bool:
+    """True for a Numba device array (what the ops see inside a GPU call)."""
+    return bool(_gpu_types) and isinstance(x, _gpu_types)
+
+
+def is_gpu_like(x) -> bool:
+    """True for any array that lives on a GPU (or in Numba's CUDA simulator)."""
+    if isinstance(x, np.ndarray) or x is None or isinstance(x, (int, float, str, bool)):
+        return False
+    if is_gpu(x):
+        return True
+    if type(x).__module__.startswith("numba.cuda.simulator"):
+        return True
+    try:
+        return hasattr(x, "__cuda_array_interface__")
+    except Exception:  # a property that raises something other than AttributeError
+        return False
+
+
+def _has_gpu_arg(args, kwargs) -> bool:
+    for a in args:
+        if is_gpu_like(a) or (isinstance(a, (list, tuple)) and any(is_gpu_like(v) for v in a)):
+            return True
+    for a in kwargs.values():
+        if is_gpu_like(a):
+            return True
+    return False
+
+
+def dispatch(fn):
+    """Wrap a public op so that GPU arguments run it on the GPU (see the module docstring)."""
+
+    @functools.wraps(fn)
+    def op(*args, **kwargs):
+        if _has_gpu_arg(args, kwargs):
+            from ..cuda import _interop
+
+            return _interop.call(fn, args, kwargs)
+        return fn(*args, **kwargs)
+
+    op.__wrapped__ = fn
+    return op
+
+
+def kernels(x):
+    """The kernel set for an (already validated) array: the CPU backend in use, or the GPU's."""
+    if is_gpu(x):
+        from ..cuda._backend import backend as gpu
+
+        return gpu
+    return backend()
+
+
+def empty(shape, dtype, like):
+    """An uninitialised array on ``like``'s device."""
+    if is_gpu(like):
+        from ..cuda import _rt
+
+        return _rt.empty(shape, dtype)
+    return np.empty(shape, dtype)
+
+
+def zeros(shape, dtype, like):
+    if is_gpu(like):
+        from ..cuda import _arrays
+
+        return _arrays.zeros(shape, dtype)
+    return np.zeros(shape, dtype)
+
+
+def contiguous(x):
+    if is_gpu(x):
+        from ..cuda import _arrays
+
+        return _arrays.contiguous(x)
+    return np.ascontiguousarray(x)
+
+
+def fill_zero(a) -> None:
+    if is_gpu(a):
+        from ..cuda import _rt
+
+        _rt.fill(a, 0)
+    else:
+        a.fill(0)
+
+
+def is_writable_contiguous(a) -> bool:
+    if is_gpu(a):
+        return a.is_c_contiguous()
+    return a.flags.c_contiguous and a.flags.writeable
+
+
+def full(shape, dtype, value, like):
+    if is_gpu(like):
+        from ..cuda import _rt
+
+        a = _rt.empty(shape, dtype)
+        _rt.fill(a, value)
+        return a
+    return np.full(shape, value, dtype)
+
+
+def copy(x):
+    if is_gpu(x):
+        from ..cuda import _rt
+
+        y = _rt.empty(x.shape, x.dtype)
+        y.copy_to_device(contiguous(x), stream=_rt.current_stream())
+        return y
+    return x.copy()
+
+
+def cpu_only(x, what: str) -> None:
+    """ValueError when a GPU array reaches an op that has no GPU kernel."""
+    if is_gpu(x):
+        raise ValueError(f"{what} has no GPU kernel; call it on numpy arrays (fastconv.cuda.to_host)")
