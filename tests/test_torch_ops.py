@@ -107,13 +107,23 @@ def _clone(tensors):
 
 def _forward_backward(fn, tensors):
     out = fn(tensors)
-    out.backward(torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape))
+    out.backward(torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).reshape(out.shape))
     return out.detach(), {k: v.grad for k, v in tensors.items() if v.requires_grad}
 
 
+def _on(tensors, device):
+    return {k: v.detach().to(device).requires_grad_(v.requires_grad) for k, v in tensors.items()}
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA device")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
 @pytest.mark.parametrize("sample", SAMPLES, ids=IDS)
-def test_values_and_gradients_match_torch(sample):
-    ours = sample.tensors(torch.float32)
+def test_values_and_gradients_match_torch(sample, device):
+    # On CUDA the reference is cuDNN / cuBLAS in full fp32 (no TF32), the fastconv side fastconv.cuda's kernels.
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    ours = _on(sample.tensors(torch.float32), device)
     ref = _clone(ours)
     y, grads = _forward_backward(sample.fastconv_fn, ours)
     y_ref, grads_ref = _forward_backward(sample.torch_fn, ref)
@@ -177,8 +187,11 @@ def test_every_fastconv_op_is_exercised():
             "linear", "conv2d_bn"} <= REGISTERED
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
 @pytest.mark.parametrize("name, func, args, kwargs", CALLS, ids=[c[0] for c in CALLS])
-def test_opcheck(name, func, args, kwargs):
+def test_opcheck(name, func, args, kwargs, device):
+    move = lambda a: a.to(device) if isinstance(a, torch.Tensor) else a  # noqa: E731
+    args, kwargs = [move(a) for a in args], {k: move(v) for k, v in kwargs.items()}
     if func._opname in DIFFERENTIABLE:  # exercise the autograd registration
         mutated = {a.name for a in func._schema.arguments if a.alias_info is not None and a.alias_info.is_write}
         args = [a.requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point() and not mutated else a

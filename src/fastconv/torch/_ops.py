@@ -1,7 +1,8 @@
 """fastconv's kernels as ``torch.ops.fastconv.*`` custom operators.
 
 Each op runs a :mod:`fastconv.ops` function on zero-copy numpy views of CPU tensors and
-wraps the result with ``torch.from_numpy``. Each differentiable op has a backward op
+wraps the result with ``torch.from_numpy``; CUDA tensors go to fastconv.ops as they are and
+run on fastconv.cuda's kernels on torch's current stream. Each differentiable op has a backward op
 (also a custom op, so ``torch.compile`` traces backward graphs without breaking) that
 calls fastconv's backward kernels, a ``register_autograd`` formula that chains them, and
 a ``register_fake`` shape function for fake tensors, meta tracing and ``torch.compile``.
@@ -25,6 +26,8 @@ from .. import ops
 from ..ops.pool import _pool_output_size
 
 _LIB = "fastconv"
+# CUDA tensors run on fastconv.cuda's Numba kernels (fastconv.ops dispatches them).
+_DEVICES = ("cpu", "cuda")
 _CONV_FORWARD = {1: ops.conv1d, 2: ops.conv2d}
 _CONV_BACKWARD = {1: ops.conv1d_backward, 2: ops.conv2d_backward}
 
@@ -32,14 +35,24 @@ _CONV_BACKWARD = {1: ops.conv1d_backward, 2: ops.conv2d_backward}
 # --------------------------------------------------------------------------- numpy bridge
 
 
-def _np(t: Optional[Tensor]) -> Optional[np.ndarray]:
-    """A numpy view of a CPU tensor's memory (no copy; the ops copy only a non-contiguous view)."""
-    return None if t is None else t.detach().numpy()
+def _np(t: Optional[Tensor]):
+    """What fastconv.ops takes for a tensor: a numpy view of a CPU tensor's memory (no copy; the ops
+    copy only a non-contiguous view), or the CUDA tensor itself, which fastconv.ops runs on the GPU
+    kernels zero-copy (through ``__cuda_array_interface__``) and answers with CUDA tensors."""
+    if t is None:
+        return None
+    t = t.detach()
+    return t if t.is_cuda else t.numpy()
 
 
-def _t(a: Optional[np.ndarray], like: Tensor) -> Tensor:
-    """The result as a tensor: ``a`` wrapped without a copy, or an empty tensor for a gradient not asked for."""
-    return like.new_empty(0) if a is None else torch.from_numpy(np.ascontiguousarray(a))
+def _torch(a) -> Tensor:
+    """An op's result as a tensor: a numpy array wrapped without a copy (CUDA results already are tensors)."""
+    return a if isinstance(a, Tensor) else torch.from_numpy(np.ascontiguousarray(a))
+
+
+def _t(a, like: Tensor) -> Tensor:
+    """The result as a tensor, or an empty tensor for a gradient not asked for."""
+    return like.new_empty(0) if a is None else _torch(a)
 
 
 def _masked_grad(grad: np.ndarray, output: Optional[np.ndarray], activation: Optional[str]) -> np.ndarray:
@@ -106,7 +119,7 @@ def _conv_forward(input, weight, bias, stride, padding, dilation, groups, same, 
     nd = weight.dim() - 2
     y = _CONV_FORWARD[nd](_np(input), _np(weight), _np(bias), tuple(stride), _padding_arg(padding, same),
                           tuple(dilation), groups, activation=activation, algo=algo)
-    return torch.from_numpy(y)
+    return _torch(y)
 
 
 def _conv_backward(grad_output, input, weight, output, stride, padding, dilation, groups, same, activation,
@@ -118,21 +131,21 @@ def _conv_backward(grad_output, input, weight, output, stride, padding, dilation
     return _t(gx, input), _t(gw, weight), _t(gb, weight)
 
 
-@torch.library.custom_op(f"{_LIB}::conv2d", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(f"{_LIB}::conv2d", mutates_args=(), device_types=_DEVICES)
 def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
            dilation: List[int], groups: int, same: bool, activation: Optional[str], algo: str) -> Tensor:
     """2-D convolution with a fused activation; ``same`` selects PyTorch's padding='same'."""
     return _conv_forward(input, weight, bias, stride, padding, dilation, groups, same, activation, algo)
 
 
-@torch.library.custom_op(f"{_LIB}::conv1d", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(f"{_LIB}::conv1d", mutates_args=(), device_types=_DEVICES)
 def conv1d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
            dilation: List[int], groups: int, same: bool, activation: Optional[str], algo: str) -> Tensor:
     """1-D convolution with a fused activation (the 2-D kernels with H = 1)."""
     return _conv_forward(input, weight, bias, stride, padding, dilation, groups, same, activation, algo)
 
 
-@torch.library.custom_op(f"{_LIB}::conv2d_backward", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(f"{_LIB}::conv2d_backward", mutates_args=(), device_types=_DEVICES)
 def conv2d_backward(grad_output: Tensor, input: Tensor, weight: Tensor, output: Optional[Tensor],
                     stride: List[int], padding: List[int], dilation: List[int], groups: int, same: bool,
                     activation: Optional[str], output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
@@ -141,7 +154,7 @@ def conv2d_backward(grad_output: Tensor, input: Tensor, weight: Tensor, output: 
                           output_mask)
 
 
-@torch.library.custom_op(f"{_LIB}::conv1d_backward", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(f"{_LIB}::conv1d_backward", mutates_args=(), device_types=_DEVICES)
 def conv1d_backward(grad_output: Tensor, input: Tensor, weight: Tensor, output: Optional[Tensor],
                     stride: List[int], padding: List[int], dilation: List[int], groups: int, same: bool,
                     activation: Optional[str], output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
@@ -194,7 +207,7 @@ _register_conv(conv1d, conv1d_backward)
 # --------------------------------------------------------------------------- depthwise and depthwise-separable
 
 
-@torch.library.custom_op(f"{_LIB}::depthwise_conv2d", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(f"{_LIB}::depthwise_conv2d", mutates_args=(), device_types=_DEVICES)
 def depthwise_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
                      dilation: List[int], same: bool, activation: Optional[str]) -> Tensor:
     """Depthwise convolution (groups = C_in, weight (C_in * multiplier, 1, KH, KW)) on the depthwise kernel."""
@@ -219,7 +232,7 @@ def _depthwise_backward(ctx, grad):
 depthwise_conv2d.register_autograd(_depthwise_backward, setup_context=_depthwise_setup)
 
 
-@torch.library.custom_op(f"{_LIB}::depthwise_separable_conv2d", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(f"{_LIB}::depthwise_separable_conv2d", mutates_args=(), device_types=_DEVICES)
 def depthwise_separable_conv2d(input: Tensor, dw_weight: Tensor, pw_weight: Tensor, dw_bias: Optional[Tensor],
                                pw_bias: Optional[Tensor], stride: List[int], padding: List[int],
                                dilation: List[int], same: bool, activation: Optional[str]) -> Tuple[Tensor, Tensor]:
@@ -274,16 +287,16 @@ def _transpose_np_args(stride, padding, output_padding, groups, dilation):
     return tuple(stride), tuple(padding), tuple(output_padding), groups, tuple(dilation)
 
 
-@torch.library.custom_op(f"{_LIB}::conv_transpose2d", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(f"{_LIB}::conv_transpose2d", mutates_args=(), device_types=_DEVICES)
 def conv_transpose2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
                      output_padding: List[int], groups: int, dilation: List[int]) -> Tensor:
     """Transposed 2-D convolution (the convolution's backward-data kernel)."""
     y = ops.conv_transpose2d(_np(input), _np(weight), _np(bias),
                              *_transpose_np_args(stride, padding, output_padding, groups, dilation))
-    return torch.from_numpy(y)
+    return _torch(y)
 
 
-@torch.library.custom_op(f"{_LIB}::conv_transpose2d_backward", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(f"{_LIB}::conv_transpose2d_backward", mutates_args=(), device_types=_DEVICES)
 def conv_transpose2d_backward(grad_output: Tensor, input: Tensor, weight: Tensor, stride: List[int],
                               padding: List[int], output_padding: List[int], groups: int, dilation: List[int],
                               output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
@@ -325,13 +338,13 @@ conv_transpose2d.register_autograd(_transpose_backward, setup_context=_transpose
 # --------------------------------------------------------------------------- linear
 
 
-@torch.library.custom_op(f"{_LIB}::linear", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(f"{_LIB}::linear", mutates_args=(), device_types=_DEVICES)
 def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor], activation: Optional[str]) -> Tensor:
     """``input @ weight.T + bias`` on the packed GEMM, with a fused activation."""
-    return torch.from_numpy(ops.linear(_np(input), _np(weight), _np(bias), activation=activation))
+    return _torch(ops.linear(_np(input), _np(weight), _np(bias), activation=activation))
 
 
-@torch.library.custom_op(f"{_LIB}::linear_backward", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(f"{_LIB}::linear_backward", mutates_args=(), device_types=_DEVICES)
 def linear_backward(grad_output: Tensor, input: Tensor, weight: Tensor, output: Optional[Tensor],
                     activation: Optional[str], output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
     """(grad_input, grad_weight, grad_bias) of :func:`linear`."""
@@ -370,26 +383,26 @@ linear.register_autograd(_linear_backward, setup_context=_linear_setup)
 # --------------------------------------------------------------------------- pooling
 
 
-@torch.library.custom_op(f"{_LIB}::max_pool2d", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(f"{_LIB}::max_pool2d", mutates_args=(), device_types=_DEVICES)
 def max_pool2d(input: Tensor, kernel_size: List[int], stride: List[int], padding: List[int], dilation: List[int],
                ceil_mode: bool) -> Tuple[Tensor, Tensor]:
     """2-D max pooling; returns (output, int64 indices into each H x W plane). Empty ``stride`` = kernel_size."""
     y, idx = ops.max_pool2d(_np(input), tuple(kernel_size), tuple(stride) or None, tuple(padding), tuple(dilation),
                             ceil_mode, return_indices=True)
-    return torch.from_numpy(y), torch.from_numpy(idx)
+    return _torch(y), _torch(idx)
 
 
-@torch.library.custom_op(f"{_LIB}::adaptive_max_pool2d", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(f"{_LIB}::adaptive_max_pool2d", mutates_args=(), device_types=_DEVICES)
 def adaptive_max_pool2d(input: Tensor, output_size: List[int]) -> Tuple[Tensor, Tensor]:
     """Adaptive 2-D max pooling; returns (output, indices) as :func:`max_pool2d`."""
     y, idx = ops.adaptive_max_pool2d(_np(input), tuple(output_size), return_indices=True)
-    return torch.from_numpy(y), torch.from_numpy(idx)
+    return _torch(y), _torch(idx)
 
 
-@torch.library.custom_op(f"{_LIB}::max_pool2d_backward", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(f"{_LIB}::max_pool2d_backward", mutates_args=(), device_types=_DEVICES)
 def max_pool2d_backward(grad_output: Tensor, indices: Tensor, input_size: List[int]) -> Tensor:
     """Gradient of max pooling's (and adaptive max pooling's) input, from the forward's indices."""
-    return torch.from_numpy(ops.max_pool2d_backward(_np(grad_output), _np(indices), tuple(input_size)))
+    return _torch(ops.max_pool2d_backward(_np(grad_output), _np(indices), tuple(input_size)))
 
 
 @max_pool2d.register_fake
@@ -427,20 +440,20 @@ max_pool2d.register_autograd(_make_max_backward(5), setup_context=_max_setup)
 adaptive_max_pool2d.register_autograd(_make_max_backward(1), setup_context=_max_setup)
 
 
-@torch.library.custom_op(f"{_LIB}::avg_pool2d", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(f"{_LIB}::avg_pool2d", mutates_args=(), device_types=_DEVICES)
 def avg_pool2d(input: Tensor, kernel_size: List[int], stride: List[int], padding: List[int], ceil_mode: bool,
                count_include_pad: bool, divisor_override: Optional[int]) -> Tensor:
     """2-D average pooling, PyTorch's divisor rules. Empty ``stride`` = kernel_size."""
-    return torch.from_numpy(ops.avg_pool2d(_np(input), tuple(kernel_size), tuple(stride) or None, tuple(padding),
+    return _torch(ops.avg_pool2d(_np(input), tuple(kernel_size), tuple(stride) or None, tuple(padding),
                                            ceil_mode, count_include_pad, divisor_override))
 
 
-@torch.library.custom_op(f"{_LIB}::avg_pool2d_backward", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(f"{_LIB}::avg_pool2d_backward", mutates_args=(), device_types=_DEVICES)
 def avg_pool2d_backward(grad_output: Tensor, input_size: List[int], kernel_size: List[int], stride: List[int],
                         padding: List[int], ceil_mode: bool, count_include_pad: bool,
                         divisor_override: Optional[int]) -> Tensor:
     """Gradient of :func:`avg_pool2d`'s input."""
-    return torch.from_numpy(ops.avg_pool2d_backward(_np(grad_output), tuple(input_size), tuple(kernel_size),
+    return _torch(ops.avg_pool2d_backward(_np(grad_output), tuple(input_size), tuple(kernel_size),
                                                     tuple(stride) or None, tuple(padding), ceil_mode,
                                                     count_include_pad, divisor_override))
 
@@ -467,16 +480,16 @@ def _avg_backward(ctx, grad):
 avg_pool2d.register_autograd(_avg_backward, setup_context=_avg_setup)
 
 
-@torch.library.custom_op(f"{_LIB}::adaptive_avg_pool2d", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(f"{_LIB}::adaptive_avg_pool2d", mutates_args=(), device_types=_DEVICES)
 def adaptive_avg_pool2d(input: Tensor, output_size: List[int]) -> Tensor:
     """Adaptive 2-D average pooling to ``output_size`` (H_out, W_out)."""
-    return torch.from_numpy(ops.adaptive_avg_pool2d(_np(input), tuple(output_size)))
+    return _torch(ops.adaptive_avg_pool2d(_np(input), tuple(output_size)))
 
 
-@torch.library.custom_op(f"{_LIB}::adaptive_avg_pool2d_backward", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(f"{_LIB}::adaptive_avg_pool2d_backward", mutates_args=(), device_types=_DEVICES)
 def adaptive_avg_pool2d_backward(grad_output: Tensor, input_size: List[int]) -> Tensor:
     """Gradient of :func:`adaptive_avg_pool2d`'s input."""
-    return torch.from_numpy(ops.adaptive_avg_pool2d_backward(_np(grad_output), tuple(input_size)))
+    return _torch(ops.adaptive_avg_pool2d_backward(_np(grad_output), tuple(input_size)))
 
 
 @adaptive_avg_pool2d.register_fake
@@ -503,7 +516,7 @@ adaptive_avg_pool2d.register_autograd(_adaptive_avg_backward, setup_context=_ada
 # --------------------------------------------------------------------------- BatchNorm
 
 
-@torch.library.custom_op(f"{_LIB}::batch_norm", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(f"{_LIB}::batch_norm", mutates_args=(), device_types=_DEVICES)
 def batch_norm(input: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], running_mean: Optional[Tensor],
                running_var: Optional[Tensor], training: bool, eps: float) -> Tuple[Tensor, Tensor, Tensor]:
     """BatchNorm over axis 1; returns (output, mean, invstd) for the backward.
@@ -516,14 +529,14 @@ def batch_norm(input: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], 
     x = _np(input)
     if training:
         y, mean, invstd = ops.batch_norm(x, None, None, _np(weight), _np(bias), True, 0.0, eps)
-        return torch.from_numpy(y), torch.from_numpy(mean), torch.from_numpy(invstd)
+        return _torch(y), _torch(mean), _torch(invstd)
     y = ops.batch_norm(x, _np(running_mean), _np(running_var), _np(weight), _np(bias), False, 0.0, eps)
     invstd = 1.0 / torch.sqrt(running_var.detach() + eps)
-    return torch.from_numpy(y), running_mean.detach().clone(), invstd
+    return _torch(y), running_mean.detach().clone(), invstd
 
 
 @torch.library.custom_op(f"{_LIB}::update_running_stats", mutates_args=("running_mean", "running_var"),
-                         device_types="cpu")
+                         device_types=_DEVICES)
 def update_running_stats(running_mean: Tensor, running_var: Tensor, save_mean: Tensor, save_invstd: Tensor,
                          count: int, momentum: float, eps: float) -> None:
     """BatchNorm's running-statistics update, in place (declared): ``r = (1 - momentum) * r + momentum * batch``
@@ -539,7 +552,7 @@ def _(running_mean, running_var, save_mean, save_invstd, count, momentum, eps):
     return None
 
 
-@torch.library.custom_op(f"{_LIB}::batch_norm_backward", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(f"{_LIB}::batch_norm_backward", mutates_args=(), device_types=_DEVICES)
 def batch_norm_backward(grad_output: Tensor, input: Tensor, weight: Optional[Tensor], save_mean: Tensor,
                         save_invstd: Tensor, training: bool, output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
     """(grad_input, grad_weight, grad_bias) of :func:`batch_norm` (grad_weight is empty without a weight)."""
@@ -589,7 +602,7 @@ def _folded(weight, bias, running_mean, running_var, bn_weight, bn_bias, eps):
                               _np(bn_bias), eps)
 
 
-@torch.library.custom_op(f"{_LIB}::conv2d_bn", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(f"{_LIB}::conv2d_bn", mutates_args=(), device_types=_DEVICES)
 def conv2d_bn(input: Tensor, weight: Tensor, bias: Optional[Tensor], running_mean: Tensor, running_var: Tensor,
               bn_weight: Optional[Tensor], bn_bias: Optional[Tensor], eps: float, stride: List[int],
               padding: List[int], dilation: List[int], groups: int, same: bool, activation: Optional[str]) -> Tensor:
@@ -601,10 +614,10 @@ def conv2d_bn(input: Tensor, weight: Tensor, bias: Optional[Tensor], running_mea
     w, b = _folded(weight, bias, running_mean, running_var, bn_weight, bn_bias, eps)
     y = ops.conv2d(_np(input), w, b, tuple(stride), _padding_arg(padding, same), tuple(dilation), groups,
                    activation=activation)
-    return torch.from_numpy(y)
+    return _torch(y)
 
 
-@torch.library.custom_op(f"{_LIB}::conv2d_bn_backward", mutates_args=(), device_types="cpu")
+@torch.library.custom_op(f"{_LIB}::conv2d_bn_backward", mutates_args=(), device_types=_DEVICES)
 def conv2d_bn_backward(grad_output: Tensor, input: Tensor, weight: Tensor, bias: Optional[Tensor],
                        running_mean: Tensor, running_var: Tensor, bn_weight: Optional[Tensor],
                        bn_bias: Optional[Tensor], eps: float, output: Optional[Tensor], stride: List[int],
@@ -622,20 +635,22 @@ def conv2d_bn_backward(grad_output: Tensor, input: Tensor, weight: Tensor, bias:
     need_fw, need_fb = need_w or need_g, need_b or need_g or need_beta
     gx, g_fw, g_fb = ops.conv2d_backward(g, _np(input), w, tuple(stride), _padding_arg(padding, same),
                                          tuple(dilation), groups, needs=(need_x, need_fw, need_fb))
-    dt = w.dtype
-    rstd = (1.0 / np.sqrt(_np(running_var).astype(np.float64) + eps))
-    gamma = np.ones_like(rstd) if bn_weight is None else _np(bn_weight).astype(np.float64)
-    scale = gamma * rstd
-    shape = (-1,) + (1,) * (w.ndim - 1)
-    gw = (g_fw * scale.reshape(shape)).astype(dt) if need_w else None
-    gb = (g_fb * scale).astype(dt) if need_b and bias is not None else None
+    # The per-channel products in float64 torch ops, on the tensors' own device.
+    g_fw = None if g_fw is None else _torch(g_fw).double()
+    g_fb = None if g_fb is None else _torch(g_fb).double()
+    dt = weight.dtype
+    rstd = (running_var.detach().double() + eps).rsqrt()
+    scale = rstd if bn_weight is None else bn_weight.detach().double() * rstd
+    shape = (-1,) + (1,) * (weight.dim() - 1)
+    gw = (g_fw * scale.reshape(shape)).to(dt) if need_w else None
+    gb = (g_fb * scale).to(dt) if need_b and bias is not None else None
     g_gamma = None
     if need_g and bn_weight is not None:
-        w0 = _np(weight).astype(np.float64)
-        shift = (0.0 if bias is None else _np(bias).astype(np.float64)) - _np(running_mean).astype(np.float64)
-        g_scale = (g_fw.astype(np.float64) * w0).reshape(w0.shape[0], -1).sum(axis=1) + g_fb * shift
-        g_gamma = (g_scale * rstd).astype(dt)
-    g_beta = g_fb.astype(dt) if need_beta and bn_bias is not None else None
+        w0 = weight.detach().double()
+        shift = -running_mean.detach().double() if bias is None else bias.detach().double() - running_mean.detach().double()
+        g_scale = (g_fw * w0).reshape(w0.shape[0], -1).sum(dim=1) + g_fb * shift
+        g_gamma = (g_scale * rstd).to(dt)
+    g_beta = g_fb.to(dt) if need_beta and bn_bias is not None else None
     return (_t(gx, input), _t(gw, weight), _t(gb, weight), _t(g_gamma, weight), _t(g_beta, weight))
 
 

@@ -14,6 +14,7 @@ from typing import List, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from .. import cuda as _cuda
 from . import _ops
 
 IntOrSeq = Union[int, Sequence[int]]
@@ -25,15 +26,24 @@ __all__ = ["conv1d", "conv2d", "depthwise_conv2d", "depthwise_separable_conv2d",
 
 
 def _check(op: str, **tensors: Optional[Tensor]) -> None:
-    """TypeError/ValueError naming the argument unless every given tensor is a float32/float64 CPU tensor of one dtype."""
-    dtype = None
+    """TypeError/ValueError naming the argument unless every given tensor is a float32/float64 tensor of one
+    dtype, all on the CPU or all on one CUDA device (with fastconv.cuda available)."""
+    dtype = device = None
     for name, t in tensors.items():
         if t is None:
             continue
         if not isinstance(t, Tensor):
             raise TypeError(f"fastconv.torch.{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.device.type != "cpu":
-            raise ValueError(f"fastconv.torch.{op}: {name} is on {t.device}; fastconv.torch runs on CPU tensors")
+        if t.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"fastconv.torch.{op}: {name} is on {t.device}; fastconv.torch runs on CPU and CUDA "
+                             f"tensors")
+        if device is None:
+            device = t.device
+            if device.type == "cuda" and not _cuda.is_available():
+                raise ValueError(f"fastconv.torch.{op}: {name} is on {device} but fastconv.cuda is not available: "
+                                 f"{_cuda.why_unavailable()}")
+        elif t.device != device:
+            raise ValueError(f"fastconv.torch.{op}: {name} is on {t.device} but the input is on {device}")
         if t.dtype not in _DTYPES:
             raise TypeError(f"fastconv.torch.{op}: {name} has dtype {t.dtype}; fastconv supports torch.float32 and "
                             f"torch.float64 (convert with .float())")
