@@ -368,3 +368,51 @@ def test_import_fastconv_does_not_import_numba():
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
 
+
+
+# --- autograd, nn and optim on the GPU -----------------------------------------------------------
+
+def _tiny_cnn(seed):
+    from fastconv import manual_seed, nn
+
+    manual_seed(seed)
+    # No conv bias before the BatchNorm (its gradient is rounding noise, which Adam would amplify).
+    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1, bias=False), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(12, 4))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_a_model_trains_on_the_gpu_as_on_the_cpu(rng, optimizer):
+    from fastconv import Tensor, nn, optim
+
+    x = randn(rng, (2, 1, 4, 4))
+    t = np.array([1, 3], np.int64)
+    cpu, gpu = _tiny_cnn(7), _tiny_cnn(7).to("cuda")
+    assert all(p.device == "cuda" for p in gpu.parameters())
+    make = {"sgd": lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-3),
+            "adamw": lambda ps: optim.AdamW(ps, lr=0.01)}[optimizer]
+    opt_c, opt_g = make(cpu.parameters()), make(gpu.parameters())
+    loss_fn = nn.CrossEntropyLoss()
+    for _ in range(2):
+        for model, opt, xx, tt in ((cpu, opt_c, Tensor(x), t), (gpu, opt_g, Tensor(x).cuda(), dev(t))):
+            opt.zero_grad()
+            loss = loss_fn(model(xx), tt)
+            loss.backward()
+            opt.step()
+    assert loss.device == "cuda"
+    for (name, pc), pg in zip(cpu.named_parameters(), gpu.parameters()):
+        np.testing.assert_allclose(pg.numpy(), pc.numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(host(gpu[1].running_var), cpu[1].running_var, rtol=1e-5)
+    gpu.eval().cpu()
+    cpu.eval()
+    np.testing.assert_allclose(gpu(Tensor(x)).numpy(), cpu(Tensor(x)).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_tensor_cuda_round_trip_is_differentiable(rng):
+    from fastconv import Tensor
+
+    a = Tensor(randn(rng, (2, 3)), requires_grad=True)
+    b = a.cuda()
+    assert b.device == "cuda" and "device='cuda'" in repr(b)
+    (b.cpu() * 2.0).sum().backward()
+    np.testing.assert_array_equal(a.grad, np.full((2, 3), 2.0, np.float32))

@@ -17,6 +17,7 @@ from typing import Callable, Iterator, Optional, Sequence, Tuple
 import numpy as np
 
 from . import ops
+from .ops import _device
 
 _grad_enabled: contextvars.ContextVar = contextvars.ContextVar("fastconv_grad_enabled", default=True)
 
@@ -70,6 +71,11 @@ class Tensor:
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
         arr = data.data if isinstance(data, Tensor) else data
+        if _device.is_gpu_like(arr):
+            self._init_gpu(arr, dtype)
+            if requires_grad:
+                self.requires_grad_(True)
+            return
         if dtype is None and not isinstance(arr, (np.ndarray, np.generic)) and np.asarray(arr).dtype == np.float64:
             dtype = np.float32  # Python floats: PyTorch's default dtype
         self.data = np.asarray(arr, dtype=dtype)
@@ -79,6 +85,48 @@ class Tensor:
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
+
+    def _init_gpu(self, arr, dtype) -> None:
+        from .cuda import _interop
+
+        self.data = _interop._view(arr)
+        if dtype is not None and np.dtype(dtype) != self.data.dtype:
+            raise TypeError(f"a GPU Tensor keeps its array's dtype ({self.data.dtype}); convert on the host")
+        self.grad = None
+        self._parents = ()
+        self._backward = None
+        self.requires_grad = False
+
+    # ------------------------------------------------------------------ devices
+
+    @property
+    def device(self) -> str:
+        """``'cuda'`` when the data is a GPU array, else ``'cpu'``."""
+        return "cuda" if _device.is_gpu(self.data) else "cpu"
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device == "cuda"
+
+    def cuda(self) -> "Tensor":
+        """This Tensor on the GPU (a copy, differentiable: gradients come back to the host)."""
+        if self.is_cuda:
+            return self
+        from .cuda import to_device, to_host
+
+        return Tensor._result(to_device(self.data), (self,), lambda g: (to_host(g),))
+
+    def cpu(self) -> "Tensor":
+        """This Tensor in host memory (a copy if on the GPU, differentiable)."""
+        if not self.is_cuda:
+            return self
+        from .cuda import to_device, to_host
+
+        return Tensor._result(to_host(self.data), (self,), lambda g: (to_device(g),))
+
+    def to(self, device: str) -> "Tensor":
+        """``'cuda'`` or ``'cpu'``: see :meth:`cuda` and :meth:`cpu`."""
+        return self.cuda() if _device_name(device) == "cuda" else self.cpu()
 
     # ------------------------------------------------------------------ graph
 
@@ -128,9 +176,10 @@ class Tensor:
         if gradient is None:
             if self.data.size != 1:
                 raise RuntimeError(f"grad can be implicitly created only for scalar outputs, got shape {self.shape}")
-            g = np.ones(self.shape, self.dtype)
+            g = _device.full(self.shape, self.dtype, 1, self.data)
         else:
-            g = np.asarray(gradient.data if isinstance(gradient, Tensor) else gradient, self.dtype)
+            g = gradient.data if isinstance(gradient, Tensor) else gradient
+            g = g if _device.is_gpu_like(g) else np.asarray(g, self.dtype)
             if g.shape != self.shape:
                 raise ValueError(f"gradient must have shape {self.shape}, got {g.shape}")
         order = _topological(self)
@@ -140,7 +189,7 @@ class Tensor:
             if g is None:
                 continue
             if node._backward is None:  # a leaf
-                node.grad = g.copy() if node.grad is None else node.grad + g
+                node.grad = _device.copy(g) if node.grad is None else _accumulate(node.grad, g)
                 continue
             if node._backward is _FREED:
                 raise RuntimeError("trying to backward through the graph a second time: its buffers were freed "
@@ -152,7 +201,7 @@ class Tensor:
                 if p is None or pg is None or not p.requires_grad:
                     continue
                 key = id(p)
-                grads[key] = pg if key not in grads else grads[key] + pg
+                grads[key] = pg if key not in grads else _accumulate(grads[key], pg)
 
     # ------------------------------------------------------------------ array facts
 
@@ -176,15 +225,20 @@ class Tensor:
         return len(self.data)
 
     def numpy(self) -> np.ndarray:
-        """The data array (shared)."""
+        """The data array (shared; a host copy for a GPU Tensor)."""
+        if self.is_cuda:
+            from .cuda import to_host
+
+            return to_host(self.data)
         return self.data
 
     def item(self) -> float:
-        return self.data.item()
+        return self.numpy().item()
 
     def __repr__(self) -> str:
         grad = ", requires_grad=True" if self.requires_grad else ""
-        return f"Tensor({np.array2string(self.data, precision=4, threshold=20)}, dtype={self.dtype}{grad})"
+        where = ", device='cuda'" if self.is_cuda else ""
+        return f"Tensor({np.array2string(self.numpy(), precision=4, threshold=20)}, dtype={self.dtype}{where}{grad})"
 
     def __array__(self, dtype=None, copy=None):
         return self.data if dtype is None else self.data.astype(dtype)
@@ -245,6 +299,9 @@ class Tensor:
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
         old = self.shape
+        if -1 in shape:  # resolved here: GPU arrays take explicit shapes only
+            known = int(np.prod([s for s in shape if s != -1]))
+            shape = tuple(self.size // known if s == -1 and known else s for s in shape)
         return Tensor._result(self.data.reshape(shape), (self,), lambda g: (g.reshape(old),))
 
     view = reshape
@@ -263,6 +320,20 @@ class Tensor:
 
     def argmax(self, dim=None) -> np.ndarray:
         return self.data.argmax(axis=dim)
+
+
+def _accumulate(a, b):
+    """a + b for two gradients of one shape, on their device."""
+    return ops.add(a, b) if _device.is_gpu(a) else a + b
+
+
+def _device_name(device) -> str:
+    name = str(device)
+    if name == "cuda" or name.startswith("cuda:"):
+        return "cuda"
+    if name == "cpu":
+        return "cpu"
+    raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
 
 
 def _topological(root: Tensor):

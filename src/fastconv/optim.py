@@ -12,6 +12,7 @@ from typing import Dict, List
 import numpy as np
 
 from .autograd import Tensor
+from .ops import _device
 
 
 class Optimizer:
@@ -77,6 +78,9 @@ class SGD(Optimizer):
 
     def step(self) -> None:
         for group, p, state in self._params():
+            if _device.is_gpu(p.data):
+                self._gpu_step(group, p, state)
+                continue
             g = -p.grad if group["maximize"] else p.grad
             if group["weight_decay"]:
                 g = g + group["weight_decay"] * p.data
@@ -90,6 +94,18 @@ class SGD(Optimizer):
                     buf += (1 - group["dampening"]) * g
                 g = g + mu * buf if group["nesterov"] else buf
             p.data -= (group["lr"] * g).astype(p.dtype, copy=False)
+
+    @staticmethod
+    def _gpu_step(group, p, state) -> None:
+        from .cuda import _optim
+
+        mu = group["momentum"]
+        buf = state.get("momentum_buffer")
+        first = buf is None
+        if mu and first:
+            buf = state["momentum_buffer"] = _device.empty(p.shape, p.dtype, p.data)
+        _optim.sgd_step(p.data, p.grad, buf, group["lr"], mu, group["dampening"], group["nesterov"],
+                        group["weight_decay"], group["maximize"], first)
 
 
 class Adam(Optimizer):
@@ -111,6 +127,9 @@ class Adam(Optimizer):
 
     def step(self) -> None:
         for group, p, state in self._params():
+            if _device.is_gpu(p.data):
+                self._gpu_step(group, p, state)
+                continue
             g = -p.grad if group["maximize"] else p.grad
             lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
             if wd:
@@ -137,6 +156,19 @@ class Adam(Optimizer):
             bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
             denom = np.sqrt(v) / math.sqrt(bc2) + eps
             p.data -= ((lr / bc1) * m / denom).astype(p.dtype, copy=False)
+
+    def _gpu_step(self, group, p, state) -> None:
+        from .cuda import _optim
+
+        if not state:
+            state["step"] = 0
+            for k in ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ()):
+                state[k] = _device.zeros(p.shape, p.dtype, p.data)
+        state["step"] += 1
+        b1, b2 = group["betas"]
+        _optim.adam_step(p.data, p.grad, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
+                         group["lr"], b1, b2, group["eps"], group["weight_decay"], self._decoupled,
+                         group["amsgrad"], group["maximize"], state["step"])
 
 
 class AdamW(Adam):

@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .. import ops
+from ..ops import _device
 from .._random import generator
 from ..autograd import Tensor, is_grad_enabled
 
@@ -70,7 +71,7 @@ def linear(input, weight, bias=None, *, activation=None) -> Tensor:
     def grads(g):
         if activation is not None:
             g = (ops.relu_backward if activation == "relu" else ops.relu6_backward)(g, y)
-        return ops.linear_backward(np.ascontiguousarray(g), x.data, w.data, needs=_needs(x, w, b))
+        return ops.linear_backward(_device.contiguous(g), x.data, w.data, needs=_needs(x, w, b))
 
     return Tensor._result(y, (x, w, b), grads)
 
@@ -194,7 +195,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     else:
         y = ops.batch_norm(x.data, rm, rv, wd, bd, False, momentum, eps)
         mean = rm
-        invstd = (1.0 / np.sqrt(rv.astype(np.float64) + eps)).astype(x.dtype)
+        invstd = _eval_invstd(rv, eps, x.dtype)
 
     def grads(g):
         gx, gw, gb = ops.batch_norm_backward(g, x.data, wd, mean, invstd, training=training)
@@ -203,14 +204,27 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     return Tensor._result(y, (x, w, b), grads)
 
 
+def _eval_invstd(running_var, eps, dtype):
+    """1 / sqrt(running_var + eps), on running_var's device (a C-element vector; GPU ones round-trip the host)."""
+    if _device.is_gpu(running_var):
+        from ..cuda import to_device, to_host
+
+        return to_device(_eval_invstd(to_host(running_var), eps, dtype))
+    return (1.0 / np.sqrt(running_var.astype(np.float64) + eps)).astype(dtype)
+
+
+def _array(a):
+    return a if _device.is_gpu_like(a) else np.asarray(a)
+
+
 def cross_entropy(input, target, reduction: str = "mean", ignore_index: int = -100,
                   label_smoothing: float = 0.0) -> Tensor:
     """Cross-entropy of logits against class indices (an integer array or Tensor)."""
     z = _t(input)
-    t = target.data if isinstance(target, Tensor) else np.asarray(target)
+    t = target.data if isinstance(target, Tensor) else _array(target)
     kw = dict(reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing)
     loss = ops.cross_entropy(z.data, t, **kw)
-    return Tensor._result(np.asarray(loss), (z,), lambda g: (ops.cross_entropy_backward(g, z.data, t, **kw),))
+    return Tensor._result(_array(loss), (z,), lambda g: (ops.cross_entropy_backward(g, z.data, t, **kw),))
 
 
 def mse_loss(input, target, reduction: str = "mean") -> Tensor:
@@ -221,7 +235,7 @@ def mse_loss(input, target, reduction: str = "mean") -> Tensor:
         ga = ops.mse_loss_backward(g, a.data, b.data, reduction)
         return ga, (-ga if b.requires_grad else None)
 
-    return Tensor._result(np.asarray(loss), (a, b), grads)
+    return Tensor._result(_array(loss), (a, b), grads)
 
 
 def flatten(input, start_dim: int = 1, end_dim: int = -1) -> Tensor:

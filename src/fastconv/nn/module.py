@@ -8,6 +8,7 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from ..autograd import Tensor
+from ..ops import _device
 
 
 class Parameter(Tensor):
@@ -53,7 +54,8 @@ class Module:
             self._parameters[name] = value
         elif isinstance(value, Module):
             self._modules[name] = value
-        elif name in self.__dict__.get("_buffer_names", ()) and (value is None or isinstance(value, np.ndarray)):
+        elif name in self.__dict__.get("_buffer_names", ()) and (value is None or isinstance(value, np.ndarray)
+                                                                 or _device.is_gpu(value)):
             self._buffers[name] = value
         else:
             object.__setattr__(self, name, value)
@@ -175,7 +177,11 @@ class Module:
         return self
 
     def to(self, dtype) -> "Module":
-        """Converts the floating-point parameters and buffers to ``dtype`` (float32 or float64), in place."""
+        """Converts the floating-point parameters and buffers to ``dtype`` (float32 or float64), in place;
+        or, given ``'cuda'`` / ``'cpu'``, moves them to the GPU or back (integer buffers such as
+        BatchNorm's ``num_batches_tracked`` stay on the host, where the layer counts with them)."""
+        if isinstance(dtype, str) and (dtype in ("cuda", "cpu") or dtype.startswith("cuda:")):
+            return self._move(dtype != "cpu")
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
@@ -187,6 +193,28 @@ class Module:
             for name, b in m._buffers.items():
                 if b is not None and b.dtype.kind == "f":
                     m._buffers[name] = b.astype(dtype)
+        return self
+
+    def cuda(self) -> "Module":
+        """Moves the parameters and floating-point buffers to the GPU, in place (``to('cuda')``)."""
+        return self._move(True)
+
+    def cpu(self) -> "Module":
+        """Moves the parameters and buffers back to host memory, in place (``to('cpu')``)."""
+        return self._move(False)
+
+    def _move(self, to_gpu: bool) -> "Module":
+        from ..cuda import to_device, to_host
+
+        move = to_device if to_gpu else to_host
+        for m in self.modules():
+            for p in m._parameters.values():
+                if p is not None:
+                    p.data = move(p.data)
+                    p.grad = None if p.grad is None else move(p.grad)
+            for name, b in m._buffers.items():
+                if b is not None and b.dtype.kind == "f":
+                    m._buffers[name] = move(b)
         return self
 
     def float(self) -> "Module":

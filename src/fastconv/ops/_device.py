@@ -33,11 +33,11 @@ def is_gpu(x) -> bool:
 
 def is_gpu_like(x) -> bool:
     """True for any array that lives on a GPU (or in Numba's CUDA simulator)."""
-    if isinstance(x, np.ndarray) or x is None or isinstance(x, (int, float, str, bool)):
+    if isinstance(x, (np.ndarray, np.generic, int, float, str, bool, tuple, list, dict)) or x is None:
         return False
     if is_gpu(x):
         return True
-    if type(x).__module__.startswith("numba.cuda.simulator"):
+    if type(x).__module__.startswith("numba.cuda.simulator") and hasattr(x, "copy_to_host"):
         return True
     try:
         return hasattr(x, "__cuda_array_interface__")
