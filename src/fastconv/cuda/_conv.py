@@ -39,7 +39,6 @@ def _direct_kernel(dtype):
     @cuda.jit
     def direct(x, w, bias, y, C, H, W, OC, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, groups, has_bias, act):
         zero = DT(0)
-        six = DT(6)
         wsh = cuda.shared.array((RCAP, OCB), DT)
         acc = cuda.local.array(OCB, DT)
         tid = cuda.threadIdx.x
@@ -89,15 +88,7 @@ def _direct_kernel(dtype):
                     v = acc[o]
                     if has_bias:
                         v += bias[oc0 + o]
-                    if act == 1:
-                        if v < zero:
-                            v = zero
-                    elif act == 2:
-                        if v < zero:
-                            v = zero
-                        elif v > six:
-                            v = six
-                    y[(n * OC + oc0 + o) * P + p] = v
+                    y[(n * OC + oc0 + o) * P + p] = _rt.epilogue_activation(v, act)
 
     return direct
 
@@ -194,15 +185,7 @@ def _depthwise(x, w, bias, y, N, C, H, W, OC, OH, OW, KH, KW, sh, sw, ph, pw, dh
                         acc += x[xbase + ih * W + iw] * w[wbase + kh * KW + kw]
         if has_bias:
             acc += bias[oc]
-        if act == 1:
-            if acc < 0:
-                acc = acc * 0
-        elif act == 2:
-            if acc < 0:
-                acc = acc * 0
-            elif acc > 6:
-                acc = acc * 0 + 6
-        y[i] = acc
+        y[i] = _rt.epilogue_activation(acc, act)
         i += cuda.gridsize(1)
 
 

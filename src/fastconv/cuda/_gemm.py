@@ -37,7 +37,6 @@ def _kernel(tile, dtype, a_k_contig: bool, b_n_contig: bool):
     def gemm(a, a_off, a_bs, a_rs, a_cs, b, b_off, b_bs, b_rs, b_cs, c, c_off, c_bs, ldc, M, N, K,
              bias, bias_mode, act, accumulate):
         zero = DT(0)
-        six = DT(6)
         As = cuda.shared.array((BK, BM), DT)
         Bs = cuda.shared.array((BK, BN), DT)
         acc = cuda.local.array((TM, TN), DT)
@@ -106,15 +105,7 @@ def _kernel(tile, dtype, a_k_contig: bool, b_n_contig: bool):
                             v += bias[gm]
                         elif bias_mode == 2:
                             v += bias[gn]
-                        if act == 1:
-                            if v < zero:
-                                v = zero
-                        elif act == 2:
-                            if v < zero:
-                                v = zero
-                            elif v > six:
-                                v = six
-                        c[idx] = v
+                        c[idx] = _rt.epilogue_activation(v, act)
 
     return gemm, NTH
 

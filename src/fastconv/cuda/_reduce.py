@@ -68,25 +68,27 @@ def _channel_partial(x, dy, mean, N, C, inner, split, mode, part1, part2):
         part2[c * split + s] = t2
 
 
+@cuda.jit(device=True)
+def _channel_total(part, c, split):
+    a = 0.0
+    for s in range(split):
+        a += part[c * split + s]
+    return a
+
+
 @cuda.jit
 def _finish_sums(part1, split, C, out):
     c = cuda.grid(1)
     if c < C:
-        a = 0.0
-        for s in range(split):
-            a += part1[c * split + s]
-        out[c] = a
+        out[c] = _channel_total(part1, c, split)
 
 
 @cuda.jit
 def _finish_stats(part1, part2, split, x, C, inner, count, eps, momentum, has_running, rm, rv, mean, invstd):
     c = cuda.grid(1)
     if c < C:
-        a1 = 0.0
-        a2 = 0.0
-        for s in range(split):
-            a1 += part1[c * split + s]
-            a2 += part2[c * split + s]
+        a1 = _channel_total(part1, c, split)
+        a2 = _channel_total(part2, c, split)
         m1 = a1 / count
         var = a2 / count - m1 * m1
         if var < 0.0:
@@ -103,11 +105,8 @@ def _finish_stats(part1, part2, split, x, C, inner, count, eps, momentum, has_ru
 def _finish_bn_grads(part1, part2, split, C, invstd, has_gw, gw, gb, s1, s2):
     c = cuda.grid(1)
     if c < C:
-        a1 = 0.0
-        a2 = 0.0
-        for s in range(split):
-            a1 += part1[c * split + s]
-            a2 += part2[c * split + s]
+        a1 = _channel_total(part1, c, split)
+        a2 = _channel_total(part2, c, split)
         s1[c] = a1
         s2[c] = a2
         gb[c] = a1

@@ -104,6 +104,21 @@ def launch_grid(kernel, grid, block, *args) -> None:
     kernel[grid, block, current_stream()](*args)
 
 
+@cuda.jit(device=True)
+def epilogue_activation(v, act):
+    """The fused activation of a kernel's epilogue: 0 none, 1 ReLU, 2 ReLU6 (NaN passes through)."""
+    zero = v * 0
+    if act == 1:
+        if v < zero:
+            return zero
+    elif act == 2:
+        if v < zero:
+            return zero
+        if v > zero + 6:
+            return zero + 6
+    return v
+
+
 def fill(a, value) -> None:
     if a.size:
         launch(_fill, a.size, flat(a), value)
