@@ -101,14 +101,8 @@ def _im2col(x, col, n0, nb, g, C, H, W, cg, KH, KW, OH, OW, sh, sw, ph, pw, dh, 
     total = nb * R * P
     i = cuda.grid(1)
     while i < total:
-        p = i % P
-        t = i // P
-        r = t % R
-        nn = t // R
-        kw = r % KW
-        t2 = r // KW
-        kh = t2 % KH
-        c = t2 // KH
+        nn, r, p = _rt.split3(i, R, P)
+        c, kh, kw = _rt.split3(r, KH, KW)
         ih = (p // OW) * sh - ph + kh * dh
         iw = (p % OW) * sw - pw + kw * dw
         v = x[0] * 0
@@ -118,30 +112,31 @@ def _im2col(x, col, n0, nb, g, C, H, W, cg, KH, KW, OH, OW, sh, sw, ph, pw, dh, 
         i += cuda.gridsize(1)
 
 
+@cuda.jit(device=True)
+def _reader(i, pad, k, dil, stride, n_out):
+    """Along one axis: the output position whose window reads input position i through tap k, or -1."""
+    t = i + pad - k * dil
+    if t < 0 or t % stride != 0 or t // stride >= n_out:
+        return -1
+    return t // stride
+
+
 @cuda.jit
 def _col2im(dcol, gx, n0, nb, g, C, H, W, cg, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw, ns, rs):
     """gx[image n0 + nn, channel of group g, ih, iw] = sum of the columns that read it (a gather)."""
     total = nb * cg * H * W
     i = cuda.grid(1)
     while i < total:
-        iw = i % W
-        t = i // W
-        ih = t % H
-        t //= H
-        c = t % cg
-        nn = t // cg
+        t, ih, iw = _rt.split3(i, H, W)
+        nn, c = t // cg, t % cg
         s = dcol[0] * 0
         for kh in range(KH):
-            th = ih + ph - kh * dh
-            if th >= 0 and th % sh == 0:
-                oh = th // sh
-                if oh < OH:
-                    for kw in range(KW):
-                        tw = iw + pw - kw * dw
-                        if tw >= 0 and tw % sw == 0:
-                            ow = tw // sw
-                            if ow < OW:
-                                s += dcol[nn * ns + ((c * KH + kh) * KW + kw) * rs + oh * OW + ow]
+            oh = _reader(ih, ph, kh, dh, sh, OH)
+            if oh >= 0:
+                for kw in range(KW):
+                    ow = _reader(iw, pw, kw, dw, sw, OW)
+                    if ow >= 0:
+                        s += dcol[nn * ns + ((c * KH + kh) * KW + kw) * rs + oh * OW + ow]
         gx[(((n0 + nn) * C + g * cg + c) * H + ih) * W + iw] = s
         i += cuda.gridsize(1)
 
@@ -152,10 +147,7 @@ def _swap01(src, dst, off, A, B, inner):
     total = A * B * inner
     i = cuda.grid(1)
     while i < total:
-        q = i % inner
-        t = i // inner
-        a = t % A
-        b = t // A
+        b, a, q = _rt.split3(i, A, inner)
         dst[i] = src[off + (a * B + b) * inner + q]
         i += cuda.gridsize(1)
 
@@ -166,12 +158,8 @@ def _depthwise(x, w, bias, y, N, C, H, W, OC, OH, OW, KH, KW, sh, sw, ph, pw, dh
     mult = OC // C
     i = cuda.grid(1)
     while i < total:
-        ow = i % OW
-        t = i // OW
-        oh = t % OH
-        t //= OH
-        oc = t % OC
-        n = t // OC
+        t, oh, ow = _rt.split3(i, OH, OW)
+        n, oc = t // OC, t % OC
         c = oc // mult
         xbase = (n * C + c) * H * W
         wbase = oc * KH * KW
@@ -195,27 +183,19 @@ def _depthwise_grad_input(gy, w, gx, N, C, H, W, OC, OH, OW, KH, KW, sh, sw, ph,
     mult = OC // C
     i = cuda.grid(1)
     while i < total:
-        iw = i % W
-        t = i // W
-        ih = t % H
-        t //= H
-        c = t % C
-        n = t // C
+        t, ih, iw = _rt.split3(i, H, W)
+        n, c = t // C, t % C
         s = gy[0] * 0
         for m in range(mult):
             oc = c * mult + m
             gbase = (n * OC + oc) * OH * OW
             for kh in range(KH):
-                th = ih + ph - kh * dh
-                if th >= 0 and th % sh == 0:
-                    oh = th // sh
-                    if oh < OH:
-                        for kw in range(KW):
-                            tw = iw + pw - kw * dw
-                            if tw >= 0 and tw % sw == 0:
-                                ow = tw // sw
-                                if ow < OW:
-                                    s += gy[gbase + oh * OW + ow] * w[(oc * KH + kh) * KW + kw]
+                oh = _reader(ih, ph, kh, dh, sh, OH)
+                if oh >= 0:
+                    for kw in range(KW):
+                        ow = _reader(iw, pw, kw, dw, sw, OW)
+                        if ow >= 0:
+                            s += gy[gbase + oh * OW + ow] * w[(oc * KH + kh) * KW + kw]
         gx[i] = s
         i += cuda.gridsize(1)
 
@@ -225,20 +205,16 @@ def _depthwise_grad_weight(gy, x, gw, N, C, H, W, OC, OH, OW, KH, KW, sh, sw, ph
     """One block per filter tap (oc, kh, kw): a block reduction over images and output pixels."""
     sm = cuda.shared.array(_reduce.NTH, numba.float64)
     b = cuda.blockIdx.x
-    kw = b % KW
-    t = b // KW
-    kh = t % KH
-    oc = t // KH
+    oc, kh, kw = _rt.split3(b, KH, KW)
     c = oc // (OC // C)
     P = OH * OW
     acc = 0.0
     for j in range(cuda.threadIdx.x, N * P, _reduce.NTH):
-        n = j // P
-        p = j % P
-        ih = (p // OW) * sh - ph + kh * dh
-        iw = (p % OW) * sw - pw + kw * dw
+        n, oh, ow = _rt.split3(j, OH, OW)
+        ih = oh * sh - ph + kh * dh
+        iw = ow * sw - pw + kw * dw
         if ih >= 0 and ih < H and iw >= 0 and iw < W:
-            acc += gy[(n * OC + oc) * P + p] * x[((n * C + c) * H + ih) * W + iw]
+            acc += gy[(n * OC + oc) * P + oh * OW + ow] * x[((n * C + c) * H + ih) * W + iw]
     total = _reduce.block_sum(sm, acc)
     if cuda.threadIdx.x == 0:
         gw[b] = total

@@ -20,10 +20,7 @@ def _max_fwd(x, y, idx, want_idx, NC, H, W, OH, OW, KH, KW, sh, sw, ph, pw, dh, 
     total = NC * OH * OW
     i = cuda.grid(1)
     while i < total:
-        ow = i % OW
-        t = i // OW
-        oh = t % OH
-        nc = t // OH
+        nc, oh, ow = _rt.split3(i, OH, OW)
         base = nc * H * W
         best = -math.inf
         where = -1
@@ -43,32 +40,34 @@ def _max_fwd(x, y, idx, want_idx, NC, H, W, OH, OW, KH, KW, sh, sw, ph, pw, dh, 
         i += cuda.gridsize(1)
 
 
+@cuda.jit(device=True)
+def _avg_divisor(oh, ow, H, W, KH, KW, sh, sw, ph, pw, include_pad, divisor):
+    """What output (oh, ow)'s window sum is divided by: ``divisor`` when set (> 0), else the window
+    clipped to the padded input (``include_pad``) or to the input itself, as PyTorch."""
+    if divisor != 0:
+        return divisor
+    h0 = oh * sh - ph
+    w0 = ow * sw - pw
+    h1 = min(h0 + KH, H + ph)
+    w1 = min(w0 + KW, W + pw)
+    if include_pad:
+        return (h1 - h0) * (w1 - w0)
+    return (min(h1, H) - max(h0, 0)) * (min(w1, W) - max(w0, 0))
+
+
 @cuda.jit
 def _avg_fwd(x, y, NC, H, W, OH, OW, KH, KW, sh, sw, ph, pw, include_pad, divisor):
     total = NC * OH * OW
     i = cuda.grid(1)
     while i < total:
-        ow = i % OW
-        t = i // OW
-        oh = t % OH
-        nc = t // OH
+        nc, oh, ow = _rt.split3(i, OH, OW)
         h0 = oh * sh - ph
         w0 = ow * sw - pw
-        h1 = min(h0 + KH, H + ph)
-        w1 = min(w0 + KW, W + pw)
-        pool = (h1 - h0) * (w1 - w0)
-        hs = max(h0, 0)
-        ws = max(w0, 0)
-        he = min(h1, H)
-        we = min(w1, W)
         s = x[0] * 0
-        for ih in range(hs, he):
-            for iw in range(ws, we):
+        for ih in range(max(h0, 0), min(h0 + KH, H)):
+            for iw in range(max(w0, 0), min(w0 + KW, W)):
                 s += x[nc * H * W + ih * W + iw]
-        d = divisor
-        if d == 0:
-            d = pool if include_pad else (he - hs) * (we - ws)
-        y[i] = s / d
+        y[i] = s / _avg_divisor(oh, ow, H, W, KH, KW, sh, sw, ph, pw, include_pad, divisor)
         i += cuda.gridsize(1)
 
 
@@ -77,28 +76,16 @@ def _avg_bwd(gy, gx, NC, H, W, OH, OW, KH, KW, sh, sw, ph, pw, include_pad, divi
     total = NC * H * W
     i = cuda.grid(1)
     while i < total:
-        iw = i % W
-        t = i // W
-        ih = t % H
-        nc = t // H
+        nc, ih, iw = _rt.split3(i, H, W)
         s = gy[0] * 0
         oh_lo = max(0, (ih + ph - KH) // sh + 1)
         oh_hi = min(OH - 1, (ih + ph) // sh)
         ow_lo = max(0, (iw + pw - KW) // sw + 1)
         ow_hi = min(OW - 1, (iw + pw) // sw)
         for oh in range(oh_lo, oh_hi + 1):
-            h0 = oh * sh - ph
-            h1 = min(h0 + KH, H + ph)
             for ow in range(ow_lo, ow_hi + 1):
-                w0 = ow * sw - pw
-                w1 = min(w0 + KW, W + pw)
-                d = divisor
-                if d == 0:
-                    if include_pad:
-                        d = (h1 - h0) * (w1 - w0)
-                    else:
-                        d = (min(h1, H) - max(h0, 0)) * (min(w1, W) - max(w0, 0))
-                s += gy[(nc * OH + oh) * OW + ow] / d
+                s += gy[(nc * OH + oh) * OW + ow] / _avg_divisor(oh, ow, H, W, KH, KW, sh, sw, ph, pw, include_pad,
+                                                                  divisor)
         gx[i] = s
         i += cuda.gridsize(1)
 
@@ -118,10 +105,7 @@ def _adaptive_fwd(x, y, idx, is_max, want_idx, NC, H, W, OH, OW):
     total = NC * OH * OW
     i = cuda.grid(1)
     while i < total:
-        ow = i % OW
-        t = i // OW
-        oh = t % OH
-        nc = t // OH
+        nc, oh, ow = _rt.split3(i, OH, OW)
         hs = _start(oh, H, OH)
         he = _end(oh, H, OH)
         ws = _start(ow, W, OW)
@@ -153,10 +137,7 @@ def _adaptive_avg_bwd(gy, gx, NC, H, W, OH, OW):
     total = NC * H * W
     i = cuda.grid(1)
     while i < total:
-        iw = i % W
-        t = i // W
-        ih = t % H
-        nc = t // H
+        nc, ih, iw = _rt.split3(i, H, W)
         s = gy[0] * 0
         for oh in range(max(0, (ih * OH) // H - 1), min(OH, ((ih + 1) * OH + H - 1) // H + 1)):
             if _start(oh, H, OH) <= ih and ih < _end(oh, H, OH):

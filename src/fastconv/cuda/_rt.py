@@ -105,6 +105,12 @@ def launch_grid(kernel, grid, block, *args) -> None:
 
 
 @cuda.jit(device=True)
+def split3(i, mid, inner):
+    """(outer, middle, inner) coordinates of flat index i over an (outer, mid, inner) layout."""
+    return i // (mid * inner), (i // inner) % mid, i % inner
+
+
+@cuda.jit(device=True)
 def epilogue_activation(v, act):
     """The fused activation of a kernel's epilogue: 0 none, 1 ReLU, 2 ReLU6 (NaN passes through)."""
     zero = v * 0
