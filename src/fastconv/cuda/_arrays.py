@@ -1,4 +1,4 @@
-"""Device-array helpers: contiguous copies of strided views, zero-filled arrays."""
+"""Contiguous device copies of strided views."""
 
 from __future__ import annotations
 
@@ -70,8 +70,3 @@ def contiguous(x):
     _rt.launch(_COPIES[x.ndim], x.size, x, _rt.flat(out))
     return out
 
-
-def zeros(shape, dtype):
-    out = _rt.empty(shape, dtype)
-    _rt.fill(out, 0)
-    return out

@@ -66,7 +66,6 @@ def dispatch(fn):
             return _interop.call(fn, args, kwargs)
         return fn(*args, **kwargs)
 
-    op.__wrapped__ = fn
     return op
 
 
@@ -89,11 +88,7 @@ def empty(shape, dtype, like):
 
 
 def zeros(shape, dtype, like):
-    if is_gpu(like):
-        from ..cuda import _arrays
-
-        return _arrays.zeros(shape, dtype)
-    return np.zeros(shape, dtype)
+    return full(shape, dtype, 0, like)
 
 
 def contiguous(x):
@@ -139,7 +134,9 @@ def copy(x):
     return x.copy()
 
 
-def cpu_only(x, what: str) -> None:
-    """ValueError when a GPU array reaches an op that has no GPU kernel."""
-    if is_gpu(x):
-        raise ValueError(f"{what} has no GPU kernel; call it on numpy arrays (fastconv.cuda.to_host)")
+def device_kind(device):
+    """``'cuda'`` for ``'cuda'`` / ``'cuda:N'``, ``'cpu'`` for ``'cpu'``, else None."""
+    name = str(device)
+    if name == "cuda" or name.startswith("cuda:"):
+        return "cuda"
+    return "cpu" if name == "cpu" else None

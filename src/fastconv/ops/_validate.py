@@ -99,8 +99,6 @@ def output_array(out, shape, dtype=np.float32, name: str = "out", *, like=None) 
     if out is None:
         return _device.empty(shape, dtype, like)
     require_float(out, name, dtype)
-    if _device.is_gpu(out) != _device.is_gpu(like):
-        raise ValueError(f"{name} must be on the same device as the input")
     if out.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {out.shape}")
     if not _device.is_writable_contiguous(out):

@@ -24,8 +24,6 @@ def _ce_layout(input, target):
     on_gpu = _device.is_gpu(z)
     if (not isinstance(target, np.ndarray) and not _device.is_gpu(target)) or target.dtype.kind not in "iu":
         raise TypeError("target must be an integer numpy.ndarray of class indices")
-    if _device.is_gpu(target) != on_gpu:
-        raise TypeError("target must be on the same device as input")
     want = (z.shape[0],) + z.shape[2:]
     if target.shape != want:
         raise ValueError(f"target must have shape {want} for input {z.shape}, got {target.shape}")
@@ -102,7 +100,7 @@ def cross_entropy_backward(grad_output, input, target, reduction: str = "mean", 
     return gz
 
 
-def _gpu_scalar(value, dtype, like):
+def _gpu_scalar(value, dtype):
     """grad_output of a reduced loss on the GPU: a 1-element GPU array, or a Python / numpy scalar copied over."""
     if _device.is_gpu(value):
         if value.size != 1 or value.dtype != dtype:
@@ -125,7 +123,7 @@ def _ce_backward_gpu(grad_output, z, t, n, c, inner, reduction, ignore_index, ls
         per = float_array(grad_output, "grad_output", dtype=z.dtype)
     else:
         per = _device.empty(t.shape, z.dtype, z)
-        k.loss_scale(_gpu_scalar(grad_output, z.dtype, z), t, ignore_index, reduction == "mean", per)
+        k.loss_scale(_gpu_scalar(grad_output, z.dtype), t, ignore_index, reduction == "mean", per)
     gz = _device.empty(z.shape, z.dtype, z)
     if z.size:
         k.cross_entropy_backward(z, t, per, gz, n, c, inner, ignore_index, ls)
@@ -165,7 +163,7 @@ def mse_loss_backward(grad_output, input, target, reduction: str = "mean") -> np
             if g.shape != x.shape:
                 raise ValueError(f"grad_output must have shape {x.shape}, got {g.shape}")
         else:
-            g = _gpu_scalar(grad_output, x.dtype, x)
+            g = _gpu_scalar(grad_output, x.dtype)
         gx = _device.empty(x.shape, x.dtype, x)
         kernels(x).squared_error_backward(g, x, y, scale, gx)
         return gx

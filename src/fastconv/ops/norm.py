@@ -11,12 +11,10 @@ from ._device import kernels
 from ._validate import float_array, require_float
 
 
-def _channel_vector(v, name, c, dtype, *, writable=False, like=None):
+def _channel_vector(v, name, c, dtype, *, writable=False):
     if v is None:
         return None
     require_float(v, name, dtype)
-    if like is not None and _device.is_gpu(v) != _device.is_gpu(like):
-        raise TypeError(f"{name} must be on the same device as the input")
     if v.shape != (c,):
         raise ValueError(f"{name} must have shape ({c},), got {v.shape}")
     if writable and not _device.is_writable_contiguous(v):
@@ -44,10 +42,10 @@ def batch_norm(input, running_mean: Optional[np.ndarray], running_var: Optional[
     """
     x = _check_input(input)
     c = x.shape[1]
-    rm = _channel_vector(running_mean, "running_mean", c, x.dtype, writable=training, like=x)
-    rv = _channel_vector(running_var, "running_var", c, x.dtype, writable=training, like=x)
-    w = _channel_vector(weight, "weight", c, x.dtype, like=x)
-    b = _channel_vector(bias, "bias", c, x.dtype, like=x)
+    rm = _channel_vector(running_mean, "running_mean", c, x.dtype, writable=training)
+    rv = _channel_vector(running_var, "running_var", c, x.dtype, writable=training)
+    w = _channel_vector(weight, "weight", c, x.dtype)
+    b = _channel_vector(bias, "bias", c, x.dtype)
     momentum, eps = float(momentum), float(eps)
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
@@ -82,9 +80,9 @@ def batch_norm_backward(grad_output, input, weight: Optional[np.ndarray], save_m
     g = float_array(grad_output, "grad_output", x.ndim, x.dtype)
     if g.shape != x.shape:
         raise ValueError(f"grad_output must have the input's shape {x.shape}, got {g.shape}")
-    w = _channel_vector(weight, "weight", c, x.dtype, like=x)
-    m = _channel_vector(save_mean, "save_mean", c, x.dtype, like=x)
-    s = _channel_vector(save_invstd, "save_invstd", c, x.dtype, like=x)
+    w = _channel_vector(weight, "weight", c, x.dtype)
+    m = _channel_vector(save_mean, "save_mean", c, x.dtype)
+    s = _channel_vector(save_invstd, "save_invstd", c, x.dtype)
     gx = _device.empty(x.shape, x.dtype, x)
     gw = _device.empty((c,), x.dtype, x) if w is not None else None
     gb = _device.empty((c,), x.dtype, x)

@@ -69,11 +69,9 @@ def _max_pool(nd, input, kernel_size, stride, padding, dilation, ceil_mode, retu
     return (y, idx) if return_indices else y
 
 
-def _check_indices(indices, shape, like):
-    if (not isinstance(indices, np.ndarray) and not _device.is_gpu(indices)) or indices.dtype != np.int64 \
-            or _device.is_gpu(indices) != _device.is_gpu(like):
-        raise TypeError("indices must be an int64 array on grad_output's device (as the forward's "
-                        "return_indices=True gives)")
+def _check_indices(indices, shape):
+    if (not isinstance(indices, np.ndarray) and not _device.is_gpu(indices)) or indices.dtype != np.int64:
+        raise TypeError("indices must be an int64 array (as the forward's return_indices=True gives)")
     if indices.shape != tuple(shape):
         raise ValueError(f"indices must have the output's shape {tuple(shape)}, got {indices.shape}")
     return _device.contiguous(indices)
@@ -92,7 +90,7 @@ def _max_pool_backward(nd, grad_output, indices, input_shape):
     g = float_array(grad_output, "grad_output", nd + 2)
     if g.shape[:2] != shape[:2]:
         raise ValueError(f"grad_output {g.shape} and input_shape {shape} differ in N or C")
-    ix = _check_indices(indices, g.shape, g)
+    ix = _check_indices(indices, g.shape)
     gx = _device.empty(shape, g.dtype, g)  # the kernel zeroes it
     if not g.size:
         _device.fill_zero(gx)
