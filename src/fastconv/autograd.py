@@ -72,30 +72,17 @@ class Tensor:
     def __init__(self, data, requires_grad: bool = False, dtype=None):
         arr = data.data if isinstance(data, Tensor) else data
         if _device.is_gpu_like(arr):
-            self._init_gpu(arr, dtype)
-            if requires_grad:
-                self.requires_grad_(True)
-            return
-        if dtype is None and not isinstance(arr, (np.ndarray, np.generic)) and np.asarray(arr).dtype == np.float64:
-            dtype = np.float32  # Python floats: PyTorch's default dtype
-        self.data = np.asarray(arr, dtype=dtype)
+            self.data = _gpu_data(arr, dtype)
+        else:
+            if dtype is None and not isinstance(arr, (np.ndarray, np.generic)) and np.asarray(arr).dtype == np.float64:
+                dtype = np.float32  # Python floats: PyTorch's default dtype
+            self.data = np.asarray(arr, dtype=dtype)
         self.grad: Optional[np.ndarray] = None
         self._parents: Tuple["Tensor", ...] = ()
         self._backward = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
-
-    def _init_gpu(self, arr, dtype) -> None:
-        from .cuda import _interop
-
-        self.data = _interop._view(arr)
-        if dtype is not None and np.dtype(dtype) != self.data.dtype:
-            raise TypeError(f"a GPU Tensor keeps its array's dtype ({self.data.dtype}); convert on the host")
-        self.grad = None
-        self._parents = ()
-        self._backward = None
-        self.requires_grad = False
 
     # ------------------------------------------------------------------ devices
 
@@ -126,7 +113,10 @@ class Tensor:
 
     def to(self, device: str) -> "Tensor":
         """``'cuda'`` or ``'cpu'``: see :meth:`cuda` and :meth:`cpu`."""
-        return self.cuda() if _device_name(device) == "cuda" else self.cpu()
+        kind = _device.device_kind(device)
+        if kind is None:
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        return self.cuda() if kind == "cuda" else self.cpu()
 
     # ------------------------------------------------------------------ graph
 
@@ -327,13 +317,14 @@ def _accumulate(a, b):
     return ops.add(a, b) if _device.is_gpu(a) else a + b
 
 
-def _device_name(device) -> str:
-    name = str(device)
-    if name == "cuda" or name.startswith("cuda:"):
-        return "cuda"
-    if name == "cpu":
-        return "cpu"
-    raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+def _gpu_data(arr, dtype):
+    """A GPU array as a Tensor's data: its Numba view (no copy, no dtype conversion)."""
+    from .cuda import _interop
+
+    data = _interop._view(arr)
+    if dtype is not None and np.dtype(dtype) != data.dtype:
+        raise TypeError(f"a GPU Tensor keeps its array's dtype ({data.dtype}); convert on the host")
+    return data
 
 
 def _topological(root: Tensor):

@@ -195,7 +195,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     else:
         y = ops.batch_norm(x.data, rm, rv, wd, bd, False, momentum, eps)
         mean = rm
-        invstd = _eval_invstd(rv, eps, x.dtype)
+        # Only the backward needs it: inference (no_grad, or nothing requires grad) skips it.
+        invstd = _eval_invstd(rv, eps, x.dtype) if is_grad_enabled() and any(_needs(x, w, b)) else None
 
     def grads(g):
         gx, gw, gb = ops.batch_norm_backward(g, x.data, wd, mean, invstd, training=training)

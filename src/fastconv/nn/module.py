@@ -180,8 +180,8 @@ class Module:
         """Converts the floating-point parameters and buffers to ``dtype`` (float32 or float64), in place;
         or, given ``'cuda'`` / ``'cpu'``, moves them to the GPU or back (integer buffers such as
         BatchNorm's ``num_batches_tracked`` stay on the host, where the layer counts with them)."""
-        if isinstance(dtype, str) and (dtype in ("cuda", "cpu") or dtype.startswith("cuda:")):
-            return self._move(dtype != "cpu")
+        if isinstance(dtype, str) and _device.device_kind(dtype) is not None:
+            return self._move(_device.device_kind(dtype) == "cuda")
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
