@@ -64,10 +64,11 @@ class CudaBackend:
         xf, yf = _rt.flat(x), _rt.flat(out)
         if training:
             _reduce.batch_stats(x, n, c, inner, eps, momentum, running_mean, running_var, save_mean, save_invstd)
-            _rt.launch(_eltwise.bn_apply, x.size, xf, yf, c, inner, save_mean, save_invstd, w, b, has_w, has_b)
+            _rt.launch(_eltwise.bn_normalize, x.size, xf, yf, c, inner, save_mean, save_invstd, False, float(eps), w,
+                       b, has_w, has_b)
         else:
-            _rt.launch(_eltwise.bn_eval, x.size, xf, yf, c, inner, running_mean, running_var, float(eps), w, b, has_w,
-                       has_b)
+            _rt.launch(_eltwise.bn_normalize, x.size, xf, yf, c, inner, running_mean, running_var, True, float(eps),
+                       w, b, has_w, has_b)
 
     def batch_norm_backward(self, grad_output, x, weight, save_mean, save_invstd, training, grad_input, grad_weight,
                             grad_bias):

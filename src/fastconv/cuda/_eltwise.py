@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 
-from numba import cuda, float64, int64, uint64
+from numba import cuda, float64, uint64
+
+from . import _reduce
 
 _SQRT1_2 = 0.70710678118654752440
 _SQRT2_PI = 0.79788456080286535588
@@ -132,26 +134,16 @@ def dropout_backward(g, mask, gx, scale):
 
 
 @cuda.jit
-def bn_apply(x, y, C, inner, mean, invstd, w, b, has_w, has_b):
-    """Training forward: y = (x - mean) * invstd * w + b per channel."""
+def bn_normalize(x, y, C, inner, mean, spread, from_var, eps, w, b, has_w, has_b):
+    """y = (x - mean) * invstd * w + b per channel; ``spread`` is the batch's invstd (training) or,
+    with ``from_var``, the running variance (eval: divided by sqrt(var + eps))."""
     i = cuda.grid(1)
     while i < x.size:
         c = (i // inner) % C
-        v = (x[i] - mean[c]) * invstd[c]
-        if has_w:
-            v = v * w[c]
-        if has_b:
-            v = v + b[c]
-        y[i] = v
-        i += cuda.gridsize(1)
-
-
-@cuda.jit
-def bn_eval(x, y, C, inner, rm, rv, eps, w, b, has_w, has_b):
-    i = cuda.grid(1)
-    while i < x.size:
-        c = (i // inner) % C
-        v = (x[i] - rm[c]) / math.sqrt(rv[c] + eps)
+        if from_var:
+            v = (x[i] - mean[c]) / math.sqrt(spread[c] + eps)
+        else:
+            v = (x[i] - mean[c]) * spread[c]
         if has_w:
             v = v * w[c]
         if has_b:
@@ -275,50 +267,42 @@ def cross_entropy_backward(z, target, per, gz, n, c, inner, ignore_index, eps):
         s += cuda.gridsize(1)
 
 
+@cuda.jit(device=True)
+def _kept_samples(sm, target, ignore_index):
+    """How many targets are not ``ignore_index`` (every thread of the one block gets the count;
+    ``sm`` is the block's NTH-element float64 shared scratch)."""
+    cnt = 0.0
+    for j in range(cuda.threadIdx.x, target.size, _reduce.NTH):
+        if target[j] != ignore_index:
+            cnt += 1.0
+    return _reduce.block_sum(sm, cnt)
+
+
 @cuda.jit
 def ce_reduce(per, target, ignore_index, mean, out):
-    """out[0] = sum(per) (or its mean over the samples whose target is not ignored); one block."""
+    """out[0] = sum(per) (or its mean over the samples whose target is not ignored); one block of NTH threads."""
+    sm = cuda.shared.array(_reduce.NTH, float64)
     a = 0.0
-    cnt = 0
-    t = cuda.threadIdx.x
-    for j in range(t, per.size, cuda.blockDim.x):
+    for j in range(cuda.threadIdx.x, per.size, _reduce.NTH):
         a += per[j]
-        if target[j] != ignore_index:
-            cnt += 1
-    sa = cuda.shared.array(1, float64)
-    sc = cuda.shared.array(1, int64)
-    if t == 0:
-        sa[0] = 0.0
-        sc[0] = 0
-    cuda.syncthreads()
-    cuda.atomic.add(sa, 0, a)
-    cuda.atomic.add(sc, 0, cnt)
-    cuda.syncthreads()
-    if t == 0:
+    total = _reduce.block_sum(sm, a)
+    kept = _kept_samples(sm, target, ignore_index)
+    if cuda.threadIdx.x == 0:
         if mean:
-            out[0] = sa[0] / sc[0] if sc[0] > 0 else math.nan
+            out[0] = total / kept if kept > 0 else math.nan
         else:
-            out[0] = sa[0]
+            out[0] = total
 
 
 @cuda.jit
 def ce_scale(grad, target, ignore_index, mean, per):
-    """per[s] = grad[0] (divided by the count of kept samples for 'mean'); one block."""
-    t = cuda.threadIdx.x
-    cnt = 0
-    for j in range(t, per.size, cuda.blockDim.x):
-        if target[j] != ignore_index:
-            cnt += 1
-    sc = cuda.shared.array(1, int64)
-    if t == 0:
-        sc[0] = 0
-    cuda.syncthreads()
-    cuda.atomic.add(sc, 0, cnt)
-    cuda.syncthreads()
+    """per[s] = grad[0] (divided by the count of kept samples for 'mean'); one block of NTH threads."""
+    sm = cuda.shared.array(_reduce.NTH, float64)
+    kept = _kept_samples(sm, target, ignore_index)
     scale = grad[0] * 1.0
     if mean:
-        scale = scale / sc[0] if sc[0] > 0 else 0.0
-    for j in range(t, per.size, cuda.blockDim.x):
+        scale = scale / kept if kept > 0 else 0.0
+    for j in range(cuda.threadIdx.x, per.size, _reduce.NTH):
         per[j] = scale
 
 
