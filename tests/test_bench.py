@@ -91,8 +91,8 @@ def test_a_wrong_answer_is_flagged():
     case = C.ActivationCase("relu", shape=(2, 3, 4, 5))
 
     class Broken(C.ActivationCase):
-        def prepare(self, torch=None):
-            p = case.prepare(torch)
+        def prepare(self, torch=None, place=C.CPU):
+            p = case.prepare(torch, place)
             good = p.fastconv
             p.fastconv = lambda: good() + np.float32(1e-2)
             return p
@@ -185,8 +185,8 @@ def test_console_script_is_installed():
 @pytest.fixture
 def small_limits(monkeypatch):
     """The machine's limits from a small SGEMM and copy: quick, for tests of everything else."""
-    monkeypatch.setattr(cli, "measure_limits", lambda budget: runner.measure_limits(
-        0.0, peak_case=C.GemmCase("sgemm 256^3", m=256, n=256, k=256), copy_bytes=1 << 20))
+    monkeypatch.setattr(cli, "measure_limits", lambda budget, **kw: runner.measure_limits(
+        0.0, peak_case=C.GemmCase("sgemm 256^3", m=256, n=256, k=256), copy_bytes=1 << 20, **kw))
 
 
 def _run(tmp_path, *extra):
@@ -228,8 +228,8 @@ def test_compare_none_reports_fastconv_alone(tmp_path, small_limits):
 
 def test_wrong_answers_make_the_run_fail(tmp_path, monkeypatch, capsys, small_limits):
     class Broken(C.ActivationCase):
-        def prepare(self, torch=None):
-            p = super().prepare(torch)
+        def prepare(self, torch=None, place=C.CPU):
+            p = super().prepare(torch, place)
             good = p.fastconv
             p.fastconv = lambda: good() * np.float32(2)
             return p
@@ -313,3 +313,171 @@ def test_benchmarks_directory_collects_every_case():
     collected = [line for line in res.stdout.splitlines() if "::" in line]
     n = sum(map(len, C.SUITES.values()))
     assert len(collected) == 2 * n  # fastconv and torch for every case (torch ones skip without torch)
+
+
+# --------------------------------------------------------------------------- --device cuda
+# On Numba's CUDA simulator without a GPU (tests/conftest.py), on the GPU with one.
+
+import fastconv.cuda as fcuda  # noqa: E402
+
+needs_gpu_path = pytest.mark.skipif(not fcuda.is_available(), reason=f"fastconv.cuda: {fcuda.why_unavailable()}")
+
+GPU_TINY_CASES = [
+    C.GemmCase("mm", m=7, n=9, k=33),
+    C.GemmCase("fc", m=5, n=11, k=40, linear=True),
+    C.ConvCase("conv", n=1, c_in=2, c_out=3, size=5, kernel=3, padding=1),
+    C.ConvCase("conv s2", direction="bwd", n=1, c_in=2, c_out=3, size=5, kernel=3, stride=2, padding=1),
+    C.ConvCase("dw", n=1, c_in=3, c_out=3, size=5, kernel=3, padding=1, groups=3),
+    *(C.PoolCase("pool", direction=d, shape=(1, 2, 5, 4), mode=m, kernel=3, stride=2, padding=1)
+      for d in ("fwd", "bwd") for m in ("max", "avg")),
+    C.BatchNormCase("bn", shape=(2, 2, 3, 2)),
+    C.BatchNormCase("bn", direction="bwd", shape=(2, 2, 3, 2)),
+    C.BatchNormCase("bn eval", shape=(2, 2, 3, 2), training=False),
+    C.ActivationCase("relu", shape=(2, 3, 4)),
+    C.ActivationCase("relu", direction="bwd", shape=(2, 3, 4)),
+    C.ActivationCase("sigmoid", direction="bwd", shape=(2, 3, 4)),
+    C.SoftmaxCase("softmax", shape=(3, 7)),
+    C.SoftmaxCase("log_softmax", direction="bwd", shape=(3, 7), log=True),
+    C.CrossEntropyCase("ce", shape=(3, 5)),
+]
+
+
+@pytest.fixture
+def few_calls(monkeypatch):
+    """One timed block per callable: simulated kernels are slow, and no timing is asserted."""
+    import functools
+
+    monkeypatch.setattr(runner, "time_alternating", functools.partial(time_alternating, min_rounds=1, discard=0))
+
+
+def _gpu_torch():
+    """PyTorch set up as the GPU reference, or None (no torch, or a CPU build as on this machine)."""
+    return runner.torch_for_gpu(torch)
+
+
+@needs_gpu_path
+@pytest.mark.parametrize("case", GPU_TINY_CASES, ids=lambda c: f"{type(c).__name__}-{c.label}")
+def test_each_kind_of_case_runs_on_the_gpu_and_checks_its_answer(case, few_calls):
+    gpu_torch = _gpu_torch()
+    row = runner.run_case(case, LIMITS, torch=gpu_torch, budget_s=0.0, device="cuda")
+    assert set(row) == set(report.ROW_KEYS)
+    assert row["correct"] and row["max_abs_err"] <= row["tolerance"], row
+    assert row["fastconv_median_s"] > 0 and row["fraction_of_limit"] > 0
+    if case.bound == "memory":
+        assert row["limit"] == "copy_bandwidth" and row["limit_gbps"] > 0
+    if gpu_torch is not None:
+        # PyTorch CUDA in float32 agrees with the float64 reference (PyTorch CUDA in double).
+        assert row["ratio_vs_torch"] > 0 and row["torch_max_abs_err"] <= row["tolerance"], row
+    else:
+        assert row["ratio_vs_torch"] is None
+
+
+@needs_gpu_path
+def test_a_wrong_gpu_answer_is_flagged(few_calls):
+    from fastconv import ops
+
+    class Doubled(C.ActivationCase):
+        def prepare(self, torch=None, place=C.CPU):
+            p = super().prepare(torch, place)
+            good = p.fastconv
+            p.fastconv = lambda: ops.add(good(), good())
+            return p
+
+    row = runner.run_case(Doubled("relu", shape=(2, 3, 4)), LIMITS, budget_s=0.0, device="cuda")
+    assert not row["correct"] and row["max_abs_err"] > row["tolerance"]
+
+
+@needs_gpu_path
+def test_gpu_limits_are_measured():
+    gpu_torch = _gpu_torch()
+    lim = runner.measure_limits(0.0, peak_case=C.GemmCase("sgemm 16^3", m=16, n=16, k=16), copy_bytes=1 << 12,
+                                device="cuda", torch=gpu_torch)
+    assert set(lim) == set(report.LIMIT_KEYS) and lim["numpy_gflops"] is None
+    assert lim["fastconv_max_abs_err"] < 1e-4 and lim["copy_gbps"] > 0 and lim["copy_bytes"] == 1 << 12
+    assert lim["peak_gflops"] == max(v for v in (lim["fastconv_gflops"], lim["cublas_gflops"]) if v is not None)
+    assert (lim["cublas_gflops"] is None) == (gpu_torch is None)
+    assert "GPU limits: SGEMM 16^3" in report.limits_line(lim)
+
+
+def test_gpu_suites_are_the_cpu_suites_at_gpu_sizes():
+    layers = C.select(["layers"], full=True, device="cuda")
+    assert len(layers) == len(C.LAYER_CASES)
+    assert all(c.n >= C.GPU_BATCH for c in layers)
+    assert all(c.name.endswith(f"batch {c.n}") for c in layers)
+    ops_ = C.select(["ops"], full=True, device="cuda")
+    assert {c.shape for c in ops_} == {C.GPU_ACT_SHAPE, C.GPU_LOGITS_SHAPE}
+    assert all("8192" not in c.name for c in ops_)
+    assert C.GPU_PEAK_CASE in C.select(["gemm"], device="cuda")
+    with pytest.raises(ValueError, match="no suite models on device 'cuda'"):
+        C.select(["models"], device="cuda")
+    with pytest.raises(ValueError, match="CPU only"):
+        C.ModelCase("m", model="lenet5", size=28, in_channels=1, num_classes=10).prepare(None, C.Place("cuda"))
+
+
+def test_gpu_goal_lines_count_the_cases_that_meet_the_goals():
+    def row(name, suite, bound, frac, ratio):
+        return {"case": f"{name} fwd", "name": name, "suite": suite, "bound": bound, "fraction_of_limit": frac,
+                "ratio_vs_torch": ratio}
+
+    rows = [row("relu", "ops", "memory", 0.8, 1.0), row("bn", "ops", "memory", 0.5, 0.9),
+            row("3x3 64 @56 batch 32", "layers", "compute", 0.3, 0.45),
+            row("1x1 256->64 @56 batch 32", "layers", "compute", 0.2, 0.1),  # not a 3x3: not in the goal
+            row("sgemm 4096^3", "gemm", "compute", 0.3, 0.35)]
+    mem, vendor = report.gpu_goal_lines(rows)
+    assert "1 of 2 (lowest 50%, bn fwd)" in mem
+    assert "1 of 2 (lowest 0.35x, sgemm 4096^3 fwd)" in vendor
+
+
+@pytest.mark.skipif(not fcuda.is_simulator(), reason="the simulator is not switched on")
+def test_device_cuda_refuses_the_simulator(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--device", "cuda", "--out", str(tmp_path)])
+    assert e.value.code == 2 and "simulator" in capsys.readouterr().err
+
+
+def test_device_cuda_says_why_it_cannot_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(fcuda, "why_unavailable", lambda: 'numba-cuda is not installed: pip install "fastconv[cuda]"')
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--device", "cuda", "--out", str(tmp_path)])
+    assert e.value.code == 2 and "--device cuda: numba-cuda is not installed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [(["--suite", "models"], "no suite models on device 'cuda'"),
+                                            (["--tune"], "--tune autotunes the CPU kernels")])
+def test_device_cuda_refuses_what_has_no_gpu_form(tmp_path, monkeypatch, capsys, extra, message):
+    monkeypatch.setattr(fcuda, "why_unavailable", lambda: None)
+    monkeypatch.setattr(fcuda, "is_simulator", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--device", "cuda", "--out", str(tmp_path), *extra])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+@needs_gpu_path
+def test_a_gpu_run_writes_its_report(tmp_path, monkeypatch, capsys, few_calls):
+    # The real GPU suites are far too large for the simulator: the run gets two tiny cases
+    # (and the simulator is let through).
+    monkeypatch.setattr(cli, "_check_gpu", lambda p, args: None)
+    picked = {}
+
+    def tiny(suites, **kw):
+        picked.update(kw, suites=suites)
+        return [C.ActivationCase("relu", shape=(2, 3, 4)),
+                C.ConvCase("3x3 conv", n=1, c_in=2, c_out=3, size=5, kernel=3, padding=1)]
+
+    monkeypatch.setattr(cli, "select", tiny)
+    monkeypatch.setattr(cli, "measure_limits", lambda budget, **kw: runner.measure_limits(
+        0.0, peak_case=C.GemmCase("sgemm 16^3", m=16, n=16, k=16), copy_bytes=1 << 12, **kw))
+    out = tmp_path / "r"
+    rc = cli.main(["--device", "cuda", "--budget", "0", "--no-progress", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert rc == 0 and picked["device"] == "cuda" and picked["suites"] == list(C.GPU_SUITES)
+    doc = json.loads((out / "report.json").read_text())
+    gpu = doc["machine"]["gpu"]
+    assert doc["settings"]["device"] == "cuda" and set(gpu) == set(report.GPU_KEYS)
+    assert gpu["simulator"] == fcuda.is_simulator()
+    assert [r["case"] for r in doc["results"]] == ["relu fwd", "3x3 conv fwd"]
+    assert all(r["correct"] for r in doc["results"])
+    assert "GPU limits: SGEMM 16^3" in printed and "goal: memory-bound kernels" in printed
+    assert "device-to-device copy" in printed
+    md = (out / "report.md").read_text()
+    assert f"| GPU | {gpu['name']}" in md and "ops on the GPU" in md

@@ -4,7 +4,9 @@ A case knows its work (FLOPs for compute-bound cases, bytes of compulsory traffi
 memory-bound ones) and, through :meth:`Case.prepare`, builds its inputs once and
 returns the callables to time (fastconv's and PyTorch's, both allocating their
 outputs as a caller's ``y = f(x)`` does) and a float64 numpy reference that both
-results are checked against.
+results are checked against. A :class:`Place` puts the inputs on the CPU (numpy
+arrays, torch CPU tensors) or on the GPU (``fastconv.cuda`` device arrays, torch CUDA
+tensors); the GPU suites (:data:`GPU_SUITES`) are the CPU ones at GPU sizes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from .. import Tensor, manual_seed, models, nn, no_grad, ops, optim
 from ..analysis import summary
+from ..ops._device import is_gpu_like
 from ..ops.conv import conv2d_output_shape
 from . import reference as ref
 
@@ -27,16 +30,52 @@ I64 = 8  # bytes per int64 index
 
 
 def arrays(result) -> List[np.ndarray]:
-    """A result (array, tensor, or tuple of them; None entries dropped) as numpy arrays."""
+    """A result (array, tensor, or tuple of them, on the CPU or the GPU; None entries dropped) as numpy arrays."""
     items = result if isinstance(result, (tuple, list)) else (result,)
     out = []
     for r in items:
         if r is None:
             continue
         if hasattr(r, "detach"):
-            r = r.detach().numpy()
+            r = r.detach().cpu().numpy()
+        elif is_gpu_like(r):
+            from .. import cuda
+
+            r = cuda.to_host(r)
         out.append(np.asarray(r))
     return out
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a case runs. ``device='cpu'``: numpy arrays for fastconv, CPU tensors for PyTorch;
+    ``'cuda'``: ``fastconv.cuda`` device arrays and CUDA tensors. ``torch_float64`` gives the
+    PyTorch side float64 copies of the floating-point inputs: the GPU runs' reference is the
+    case's PyTorch call in double precision (cuDNN / cuBLAS on the same device)."""
+
+    device: str = "cpu"
+    torch_float64: bool = False
+
+    def put(self, *host: np.ndarray) -> list:
+        """fastconv's inputs: the numpy arrays themselves, or their copies on the GPU."""
+        if self.device == "cpu":
+            return list(host)
+        from .. import cuda
+
+        return [cuda.to_device(a) for a in host]
+
+    def tensors(self, torch, *host: np.ndarray) -> list:
+        """PyTorch's inputs: zero-copy CPU tensors of the numpy arrays, or copies on the device."""
+        out = []
+        for a in host:
+            t = torch.from_numpy(a)
+            if self.torch_float64 and t.is_floating_point():
+                t = t.double()
+            out.append(t.to(self.device))
+        return out
+
+
+CPU = Place()
 
 
 @dataclass
@@ -83,7 +122,8 @@ class Case:
     def bytes_moved(self) -> int:
         return 0
 
-    def prepare(self, torch=None) -> Prepared:  # pragma: no cover - abstract
+    def prepare(self, torch=None, place: Place = CPU) -> Prepared:  # pragma: no cover - abstract
+        """The case ready to time, its inputs at ``place`` (PyTorch's callables only when ``torch`` is given)."""
         raise NotImplementedError
 
 
@@ -118,13 +158,14 @@ class GemmCase(Case):
         b = rng.standard_normal((self.n, self.k) if self.linear else (self.k, self.n), dtype=np.float32)
         return a, b
 
-    def prepare(self, torch=None) -> Prepared:
+    def prepare(self, torch=None, place: Place = CPU) -> Prepared:
         a, b = self.make_inputs()
         bt = b.T if self.linear else b
-        p = Prepared(fastconv=(lambda: ops.linear(a, b)) if self.linear else (lambda: ops.matmul(a, b)),
+        da, db = place.put(a, b)
+        p = Prepared(fastconv=(lambda: ops.linear(da, db)) if self.linear else (lambda: ops.matmul(da, db)),
                      reference=lambda: [a.astype(np.float64) @ bt.astype(np.float64)], algo="gemm")
         if torch is not None:
-            ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+            ta, tb = place.tensors(torch, a, b)
             p.torch = (lambda: torch.nn.functional.linear(ta, tb)) if self.linear else (lambda: torch.mm(ta, tb))
         return p
 
@@ -190,14 +231,15 @@ class ConvCase(Case):
     def conv_kwargs(self) -> dict:
         return dict(stride=self.stride, padding=self.padding, groups=self.groups)
 
-    def prepare(self, torch=None) -> Prepared:
+    def prepare(self, torch=None, place: Place = CPU) -> Prepared:
         x, w, b = self.make_inputs()
         kw = self.conv_kwargs()
+        dx, dw, db = place.put(x, w, b)
         if self.direction == "fwd":
-            p = Prepared(fastconv=lambda: ops.conv2d(x, w, b, **kw), reference=lambda: [ref.conv(x, w, b, **kw)],
-                         algo=ops.conv_algorithm(x, w, **kw))
+            p = Prepared(fastconv=lambda: ops.conv2d(dx, dw, db, **kw), reference=lambda: [ref.conv(x, w, b, **kw)],
+                         algo=ops.conv_algorithm(dx, dw, **kw))
             if torch is not None:
-                tx, tw, tb = (torch.from_numpy(v) for v in (x, w, b))
+                tx, tw, tb = place.tensors(torch, x, w, b)
 
                 def run_torch():
                     with torch.no_grad():
@@ -206,11 +248,12 @@ class ConvCase(Case):
                 p.torch = run_torch
             return p
         gy = _rng(1).standard_normal((self.n, self.c_out) + self.output_hw(), dtype=np.float32)
-        p = Prepared(fastconv=lambda: ops.conv2d_backward(gy, x, w, **kw),
+        (dgy,) = place.put(gy)
+        p = Prepared(fastconv=lambda: ops.conv2d_backward(dgy, dx, dw, **kw),
                      reference=lambda: list(ref.conv_backward(gy, x, w, **kw)),
                      algo="depthwise" if self.depthwise else "gemm")
         if torch is not None:
-            tx, tw, tgy = (torch.from_numpy(v) for v in (x, w, gy))
+            tx, tw, tgy = place.tensors(torch, x, w, gy)
             s, pad = [self.stride] * 2, [self.padding] * 2
             # The kernel PyTorch's autograd runs for conv2d's backward: grad input, weight and bias.
             p.torch = lambda: torch.ops.aten.convolution_backward(
@@ -289,29 +332,31 @@ class PoolCase(_MemoryCase):
         # grad_output and (max) the indices in, grad_input out.
         return F32 * (x + y) + (I64 * y if self.mode == "max" else 0)
 
-    def prepare(self, torch=None) -> Prepared:
+    def prepare(self, torch=None, place: Place = CPU) -> Prepared:
         x, _ = self.inputs()
         k, s, pad = self.kernel, self.stride, self.padding
         fwd = ops.max_pool2d if self.mode == "max" else ops.avg_pool2d
+        (dx,) = place.put(x)
         if self.direction == "fwd":
-            p = Prepared(fastconv=lambda: fwd(x, k, s, pad),
+            p = Prepared(fastconv=lambda: fwd(dx, k, s, pad),
                          reference=lambda: [(ref.max_pool2d(x, k, s, pad)[0] if self.mode == "max"
                                              else ref.avg_pool2d(x, k, s, pad))])
             if torch is not None:
-                tx = torch.from_numpy(x)
+                (tx,) = place.tensors(torch, x)
                 tfwd = torch.nn.functional.max_pool2d if self.mode == "max" else torch.nn.functional.avg_pool2d
                 p.torch = lambda: tfwd(tx, k, s, pad)
             return p
         gy = _rng(1).standard_normal(self.out_shape(), dtype=np.float32)
+        (dgy,) = place.put(gy)
         if self.mode == "max":
-            _, idx = ops.max_pool2d(x, k, s, pad, return_indices=True)
-            p = Prepared(fastconv=lambda: ops.max_pool2d_backward(gy, idx, x.shape),
+            _, idx = ops.max_pool2d(dx, k, s, pad, return_indices=True)
+            p = Prepared(fastconv=lambda: ops.max_pool2d_backward(dgy, idx, x.shape),
                          reference=lambda: [ref.max_pool2d_backward(gy, x, k, s, pad)])
         else:
-            p = Prepared(fastconv=lambda: ops.avg_pool2d_backward(gy, x.shape, k, s, pad),
+            p = Prepared(fastconv=lambda: ops.avg_pool2d_backward(dgy, x.shape, k, s, pad),
                          reference=lambda: [ref.avg_pool2d_backward(gy, x.shape, k, s, pad)])
         if torch is not None:
-            tx, tgy = torch.from_numpy(x), torch.from_numpy(gy)
+            tx, tgy = place.tensors(torch, x, gy)
             if self.mode == "max":
                 _, tidx = torch.nn.functional.max_pool2d(tx, k, s, pad, return_indices=True)
                 p.torch = lambda: torch.ops.aten.max_pool2d_with_indices_backward(
@@ -333,7 +378,7 @@ class BatchNormCase(_MemoryCase):
         # x in and y out (forward); grad_output and x in, grad_input out (backward).
         return F32 * self.numel * (2 if self.direction == "fwd" else 3)
 
-    def prepare(self, torch=None) -> Prepared:
+    def prepare(self, torch=None, place: Place = CPU) -> Prepared:
         x, gy = self.inputs()
         c = self.shape[1]
         rng = _rng(2)
@@ -342,24 +387,24 @@ class BatchNormCase(_MemoryCase):
         rm = rng.standard_normal(c, dtype=np.float32) * np.float32(0.1)
         rv = rng.uniform(0.5, 1.5, c).astype(np.float32)
         eps = self.eps
+        dx, dgy, dw, db, drm, drv = place.put(x, gy, w, b, rm.copy(), rv.copy())
         if torch is not None:
-            tx, tgy, tw, tb, trm, trv = (torch.from_numpy(v) for v in (x, gy, w, b, rm.copy(), rv.copy()))
+            tx, tgy, tw, tb, trm, trv = place.tensors(torch, x, gy, w, b, rm.copy(), rv.copy())
         if not self.training:
-            p = Prepared(fastconv=lambda: ops.batch_norm(x, rm, rv, w, b, training=False, eps=eps),
+            p = Prepared(fastconv=lambda: ops.batch_norm(dx, drm, drv, dw, db, training=False, eps=eps),
                          reference=lambda: [ref.batch_norm_eval(x, rm, rv, w, b, eps)])
             if torch is not None:
                 p.torch = lambda: torch.nn.functional.batch_norm(tx, trm, trv, tw, tb, training=False, eps=eps)
             return p
         if self.direction == "fwd":
             # Each call updates the running statistics in place, on both sides alike.
-            frm, frv = rm.copy(), rv.copy()
-            p = Prepared(fastconv=lambda: ops.batch_norm(x, frm, frv, w, b, training=True, eps=eps),
+            p = Prepared(fastconv=lambda: ops.batch_norm(dx, drm, drv, dw, db, training=True, eps=eps),
                          reference=lambda: list(ref.batch_norm_train(x, w, b, eps)))
             if torch is not None:
                 p.torch = lambda: torch.ops.aten.native_batch_norm(tx, tw, tb, trm, trv, True, 0.1, eps)
             return p
-        _, mean, invstd = ops.batch_norm(x, None, None, w, b, training=True, eps=eps)
-        p = Prepared(fastconv=lambda: ops.batch_norm_backward(gy, x, w, mean, invstd, training=True),
+        _, mean, invstd = ops.batch_norm(dx, None, None, dw, db, training=True, eps=eps)
+        p = Prepared(fastconv=lambda: ops.batch_norm_backward(dgy, dx, dw, mean, invstd, training=True),
                      reference=lambda: list(ref.batch_norm_train_backward(gy, x, w, eps)))
         if torch is not None:
             t = torch.ops.aten.native_batch_norm(tx, tw, tb, None, None, True, 0.1, eps)
@@ -401,20 +446,22 @@ class ActivationCase(_MemoryCase):
     def bytes_moved(self) -> int:
         return F32 * self.numel * (2 if self.direction == "fwd" else 3)
 
-    def prepare(self, torch=None) -> Prepared:
+    def prepare(self, torch=None, place: Place = CPU) -> Prepared:
         fwd, ref_fwd, bwd, ref_bwd, takes_output, (tfwd, tbwd) = _ACTIVATIONS[self.name]
         x, gy = self.inputs()
         if self.direction == "fwd":
-            p = Prepared(fastconv=lambda: fwd(x), reference=lambda: [ref_fwd(x)])
+            (dx,) = place.put(x)
+            p = Prepared(fastconv=lambda: fwd(dx), reference=lambda: [ref_fwd(x)])
             if torch is not None:
-                tx = torch.from_numpy(x)
+                (tx,) = place.tensors(torch, x)
                 p.torch = lambda: tfwd(torch, tx)
             return p
         # The backward reads the forward's output or input; both sides get the same float32 array.
         saved = ref_fwd(x).astype(np.float32) if takes_output else x
-        p = Prepared(fastconv=lambda: bwd(gy, saved), reference=lambda: [ref_bwd(gy.astype(np.float64), saved)])
+        dgy, dsaved = place.put(gy, saved)
+        p = Prepared(fastconv=lambda: bwd(dgy, dsaved), reference=lambda: [ref_bwd(gy.astype(np.float64), saved)])
         if torch is not None:
-            tgy, tsaved = torch.from_numpy(gy), torch.from_numpy(saved)
+            tgy, tsaved = place.tensors(torch, gy, saved)
             p.torch = lambda: tbwd(torch, tgy, tsaved)
         return p
 
@@ -429,14 +476,15 @@ class SoftmaxCase(_MemoryCase):
     def bytes_moved(self) -> int:
         return F32 * self.numel * (2 if self.direction == "fwd" else 3)
 
-    def prepare(self, torch=None) -> Prepared:
+    def prepare(self, torch=None, place: Place = CPU) -> Prepared:
         z, gy = self.inputs()
         fwd, bwd = (ops.log_softmax, ops.log_softmax_backward) if self.log else (ops.softmax, ops.softmax_backward)
         ref_fwd = ref.log_softmax if self.log else ref.softmax
         if self.direction == "fwd":
-            p = Prepared(fastconv=lambda: fwd(z, 1), reference=lambda: [ref_fwd(z, 1)])
+            (dz,) = place.put(z)
+            p = Prepared(fastconv=lambda: fwd(dz, 1), reference=lambda: [ref_fwd(z, 1)])
             if torch is not None:
-                tz = torch.from_numpy(z)
+                (tz,) = place.tensors(torch, z)
                 tfwd = torch.log_softmax if self.log else torch.softmax
                 p.torch = lambda: tfwd(tz, 1)
             return p
@@ -446,11 +494,12 @@ class SoftmaxCase(_MemoryCase):
             expect = g64 - np.exp(y64) * g64.sum(1, keepdims=True)
         else:
             expect = y64 * (g64 - (g64 * y64).sum(1, keepdims=True))
-        p = Prepared(fastconv=lambda: bwd(gy, y, 1), reference=lambda: [expect])
+        dgy, dy = place.put(gy, y)
+        p = Prepared(fastconv=lambda: bwd(dgy, dy, 1), reference=lambda: [expect])
         if torch is not None:
-            tgy, ty = torch.from_numpy(gy), torch.from_numpy(y)
+            tgy, ty = place.tensors(torch, gy, y)
             tbwd = torch.ops.aten._log_softmax_backward_data if self.log else torch.ops.aten._softmax_backward_data
-            p.torch = lambda: tbwd(tgy, ty, 1, torch.float32)
+            p.torch = lambda: tbwd(tgy, ty, 1, ty.dtype)
         return p
 
 
@@ -464,18 +513,19 @@ class CrossEntropyCase(_MemoryCase):
     def bytes_moved(self) -> int:
         return F32 * self.numel * 2  # logits in, their gradient out
 
-    def prepare(self, torch=None) -> Prepared:
+    def prepare(self, torch=None, place: Place = CPU) -> Prepared:
         z, _ = self.inputs()
         target = _rng(3).integers(0, self.shape[1], self.shape[0])
         one = np.float32(1.0)
+        dz, dtarget = place.put(z, target)
 
         def run():
-            return ops.cross_entropy(z, target), ops.cross_entropy_backward(one, z, target)
+            return ops.cross_entropy(dz, dtarget), ops.cross_entropy_backward(one, dz, dtarget)
 
         p = Prepared(fastconv=run, reference=lambda: [np.asarray(ref.cross_entropy(z, target)),
                                                        ref.cross_entropy_backward(z, target)])
         if torch is not None:
-            tz, tt = torch.from_numpy(z), torch.from_numpy(target)
+            tz, tt = place.tensors(torch, z, target)
 
             def run_torch():
                 zz = tz.detach().requires_grad_()
@@ -543,6 +593,11 @@ def _without_dropout(module):
     return module
 
 
+def _cpu_only(case: Case, place: Place) -> None:
+    if place.device != "cpu":
+        raise ValueError(f"{case.label}: the models suite runs on the CPU only")
+
+
 @dataclass(frozen=True)
 class ModelCase(Case):
     """A zoo model: inference (``direction='infer'``: eval mode after ``nn.fuse``, no autograd;
@@ -580,7 +635,8 @@ class ModelCase(Case):
             out = ref(Tensor(x.astype(np.float64)))
             return [out.data if self.direction == "infer" else np.asarray(nn.CrossEntropyLoss()(out, target).data)]
 
-    def prepare(self, torch=None) -> Prepared:
+    def prepare(self, torch=None, place: Place = CPU) -> Prepared:
+        _cpu_only(self, place)
         model, x, target = self._inputs()
         initial = copy.deepcopy(model)  # the timed training steps change `model`'s weights
         reference = functools.partial(self._reference, initial, x, target)
@@ -651,7 +707,8 @@ class ConvertedModelCase(ModelCase):
 
     needs_torch = True
 
-    def prepare(self, torch=None) -> Prepared:
+    def prepare(self, torch=None, place: Place = CPU) -> Prepared:
+        _cpu_only(self, place)
         if torch is None:
             raise ValueError(f"{self.label}: a converted PyTorch model needs torch")
         from ..torch import convert, from_fastconv
@@ -688,11 +745,45 @@ MODEL_CASES = (
 
 SUITES = {"gemm": GEMM_CASES, "layers": LAYER_CASES, "ops": OPS_CASES, "models": MODEL_CASES}
 
+# --------------------------------------------------------------------------- the GPU suites
 
-def select(suites: Sequence[str], *, full: bool = False, contains: str = "") -> List[Case]:
-    """The cases of the named suites, in suite order: the quick set unless ``full``,
-    and only those whose label contains ``contains``."""
+# The GPU's layer suite is the CPU's at batch 32 (batch 256 stays); its memory-bound ops
+# stream 4x the CPU's data: (32, 64, 112, 112) float32 is 103 MB and (32768, 1000) 131 MB,
+# beyond an H100's 50 MB L2 cache, so the device's memory bandwidth is the limit there too.
+GPU_BATCH = 32
+GPU_ACT_SHAPE = (32, 64, 112, 112)
+GPU_LOGITS_SHAPE = (32768, 1000)
+
+
+def _at_batch(case: ConvCase, n: int) -> ConvCase:
+    if case.n >= n:
+        return case
+    return dataclasses.replace(case, name=f"{case.name} batch {n}", n=n)
+
+
+def _gpu_sized(case: _MemoryCase) -> _MemoryCase:
+    if case.shape == LOGITS_SHAPE:
+        return dataclasses.replace(case, name=case.name.replace("8192x1000", "32768x1000"), shape=GPU_LOGITS_SHAPE)
+    return dataclasses.replace(case, shape=GPU_ACT_SHAPE)
+
+
+GPU_PEAK_CASE = GemmCase("sgemm 4096^3", m=4096, n=4096, k=4096)
+
+GPU_SUITES = {
+    "gemm": GEMM_CASES + (GPU_PEAK_CASE,),
+    "layers": tuple(_at_batch(c, GPU_BATCH) for c in LAYER_CASES),
+    "ops": tuple(_gpu_sized(c) for c in OPS_CASES),
+}
+
+
+def select(suites: Sequence[str], *, full: bool = False, contains: str = "", device: str = "cpu") -> List[Case]:
+    """The cases of the named suites (of :data:`GPU_SUITES` for ``device='cuda'``), in suite order:
+    the quick set unless ``full``, and only those whose label contains ``contains``."""
+    table = GPU_SUITES if device == "cuda" else SUITES
+    unknown = [s for s in suites if s not in table]
+    if unknown:
+        raise ValueError(f"no suite {', '.join(unknown)} on device {device!r} (it has {', '.join(table)})")
     out = []
     for s in suites:
-        out.extend(c for c in SUITES[s] if (full or c.quick) and contains in c.label)
+        out.extend(c for c in table[s] if (full or c.quick) and contains in c.label)
     return out

@@ -1,7 +1,8 @@
 """fastconv-bench: times fastconv's GEMM, convolution layers and memory-bound ops against
 PyTorch and against this machine's own limits (its SGEMM peak and copy bandwidth, both
 measured in the same run), checks every answer against a float64 numpy reference, and
-writes report.md, report.json and speedup.png."""
+writes report.md, report.json and speedup.png. With --device cuda the same suites run at
+GPU sizes on fastconv's CUDA kernels, against PyTorch CUDA (cuDNN / cuBLAS, TF32 off)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from pathlib import Path
 from typing import List, Optional
 
 from .. import tuning
-from .cases import LAYER_CASES, SUITES, select
+from .cases import GPU_SUITES, LAYER_CASES, SUITES, select
 from .progress import Progress
-from .report import LEGEND, Report, limits_line, summary_lines, terminal_table
-from .runner import import_torch, machine, measure_limits, run_case, set_threads
+from .report import Report, legend, limits_line, summary_lines, terminal_table
+from .runner import import_torch, machine, measure_limits, run_case, set_threads, torch_for_gpu
 
 QUICK_BUDGET_S = 0.4
 FULL_BUDGET_S = 2.0
@@ -43,7 +44,8 @@ def _budget(text: str) -> float:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastconv-bench", description=__doc__)
     p.add_argument("--suite", action="append", choices=("all",) + tuple(SUITES),
-                   help="suite to run; repeat for several (default: all = gemm, layers, ops)")
+                   help="suite to run; repeat for several (default: all = gemm, layers, ops, models; "
+                        "with --device cuda: gemm, layers, ops)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="full", action="store_false",
                       help=f"the quick set of cases, {QUICK_BUDGET_S} s of timing each (the default; under 2 minutes)")
@@ -54,7 +56,9 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds of timing per case, instead of --quick's or --full's")
     p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                    help="threads for fastconv and PyTorch alike (default: the number of cores)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default: cpu)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where to run (default: cpu); cuda runs the gemm, layers and ops suites at GPU sizes "
+                        "on fastconv.cuda's kernels against PyTorch CUDA")
     p.add_argument("--compare", choices=("torch", "none"), default="torch",
                    help="also time PyTorch when it is installed (default: torch)")
     p.add_argument("--cases", default="", metavar="TEXT", help="only the cases whose label contains TEXT")
@@ -67,9 +71,9 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _suites(requested: Optional[List[str]]) -> List[str]:
+def _suites(requested: Optional[List[str]], device: str) -> List[str]:
     if not requested or "all" in requested:
-        return list(SUITES)
+        return list(GPU_SUITES if device == "cuda" else SUITES)
     return list(dict.fromkeys(requested))
 
 
@@ -92,22 +96,62 @@ def _tune(args, budget: float, report: Report) -> None:
               f"ms: {times}", flush=True)
 
 
+def _check_gpu(p: argparse.ArgumentParser, args) -> None:
+    from .. import cuda
+
+    why = cuda.why_unavailable()
+    if why is not None:
+        p.error(f"--device cuda: {why}")
+    if cuda.is_simulator():
+        p.error("--device cuda: NUMBA_ENABLE_CUDASIM is set; the simulator runs each GPU thread as a Python "
+                "thread, so its timings mean nothing and the GPU suites would take hours (it is for the tests)")
+    if args.tune:
+        p.error("--tune autotunes the CPU kernels; it does not apply to --device cuda")
+
+
+def _select(p: argparse.ArgumentParser, suites, args):
+    try:
+        return select(suites, full=args.full, contains=args.cases, device=args.device)
+    except ValueError as e:
+        p.error(f"--suite: {e}")
+
+
+def _comparison(args):
+    """PyTorch, set up for the device, or None (with the reason printed)."""
+    if args.compare != "torch":
+        return None
+    torch = import_torch()
+    if torch is None:
+        print("torch is not installed: fastconv figures only (pip install torch to compare)", flush=True)
+        return None
+    if args.device == "cuda":
+        if torch_for_gpu(torch) is None:
+            print(f"torch {torch.__version__} has no CUDA device (a CPU build?): fastconv figures only, checked "
+                  f"against the numpy references", flush=True)
+            return None
+        print(f"comparing against torch {torch.__version__} on CUDA {torch.version.cuda}, cuDNN "
+              f"{torch.backends.cudnn.version()} (TF32 off)", flush=True)
+    else:
+        print(f"comparing against torch {torch.__version__}", flush=True)
+    return torch
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     if args.device == "cuda":
-        p.error("--device cuda: this build of fastconv has no CUDA backend yet; run --device cpu")
+        _check_gpu(p, args)
     try:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         p.error(f"--out {args.out}: cannot create the directory ({e.strerror})")
-    suites = _suites(args.suite)
+    suites = _suites(args.suite, args.device)
     budget = args.budget if args.budget is not None else (FULL_BUDGET_S if args.full else QUICK_BUDGET_S)
-    cases = select(suites, full=args.full, contains=args.cases)
+    cases = _select(p, suites, args)
     if not cases:
         p.error(f"no case of suites {', '.join(suites)} matches --cases {args.cases!r}")
 
-    torch = import_torch() if args.compare == "torch" else None
+    torch = _comparison(args)
     if torch is None and any(c.needs_torch for c in cases):
         n = sum(c.needs_torch for c in cases)
         print(f"skipping {n} cases of fastconv.torch (converted PyTorch models): they need torch and "
@@ -116,7 +160,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not cases:
             p.error("every selected case runs a converted PyTorch model: install torch and use --compare torch")
     threads = set_threads(args.threads, torch)
-    info = machine(torch)
+    info = machine(torch, args.device)
     settings = {"suites": suites, "mode": "full" if args.full else "quick", "budget_s": budget, "threads": threads,
                 "device": args.device, "compare": "torch" if torch is not None else "none", "cases": args.cases,
                 "tune": args.tune}
@@ -124,20 +168,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"fastconv-bench {info['fastconv']}: {len(cases)} cases, {budget} s of timing each", flush=True)
     print(f"machine: {info['cpu']} | ISA {info['isa']} (detected {info['detected_isa']}) | {info['cores']} cores | "
           f"{threads} threads", flush=True)
-    if args.compare == "torch":
-        print(f"comparing against torch {torch.__version__}" if torch is not None else
-              "torch is not installed: fastconv figures only (pip install torch to compare)", flush=True)
+    if info["gpu"]:
+        g = info["gpu"]
+        print(f"GPU: {g['name']} (compute capability {g['compute_capability']}), numba-cuda {g['numba_cuda']}",
+              flush=True)
 
     status = 0
     try:
-        report.doc["limits"] = measure_limits(budget)
+        report.doc["limits"] = measure_limits(budget, device=args.device, torch=torch)
         print(limits_line(report.doc["limits"]), flush=True)
         if args.tune:
             _tune(args, budget, report)
         with Progress(len(cases), args.progress) as bar:
             for case in cases:
                 bar.start(case.label)
-                row = run_case(case, report.doc["limits"], torch=torch, budget_s=budget)
+                row = run_case(case, report.doc["limits"], torch=torch, budget_s=budget, device=args.device)
                 report.add(row)
                 bar.done(None if row["ratio_vs_torch"] is None else f"previous {row['ratio_vs_torch']:.2f}x vs torch")
     except KeyboardInterrupt:
@@ -145,11 +190,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         status = 130
     rows = report.rows
     if rows:
-        print(terminal_table(rows))
+        print(terminal_table(rows, args.device))
         print()
-        for line in summary_lines(rows):
+        for line in summary_lines(rows, args.device):
             print(line)
-        print(LEGEND)
+        print(legend(args.device))
     if status == 130:
         print(f"\ninterrupted: {len(rows)} of {len(cases)} cases finished; the report holds those", file=sys.stderr)
     why_no_chart = report.save()

@@ -8,12 +8,14 @@ import os
 from pathlib import Path
 from typing import Dict, List, Optional
 
-SCHEMA = "fastconv-bench/1"
+SCHEMA = "fastconv-bench/2"
 
 # report.json's keys (documented in the README; a change of meaning bumps SCHEMA).
 MACHINE_KEYS = ("cpu", "isa", "detected_isa", "cores", "threads", "fastconv", "numpy", "torch", "python", "platform",
-                "date")
-LIMIT_KEYS = ("case", "fastconv_gflops", "numpy_gflops", "peak_gflops", "fastconv_max_abs_err", "copy_gbps")
+                "date", "gpu")
+GPU_KEYS = ("name", "compute_capability", "memory_gib", "driver", "numba_cuda", "simulator", "torch_cuda", "cudnn")
+LIMIT_KEYS = ("case", "fastconv_gflops", "numpy_gflops", "cublas_gflops", "peak_gflops", "fastconv_max_abs_err",
+              "copy_gbps", "copy_bytes")
 ROW_KEYS = ("suite", "case", "name", "direction", "algo", "bound", "flops", "bytes",
             "fastconv_median_s", "fastconv_p25_s", "fastconv_p75_s", "fastconv_runs", "spread", "gflops", "gbps",
             "limit", "limit_gflops", "limit_gbps", "fraction_of_limit",
@@ -26,6 +28,12 @@ SUITE_TITLES = {
     "ops": "ops: pooling, BatchNorm, activations, softmax, cross-entropy on (8, 64, 112, 112) / (8192, 1000)",
     "models": "models: SGD training steps (float32) and fused inference, against PyTorch eager",
 }
+GPU_SUITE_TITLES = {
+    "gemm": "gemm on the GPU: matmul / linear (float32) against cuBLAS (TF32 off)",
+    "layers": "layers on the GPU: conv2d at batch 32, against cuDNN (TF32 off)",
+    "ops": "ops on the GPU: pooling, BatchNorm, activations, softmax, cross-entropy on (32, 64, 112, 112) / "
+           "(32768, 1000)",
+}
 
 LEGEND = (
     "ratio = PyTorch median / fastconv median (> 1: fastconv faster); same threads, calls alternated.\n"
@@ -35,13 +43,34 @@ LEGEND = (
     "(numpy definitions; for models, the model in float64, its training step's loss); '!' marks an\n"
     "error above 1e-4 * (1 + max |reference|): a wrong answer."
 )
+GPU_LEGEND = (
+    "ratio = PyTorch CUDA median / fastconv median (> 1: fastconv faster), PyTorch on cuDNN / cuBLAS in\n"
+    "fp32 with TF32 off (cuDNN autotuner on); calls alternated in blocks, each block closed by a device\n"
+    "synchronisation. %lim = fraction of the GPU's limit, measured in the same run: the SGEMM peak (the\n"
+    "better of fastconv and cuBLAS) for GF/s rows; for GB/s rows (compulsory traffic) a device-to-device\n"
+    "copy of as many bytes. IQR% = inter-quartile range / median. max err = max |fastconv - float64\n"
+    "reference| (the same PyTorch call in float64 on the GPU; numpy definitions without PyTorch); '!'\n"
+    "marks an error above 1e-4 * (1 + max |reference|): a wrong answer."
+)
+
+
+def legend(device: str = "cpu") -> str:
+    return GPU_LEGEND if device == "cuda" else LEGEND
+
+
+def suite_title(suite: str, device: str = "cpu") -> str:
+    return (GPU_SUITE_TITLES if device == "cuda" else SUITE_TITLES).get(suite, suite)
 
 
 def _torch_note(doc: dict) -> str:
     version = doc["machine"]["torch"]
     if version is None:
         return "torch not installed"
-    return f"torch {version}" + ("" if doc["settings"]["compare"] == "torch" else " (not compared: --compare none)")
+    if doc["settings"]["compare"] == "torch":
+        return f"torch {version}"
+    gpu = doc["machine"].get("gpu")
+    why = "it has no CUDA" if gpu and gpu["torch_cuda"] is None else "--compare none"
+    return f"torch {version} (not compared: {why})"
 
 
 def _sorted(rows: List[dict]) -> List[dict]:
@@ -82,7 +111,33 @@ def geomean(values) -> Optional[float]:
     return math.exp(sum(map(math.log, values)) / len(values)) if values else None
 
 
-def summary_lines(rows: List[dict]) -> List[str]:
+# The GPU backend's speed goals: memory-bound kernels at >= 70 % of the copy bandwidth; fp32
+# 3x3 convolutions (the layer suite at batch 32) and SGEMM at >= 40 % of cuDNN / cuBLAS.
+GPU_GOAL_BANDWIDTH = 0.70
+GPU_GOAL_VS_VENDOR = 0.40
+
+
+def gpu_goal_lines(rows: List[dict]) -> List[str]:
+    """How the GPU rows stand against the speed goals (:data:`GPU_GOAL_BANDWIDTH`, :data:`GPU_GOAL_VS_VENDOR`)."""
+    out = []
+    mem = [r for r in rows if r["bound"] == "memory"]
+    if mem:
+        ok = sum(r["fraction_of_limit"] >= GPU_GOAL_BANDWIDTH for r in mem)
+        worst = min(mem, key=lambda r: r["fraction_of_limit"])
+        out.append(f"goal: memory-bound kernels >= {GPU_GOAL_BANDWIDTH:.0%} of copy bandwidth: {ok} of {len(mem)} "
+                   f"(lowest {worst['fraction_of_limit']:.0%}, {worst['case']})")
+    vendor = [r for r in rows if r["bound"] == "compute" and r["ratio_vs_torch"] is not None
+              and ((r["suite"] == "layers" and "3x3" in r["name"]) or r["name"].startswith("sgemm"))]
+    if vendor:
+        ok = sum(r["ratio_vs_torch"] >= GPU_GOAL_VS_VENDOR for r in vendor)
+        worst = min(vendor, key=lambda r: r["ratio_vs_torch"])
+        out.append(f"goal: fp32 3x3 convolution and SGEMM >= {GPU_GOAL_VS_VENDOR:.0%} of cuDNN / cuBLAS: {ok} of "
+                   f"{len(vendor)} (lowest {worst['ratio_vs_torch']:.2f}x, {worst['case']})")
+    return out
+
+
+def summary_lines(rows: List[dict], device: str = "cpu") -> List[str]:
+    """Per suite: cases, geomean ratio vs PyTorch, wrong answers; on the GPU, the speed goals."""
     out = []
     for s in dict.fromkeys(r["suite"] for r in rows):
         rs = [r for r in rows if r["suite"] == s]
@@ -94,19 +149,33 @@ def summary_lines(rows: List[dict]) -> List[str]:
         wrong = sum(not r["correct"] for r in rs)
         line += f", {wrong} WRONG ANSWERS" if wrong else ", all answers correct"
         out.append(line)
-    return out
+    return out + (gpu_goal_lines(rows) if device == "cuda" else [])
+
+
+def _size(nbytes: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if nbytes >= 1 << shift:
+            return f"{nbytes / (1 << shift):g} {unit}"
+    return f"{nbytes} B"
 
 
 def limits_line(limits: Optional[dict]) -> str:
     if not limits:
         return "machine limits: not measured (interrupted)"
-    return (f"machine limits: SGEMM 2048^3 fastconv {limits['fastconv_gflops']:.1f} GF/s, numpy BLAS "
-            f"{limits['numpy_gflops']:.1f} GF/s -> peak {limits['peak_gflops']:.1f} GF/s;\n"
-            f"copy bandwidth {limits['copy_gbps']:.1f} GB/s (64 MiB; memory-bound cases are rated against a "
-            f"copy of their own size)")
+    if limits.get("numpy_gflops") is not None:
+        who, other = "machine", f"numpy BLAS {limits['numpy_gflops']:.1f} GF/s"
+    elif limits.get("cublas_gflops") is not None:
+        who, other = "GPU", f"cuBLAS (TF32 off) {limits['cublas_gflops']:.1f} GF/s"
+    else:
+        who, other = "GPU", "cuBLAS not measured (no PyTorch with CUDA)"
+    copy = "device-to-device copy" if who == "GPU" else "copy bandwidth"
+    return (f"{who} limits: SGEMM {limits['case'].split()[-1]} fastconv {limits['fastconv_gflops']:.1f} GF/s, "
+            f"{other} -> peak {limits['peak_gflops']:.1f} GF/s;\n"
+            f"{copy} {limits['copy_gbps']:.1f} GB/s ({_size(limits['copy_bytes'])}; memory-bound cases are rated "
+            f"against a copy of their own size)")
 
 
-def terminal_table(rows: List[dict]) -> str:
+def terminal_table(rows: List[dict], device: str = "cpu") -> str:
     """The compact table (at most 100 columns), one section per suite, best first."""
     lines = []
     current = None
@@ -114,7 +183,7 @@ def terminal_table(rows: List[dict]) -> str:
         if r["suite"] != current:
             current = r["suite"]
             lines.append("")
-            lines.append(f"== {SUITE_TITLES.get(current, current)}")
+            lines.append(f"== {suite_title(current, device)}")
             lines.append(" ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(_HEAD, _WIDTH))))
         cells = _cells(r)
         lines.append(" ".join((c[:w].ljust(w) if i < 2 else c.rjust(w)) for i, (c, w) in enumerate(zip(cells, _WIDTH))))
@@ -124,6 +193,7 @@ def terminal_table(rows: List[dict]) -> str:
 def markdown(doc: dict) -> str:
     """report.md: the table plus the machine, the limits and the date."""
     m = doc["machine"]
+    device = doc["settings"].get("device", "cpu")
     out = [f"# fastconv-bench report ({m['date'][:10]})", ""]
     if doc["interrupted"]:
         out += ["**Interrupted:** only the cases below finished.", ""]
@@ -131,7 +201,7 @@ def markdown(doc: dict) -> str:
             f"| CPU | {m['cpu']} |", f"| ISA in use | {m['isa']} (detected: {m['detected_isa']}) |",
             f"| cores / threads | {m['cores']} / {m['threads']} |",
             f"| versions | fastconv {m['fastconv']}, numpy {m['numpy']}, {_torch_note(doc)}, Python {m['python']} |",
-            f"| platform | {m['platform']} |", f"| date (UTC) | {m['date']} |",
+            f"| platform | {m['platform']} |", *_gpu_rows(m.get("gpu")), f"| date (UTC) | {m['date']} |",
             f"| settings | {doc['settings']['mode']} ({doc['settings']['budget_s']} s per case), "
             f"suites {', '.join(doc['settings']['suites'])} |", "",
             limits_line(doc["limits"]), ""]
@@ -139,11 +209,23 @@ def markdown(doc: dict) -> str:
     for r in _sorted(doc["results"]):
         if r["suite"] != current:
             current = r["suite"]
-            out += ["", f"### {SUITE_TITLES.get(current, current)}", "",
+            out += ["", f"### {suite_title(current, device)}", "",
                     "| " + " | ".join(_HEAD) + " |", "|---|---|" + "---:|" * (len(_HEAD) - 2)]
         out.append("| " + " | ".join(_cells(r)) + " |")
-    out += ["", *(f"- {s}" for s in summary_lines(doc["results"])), "", LEGEND.replace("\n", " "), ""]
+    out += ["", *(f"- {s}" for s in summary_lines(doc["results"], device)), "", legend(device).replace("\n", " "), ""]
     return "\n".join(out)
+
+
+def _gpu_rows(gpu: Optional[dict]) -> List[str]:
+    if not gpu:
+        return []
+    sim = " (Numba's CUDA simulator: timings mean nothing)" if gpu["simulator"] else ""
+    mem = "" if gpu["memory_gib"] is None else f", {gpu['memory_gib']} GiB"
+    sw = [f"driver {gpu['driver']}" if gpu["driver"] else None, f"numba-cuda {gpu['numba_cuda']}",
+          f"torch CUDA {gpu['torch_cuda']}" if gpu["torch_cuda"] else None,
+          f"cuDNN {gpu['cudnn']}" if gpu["cudnn"] else None]
+    return [f"| GPU | {gpu['name']} (compute capability {gpu['compute_capability']}{mem}){sim} |",
+            f"| CUDA software | {', '.join(s for s in sw if s)} |"]
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -216,8 +298,8 @@ def write_chart(doc: dict, path: Path) -> Optional[str]:
         ax_r.text(0.01, n - b - 1, rows[b]["suite"], transform=ax_r.get_yaxis_transform(), ha="left", va="center",
                   fontsize=9, style="italic", color="grey")
     m = doc["machine"]
-    fig.suptitle(f"fastconv-bench {m['date'][:10]} | {m['cpu']} | {m['isa']} | {m['threads']} threads | "
-                 f"{_torch_note(doc)}", fontsize=9)
+    where = (f"{m['gpu']['name']} (GPU)" if m.get("gpu") else f"{m['cpu']} | {m['isa']} | {m['threads']} threads")
+    fig.suptitle(f"fastconv-bench {m['date'][:10]} | {where} | {_torch_note(doc)}", fontsize=9)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return None
