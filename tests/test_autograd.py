@@ -40,6 +40,7 @@ def _check_grad(fn, *arrays, tol=1e-6):
     (lambda a: 2.0 - a * 3.0, [(2, 2)]),
     (lambda a, b: a @ b, [(3, 5), (5, 2)]),
     (lambda a: a.sum(), [(3, 4)]),
+    (lambda a, b: a.sum() + b.mean() - a.mean(), [(3, 4), (2,)]),  # scalars added (two losses)
     (lambda a: a.sum(1, keepdim=True), [(3, 4)]),
     (lambda a: a.mean(0), [(3, 4)]),
     (lambda a: a.reshape(6, 2).T, [(3, 4)]),

@@ -96,7 +96,7 @@ def contiguous(x):
         from ..cuda import _arrays
 
         return _arrays.contiguous(x)
-    return np.ascontiguousarray(x)
+    return np.asarray(x, order="C")  # (np.ascontiguousarray would make a 0-d array 1-d)
 
 
 def fill_zero(a) -> None:
