@@ -416,3 +416,182 @@ def test_tensor_cuda_round_trip_is_differentiable(rng):
     assert b.device == "cuda" and "device='cuda'" in repr(b)
     (b.cpu() * 2.0).sum().backward()
     np.testing.assert_array_equal(a.grad, np.full((2, 3), 2.0, np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tensor_arithmetic_and_reductions_on_the_gpu(rng, dtype):
+    from fastconv import Tensor
+
+    x = randn(rng, (3, 4), dtype)
+    y = randn(rng, (3, 4), dtype)
+    results = []
+    for put in (lambda a: Tensor(a, requires_grad=True), lambda a: Tensor(dev(a), requires_grad=True)):
+        a, b = put(x), put(y)
+        loss = ((a * 2.0 - b) * 0.5).sum() + (-a).mean() + (3.0 * b / 4.0).sum()
+        loss.backward()
+        results.append((loss.numpy(), host(a.grad), host(b.grad)))
+    (lc, gac, gbc), (lg, gag, gbg) = results
+    assert lg.shape == () and gag.dtype == dtype
+    for g, c in ((lg, lc), (gag, gac), (gbg, gbc)):
+        np.testing.assert_allclose(g, c, **TOL[dtype])
+
+
+from fastconv import Tensor  # noqa: E402
+
+
+@pytest.mark.parametrize("what, fn", [
+    ("indexing", lambda a, b: a[0]), ("transpose", lambda a, b: a.transpose(0, 1)),
+    ("sum over some dimensions", lambda a, b: a.sum(1)),
+    (r"broadcasting \+", lambda a, b: a + Tensor(np.ones((1, 3), np.float32))),
+    (r"\* other than by a number", lambda a, b: a * b), (r"power \(and division by a Tensor\)", lambda a, b: a ** 2)])
+def test_tensor_operations_without_a_gpu_kernel_say_so(rng, what, fn):
+    a, b = Tensor(dev(randn(rng, (2, 3)))), Tensor(randn(rng, (2, 3))).cuda()
+    with pytest.raises(NotImplementedError, match=f"{what} is not available for GPU Tensors; move them with .cpu"):
+        fn(a, b)
+
+
+def test_deepcopy_copies_gpu_parameters_and_buffers_on_the_gpu(rng):
+    import copy
+
+    from fastconv import Tensor
+
+    model = _tiny_cnn(3).to("cuda")
+    twin = copy.deepcopy(model)
+    for (name, a), b in zip(model.named_parameters(), twin.parameters()):
+        assert b.device == "cuda" and b.data is not a.data, name
+        np.testing.assert_array_equal(b.numpy(), a.numpy(), err_msg=name)
+    assert fcuda.is_device_array(twin[1].running_mean) and twin[1].running_mean is not model[1].running_mean
+    # The copies are independent: training the twin leaves the original as it was.
+    before = [p.numpy().copy() for p in model.parameters()]
+    twin.train()
+    twin(Tensor(randn(rng, (2, 1, 4, 4))).cuda()).sum().backward()
+    for p in twin.parameters():
+        p.data = ops.add(p.data, p.grad)
+    for b, p in zip(before, model.parameters()):
+        np.testing.assert_array_equal(p.numpy(), b)
+    # A Tensor shared by two attributes stays shared in the copy, as deepcopy promises.
+    t = Tensor(randn(rng, (3,))).cuda()
+    pair = copy.deepcopy([t, t])
+    assert pair[0] is pair[1] and pair[0] is not t and pair[0].device == "cuda"
+
+
+# --- the model zoo on the GPU ------------------------------------------------------------------
+# With a GPU: every zoo model at a small input. On the simulator (a Python thread per GPU thread)
+# the full-width models take many minutes each, so the zoo's own classes and blocks are built at
+# tiny widths there: the same layers and forward code, a few channels each.
+
+ZOO_INPUTS = {"lenet5": (1, 28), "lenet5_relu": (1, 28), "mini_alexnet": (3, 32), "alexnet": (3, 63),
+              "vgg11": (3, 32), "vgg11_bn": (3, 32), "vgg16": (3, 32), "vgg16_bn": (3, 32), "resnet18": (3, 32),
+              "resnet34": (3, 32), "resnet50": (3, 32), "mobilenet_v1": (3, 32), "mobilenet_v2": (3, 32)}
+TINY_ZOO = ["lenet5 (tanh, avg pool)", "alexnet/vgg (VGG class, BatchNorm)", "resnet (BasicBlock, Bottleneck)",
+            "mobilenet (InvertedResidual, separable)"]
+
+
+def _tiny_zoo_model(name):
+    from fastconv import models, nn
+    from fastconv.models import VGG, BasicBlock, Bottleneck, InvertedResidual
+
+    if name.startswith("lenet5"):
+        m = models.lenet5(num_classes=3)  # LeNet5's forward, its layer kinds at tiny widths
+        m.features = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Tanh(), nn.AvgPool2d(2), nn.Conv2d(2, 3, 3),
+                                   nn.Tanh(), nn.AvgPool2d(2))
+        m.classifier = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3))
+        return m, (1, 10)
+    if name.startswith("alexnet"):
+        m = VGG([3, "M", 4, "M"], batch_norm=True, num_classes=3)
+        m.features._modules["0"] = nn.Conv2d(3, 3, 5, stride=2, padding=2)  # AlexNet's strided, padded stem
+        m.avgpool = nn.AdaptiveAvgPool2d((2, 2))
+        m.classifier = nn.Sequential(nn.Dropout(0.5), nn.Linear(16, 5), nn.ReLU(True), nn.Linear(5, 3))
+        return m, (3, 16)
+    if name.startswith("resnet"):
+        down = nn.Sequential(nn.Conv2d(2, 4, 1, 2, bias=False), nn.BatchNorm2d(4))
+        return nn.Sequential(nn.Conv2d(3, 2, 3, padding=1, bias=False), nn.BatchNorm2d(2), nn.ReLU(inplace=True),
+                             BasicBlock(2, 2), BasicBlock(2, 4, 2, down), Bottleneck(4, 1),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)), (3, 4)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, 2, 1, bias=False), nn.BatchNorm2d(4), nn.ReLU6(inplace=True),
+                         InvertedResidual(4, 4, 1, 2), InvertedResidual(4, 6, 2, 1),
+                         nn.Conv2d(6, 6, 3, 1, 1, groups=6, bias=False), nn.BatchNorm2d(6), nn.ReLU(inplace=True),
+                         nn.Conv2d(6, 5, 1, bias=False), nn.BatchNorm2d(5), nn.ReLU(inplace=True),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(5, 3)), (3, 6)
+
+
+def _zoo_model(name):
+    from fastconv import manual_seed, models
+
+    manual_seed(11)
+    if fcuda.is_simulator():
+        return _tiny_zoo_model(name)
+    if name == "lenet5_relu":
+        return models.lenet5(num_classes=3, classic=False), ZOO_INPUTS[name]
+    return getattr(models, name)(num_classes=3, in_channels=ZOO_INPUTS[name][0]), ZOO_INPUTS[name]
+
+
+def _assert_close(gpu, cpu, what):
+    gpu = host(gpu)
+    scale = max(float(np.abs(cpu).max()), 1e-30)
+    err = float(np.abs(gpu - cpu).max())
+    assert err <= 1e-9 * scale + 1e-12, f"{what}: max |gpu - cpu| = {err:.3g} for max |cpu| = {scale:.3g}"
+
+
+@pytest.mark.parametrize("name", TINY_ZOO if fcuda.is_simulator() else list(ZOO_INPUTS))
+def test_the_model_zoo_trains_and_infers_on_the_gpu_as_on_the_cpu(rng, name):
+    """In float64 (the CPU and GPU kernels sum in different orders; in float32 one ReLU input
+    near 0 may land on different sides and make a deep model's gradients differ visibly): a
+    momentum-SGD step in training mode (Dropout active, the same masks on both for the same
+    seed; momentum over several steps is tested above), then eval-mode inference and fused
+    inference, all equal to the CPU's."""
+    import copy
+
+    from fastconv import Tensor, manual_seed, nn, no_grad, optim
+
+    cpu, (c, size) = _zoo_model(name)
+    cpu.double()
+    gpu = copy.deepcopy(cpu).to("cuda")
+    x = rng.standard_normal((2, c, size, size))
+    t = np.array([0, 2], np.int64)
+    opts = [optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4) for m in (cpu, gpu)]
+    outs = []
+    for m, opt, xx, tt in ((cpu, opts[0], Tensor(x), t), (gpu, opts[1], Tensor(x).cuda(), dev(t))):
+        manual_seed(100)  # the same dropout masks on both devices
+        opt.zero_grad()
+        out = m(xx)
+        nn.CrossEntropyLoss()(out, tt).backward()
+        opt.step()
+        outs.append(out)
+    _assert_close(outs[1].data, outs[0].data, "training-mode logits")
+    for (pname, pc), pg in zip(cpu.named_parameters(), gpu.parameters()):
+        _assert_close(pg.grad, pc.grad, f"grad of {pname}")
+        _assert_close(pg.data, pc.data, f"{pname} after the step")
+    for (bname, bc), bg in zip(cpu.state_dict().items(), gpu.state_dict().values()):
+        if np.asarray(bc).dtype.kind == "f":
+            _assert_close(bg, bc, f"state_dict[{bname!r}]")
+    cpu.eval()
+    gpu.eval()
+    with no_grad():
+        expect = cpu(Tensor(x)).data
+        _assert_close(gpu(Tensor(x).cuda()).data, expect, "eval-mode logits")
+        _assert_close(nn.fuse(gpu)(Tensor(x).cuda()).data, expect, "fused inference logits")
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_a_gpu_model_saves_and_loads_its_weights(rng, tmp_path, suffix):
+    import fastconv
+    from fastconv import Tensor
+
+    if suffix == ".safetensors":
+        pytest.importorskip("safetensors", reason="safetensors is not installed")
+    trained = _tiny_cnn(5).to("cuda")
+    x = randn(rng, (2, 1, 4, 4))
+    trained(Tensor(x).cuda())  # training mode: the running statistics move
+    fastconv.save(trained, tmp_path / f"w{suffix}")
+    state = fastconv.load(tmp_path / f"w{suffix}")
+    assert all(isinstance(v, np.ndarray) for v in state.values())
+    for target in (_tiny_cnn(6), _tiny_cnn(6).to("cuda")):  # into a host model and into a GPU model
+        target.load_state_dict(state)
+        for (k, a), b in zip(trained.state_dict().items(), target.state_dict().values()):
+            np.testing.assert_array_equal(host(b), host(a), err_msg=k)
+    target = _tiny_cnn(7).to("cuda")
+    target.load_state_dict(trained.state_dict())  # GPU to GPU
+    trained.eval()
+    target.eval()
+    np.testing.assert_array_equal(target(Tensor(x).cuda()).numpy(), trained(Tensor(x).cuda()).numpy())

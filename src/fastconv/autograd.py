@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 from typing import Callable, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
@@ -117,6 +118,15 @@ class Tensor:
         if kind is None:
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
         return self.cuda() if kind == "cuda" else self.cpu()
+
+    def __deepcopy__(self, memo) -> "Tensor":
+        """``copy.deepcopy``: the data and gradient are copied where they live (GPU arrays on the GPU)."""
+        _device.memo_gpu_copies(self, memo)
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for name in ("data", "grad", "requires_grad", "_parents", "_backward"):
+            setattr(new, name, copy.deepcopy(getattr(self, name), memo))
+        return new
 
     # ------------------------------------------------------------------ graph
 
@@ -259,7 +269,7 @@ class Tensor:
         return mul(power(self, -1.0), other)
 
     def __neg__(self):
-        return Tensor._result(-self.data, (self,), lambda g: (-g,))
+        return Tensor._result(_device.scaled(self.data, -1.0), (self,), lambda g: (_device.scaled(g, -1.0),))
 
     def __pow__(self, exponent):
         return power(self, exponent)
@@ -268,6 +278,7 @@ class Tensor:
         return matmul(self, other)
 
     def __getitem__(self, index):
+        _host_only("indexing", self)
         data = self.data[index]
         shape = self.shape
 
@@ -283,7 +294,7 @@ class Tensor:
 
     def mean(self, dim=None, keepdim: bool = False) -> "Tensor":
         n = self.size if dim is None else int(np.prod([self.shape[d] for d in np.atleast_1d(dim)]))
-        return sum_(self, dim, keepdim) * (1.0 / max(n, 1))
+        return sum_(self, dim, keepdim, scale=1.0 / max(n, 1))
 
     def reshape(self, *shape) -> "Tensor":
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
@@ -302,14 +313,25 @@ class Tensor:
         return self.reshape(self.shape[:s] + (-1,) + self.shape[e + 1:])
 
     def transpose(self, dim0: int, dim1: int) -> "Tensor":
+        _host_only("transpose", self)
         return Tensor._result(np.swapaxes(self.data, dim0, dim1), (self,), lambda g: (np.swapaxes(g, dim0, dim1),))
 
     @property
     def T(self) -> "Tensor":
+        _host_only(".T", self)
         return Tensor._result(self.data.T, (self,), lambda g: (g.T,))
 
     def argmax(self, dim=None) -> np.ndarray:
+        _host_only("argmax", self)
         return self.data.argmax(axis=dim)
+
+
+def _host_only(what: str, *tensors: Tensor) -> None:
+    """Refuses, with a clear error, a Tensor operation that has no GPU kernel (numpy does it on the host)."""
+    if any(_device.is_gpu(t.data) for t in tensors):
+        raise NotImplementedError(f"{what} is not available for GPU Tensors; move them with .cpu() first (on the "
+                                  f"GPU, Tensors support the fastconv.nn layers and losses, + and - of equal shapes, "
+                                  f"* and / by a Python number, sum(), mean() and reshape)")
 
 
 def _accumulate(a, b):
@@ -368,14 +390,29 @@ def add(a, b) -> Tensor:
     if a.shape == b.shape and a.dtype == b.dtype and a.dtype in (np.float32, np.float64):
         data = ops.add(a.data, b.data)
     else:
+        _host_only("broadcasting +", a, b)
         data = np.add(a.data, b.data)
     sa, sb = a.shape, b.shape
     return Tensor._result(data, (a, b), lambda g: (_unbroadcast(g, sa), _unbroadcast(g, sb)))
 
 
+def _constant(t: Tensor) -> Optional[float]:
+    """The value of a host scalar that needs no gradient (a Python number in ``x * 2``), else None."""
+    if t.requires_grad or _device.is_gpu(t.data) or np.ndim(t.data) != 0:
+        return None
+    return float(t.data)
+
+
 def mul(a, b) -> Tensor:
     a = _tensor(a, None)
     b = _tensor(b, a.dtype)
+    if _device.is_gpu(a.data) or _device.is_gpu(b.data):
+        # On the GPU: a Tensor times a number (the scale kernel); no other products.
+        tensor, factor = (a, _constant(b)) if _device.is_gpu(a.data) else (b, _constant(a))
+        if factor is None:
+            _host_only("* other than by a number", a, b)
+        return Tensor._result(_device.scaled(tensor.data, factor), (tensor,),
+                              lambda g: (_device.scaled(g, factor),))
     da, db = a.data, b.data
     return Tensor._result(da * db, (a, b), lambda g: (
         _unbroadcast(g * db, da.shape) if a.requires_grad else None,
@@ -384,6 +421,7 @@ def mul(a, b) -> Tensor:
 
 def power(a, exponent: float) -> Tensor:
     a = _tensor(a, None)
+    _host_only("power (and division by a Tensor)", a)
     if isinstance(exponent, Tensor):
         raise TypeError("only a constant exponent is supported")
     e = float(exponent)
@@ -402,14 +440,24 @@ def matmul(a, b) -> Tensor:
         ops.matmul(da.T, g) if b.requires_grad else None))
 
 
-def sum_(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
+def sum_(a: Tensor, dim=None, keepdim: bool = False, scale: float = 1.0) -> Tensor:
+    """``scale * a.sum(dim)`` (``scale`` makes the mean)."""
     shape = a.shape
+    if _device.is_gpu(a.data):
+        if dim is not None:
+            _host_only("sum over some dimensions", a)
+        data = _device.empty((1,) * a.ndim if keepdim else (), a.dtype, a.data)
+        _device.kernels(a.data).sum_all(_device.contiguous(a.data), data, scale)
+        return Tensor._result(data, (a,), lambda g: (_device.scaled(g, scale, shape),))
     axis = None if dim is None else tuple(d % max(a.ndim, 1) for d in np.atleast_1d(dim))
     data = np.asarray(a.data.sum(axis=axis, keepdims=keepdim))
+    if scale != 1.0:
+        data = np.asarray(data * np.asarray(scale, data.dtype))
 
     def backward(g):
         if not keepdim and axis is not None:
             g = np.expand_dims(g, axis)
-        return (np.broadcast_to(g, shape).copy(),)
+        g = np.broadcast_to(g, shape)
+        return ((g * np.asarray(scale, g.dtype)) if scale != 1.0 else g.copy(),)
 
     return Tensor._result(data, (a,), backward)

@@ -16,6 +16,7 @@ from typing import Dict, Mapping, Union
 import numpy as np
 
 from .autograd import Tensor
+from .ops._device import is_gpu_like
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -46,7 +47,12 @@ def _state(obj) -> Dict[str, np.ndarray]:
     for k, v in state.items():
         if not isinstance(k, str):
             raise TypeError(f"state names must be strings, got {k!r}")
-        arr = np.asarray(v.data if isinstance(v, Tensor) else v, order="C")  # (keeps 0-d arrays 0-d)
+        arr = v.data if isinstance(v, Tensor) else v
+        if is_gpu_like(arr):  # a model trained on the GPU: its arrays are written from a host copy
+            from .cuda import to_host
+
+            arr = to_host(arr)
+        arr = np.asarray(arr, order="C")  # (keeps 0-d arrays 0-d)
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"{k}: only numeric arrays can be saved, got dtype {arr.dtype}")
         out[k] = arr
@@ -55,7 +61,9 @@ def _state(obj) -> Dict[str, np.ndarray]:
 
 def save(obj, path: PathLike) -> None:
     """Writes a Module's ``state_dict()`` (or a mapping of names to arrays) to ``path``:
-    ``.safetensors`` or ``.npz`` by the file name's suffix."""
+    ``.safetensors`` or ``.npz`` by the file name's suffix. GPU arrays are copied to the host
+    for writing; :func:`load` gives numpy arrays (``load_state_dict`` then moves nothing: call
+    ``model.to('cuda')`` after loading)."""
     fmt = _format(path)
     state = _state(obj)
     if fmt == "safetensors":

@@ -139,6 +139,10 @@ class CudaBackend:
         _rt.launch_grid(_eltwise.ce_scale, 1, _reduce.NTH, _rt.flat(grad), _rt.flat(target), ignore_index, bool(mean),
                         _rt.flat(per))
 
+    def scale(self, x, factor, out):
+        """out = factor * x; a one-element x fills all of out."""
+        _rt.launch(_eltwise.scale, out.size, _rt.flat(x), x.size == 1 and out.size != 1, float(factor), _rt.flat(out))
+
     def squared_error(self, x, y, out):
         _rt.launch(_eltwise.squared_error, x.size, _rt.flat(x), _rt.flat(y), _rt.flat(out))
 

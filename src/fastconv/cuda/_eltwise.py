@@ -307,6 +307,15 @@ def ce_scale(grad, target, ignore_index, mean, per):
 
 
 @cuda.jit
+def scale(x, x_is_scalar, factor, out):
+    """out = factor * x, where a one-element x is broadcast over out."""
+    i = cuda.grid(1)
+    while i < out.size:
+        out[i] = (x[0] if x_is_scalar else x[i]) * factor
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
 def squared_error(x, y, out):
     i = cuda.grid(1)
     while i < x.size:

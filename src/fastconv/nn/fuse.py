@@ -5,8 +5,7 @@ from __future__ import annotations
 import copy
 from typing import List, Optional, Tuple
 
-import numpy as np
-
+from .. import ops
 from .layers import Conv1d, Conv2d, Conv3d, Identity, ReLU, ReLU6, _BatchNorm
 from .module import Module, Parameter, Sequential
 
@@ -15,15 +14,13 @@ _ACTS = {ReLU: "relu", ReLU6: "relu6"}
 
 
 def _fold(conv, bn) -> None:
-    """conv(x) followed by eval-mode bn(.) == conv'(x) with rescaled weights and a new bias."""
-    scale = bn.weight.data.astype(np.float64) if bn.affine else np.ones(bn.num_features)
-    shift = bn.bias.data.astype(np.float64) if bn.affine else np.zeros(bn.num_features)
-    scale = scale / np.sqrt(bn.running_var.astype(np.float64) + bn.eps)
-    bias = conv.bias.data.astype(np.float64) if conv.bias is not None else np.zeros(conv.out_channels)
-    w = conv.weight.data
-    w[...] = (w.astype(np.float64) * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
-    new_bias = ((bias - bn.running_mean.astype(np.float64)) * scale + shift).astype(w.dtype)
-    conv.bias = Parameter(new_bias, requires_grad=False)
+    """conv(x) followed by eval-mode bn(.) == conv'(x) with rescaled weights and a new bias
+    (:func:`fastconv.ops.fold_batchnorm`, on the host or the GPU, wherever the model is)."""
+    w, b = ops.fold_batchnorm(conv.weight.data, None if conv.bias is None else conv.bias.data, bn.running_mean,
+                              bn.running_var, bn.weight.data if bn.affine else None,
+                              bn.bias.data if bn.affine else None, bn.eps)
+    conv.weight.data = w
+    conv.bias = Parameter(b, requires_grad=False)
 
 
 def _triples(module: Module) -> List[Tuple[str, Optional[str], Optional[str]]]:

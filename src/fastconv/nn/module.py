@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
@@ -17,11 +18,27 @@ class Parameter(Tensor):
     __slots__ = ()
 
     def __init__(self, data, requires_grad: bool = True):
-        super().__init__(data.data if isinstance(data, Tensor) else np.asarray(data))
+        data = data.data if isinstance(data, Tensor) else data
+        super().__init__(data if _device.is_gpu_like(data) else np.asarray(data))
         self.requires_grad_(requires_grad)
 
     def __repr__(self) -> str:
         return "Parameter containing:\n" + super().__repr__()
+
+
+def _copy_into(dst, src) -> None:
+    """``dst[...] = src`` (converting the dtype) for host and GPU arrays alike: a checkpoint read
+    from a file loads into a model on the GPU, and a GPU model's state into one on the host."""
+    if not (_device.is_gpu(dst) or _device.is_gpu_like(src)):
+        np.copyto(dst, src, casting="same_kind" if dst.dtype.kind == src.dtype.kind else "unsafe")
+        return
+    from ..cuda import to_host
+
+    host = np.ascontiguousarray(to_host(src) if _device.is_gpu_like(src) else src).astype(dst.dtype, copy=False)
+    if _device.is_gpu(dst):
+        dst.copy_to_device(host)
+    else:
+        np.copyto(dst, host)
 
 
 class IncompatibleKeys(NamedTuple):
@@ -42,6 +59,14 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
+
+    def __deepcopy__(self, memo) -> "Module":
+        """``copy.deepcopy``: parameters and buffers are copied where they live (GPU arrays on the GPU)."""
+        _device.memo_gpu_copies(self, memo)
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update((k, copy.deepcopy(v, memo)) for k, v in self.__dict__.items())
+        return new
 
     # ------------------------------------------------------------------ registration
 
@@ -245,7 +270,8 @@ class Module:
         the shape mismatches. Returns ``(missing_keys, unexpected_keys)``.
         """
         own = self.state_dict()
-        given = {k: (v.data if isinstance(v, Tensor) else np.asarray(v)) for k, v in state_dict.items()}
+        given = {k: (v.data if isinstance(v, Tensor) else v if _device.is_gpu_like(v) else np.asarray(v))
+                 for k, v in state_dict.items()}
         missing = [k for k in own if k not in given]
         unexpected = [k for k in given if k not in own]
         mismatched = [f"{k}: checkpoint {tuple(given[k].shape)}, model {tuple(own[k].shape)}"
@@ -261,7 +287,7 @@ class Module:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n  " + "\n  ".join(errors))
         for k, dst in own.items():
             if k in given:
-                np.copyto(dst, given[k], casting="same_kind" if dst.dtype.kind == given[k].dtype.kind else "unsafe")
+                _copy_into(dst, given[k])
         return IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------------ printing

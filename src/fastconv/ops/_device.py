@@ -12,6 +12,7 @@ Nothing here imports numba: it is imported only once a GPU array arrives.
 from __future__ import annotations
 
 import functools
+import types
 
 import numpy as np
 
@@ -132,6 +133,56 @@ def copy(x):
         y.copy_to_device(contiguous(x), stream=_rt.current_stream())
         return y
     return x.copy()
+
+
+_WALKED = "fastconv._device.walked"  # a key of copy.deepcopy's memo: ids already walked for GPU arrays
+_LEAVES = (np.ndarray, np.generic, str, bytes, int, float, complex, bool, type, types.FunctionType,
+           types.BuiltinFunctionType, types.MethodType, types.ModuleType)
+
+
+def _slot_values(obj):
+    for cls in type(obj).__mro__:
+        for name in getattr(cls, "__slots__", ()):
+            if name not in ("__dict__", "__weakref__") and hasattr(obj, name):
+                yield getattr(obj, name)
+
+
+def memo_gpu_copies(root, memo: dict) -> None:
+    """Prepares ``copy.deepcopy(root)``: puts a device copy of every Numba device array that
+    ``root`` reaches (through dicts, lists, tuples, sets and object attributes) into ``memo``,
+    which deepcopy then uses in place of the arrays. (Numba's device arrays have no deepcopy of
+    their own: the default one would duplicate the handles of their memory and CUDA context,
+    not the memory.) Nothing happens before ``fastconv.cuda`` has seen a GPU array."""
+    if not _gpu_types:
+        return
+    walked = memo.setdefault(_WALKED, set())
+    stack = [root]
+    while stack:
+        v = stack.pop()
+        if id(v) in walked or v is None or isinstance(v, _LEAVES):
+            continue
+        walked.add(id(v))
+        if is_gpu(v):
+            if id(v) not in memo:
+                memo[id(v)] = copy(v)
+                memo.setdefault(id(memo), []).append(v)  # copy.deepcopy's keep-alive list
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple, set, frozenset)):
+            stack.extend(v)
+        else:
+            stack.extend(getattr(v, "__dict__", {}).values())
+            stack.extend(_slot_values(v))
+
+
+def scaled(x, factor: float, shape=None):
+    """``factor * x`` on x's device, as a new array; with ``shape``, a one-element ``x`` broadcast to it."""
+    shape = tuple(x.shape) if shape is None else tuple(shape)
+    if is_gpu(x):
+        out = empty(shape, x.dtype, x)
+        kernels(x).scale(contiguous(x), factor, out)
+        return out
+    return np.broadcast_to(np.asarray(x * np.asarray(factor, x.dtype)), shape).copy()
 
 
 def device_kind(device):
