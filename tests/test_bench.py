@@ -322,9 +322,9 @@ import fastconv.cuda as fcuda  # noqa: E402
 
 needs_gpu_path = pytest.mark.skipif(not fcuda.is_available(), reason=f"fastconv.cuda: {fcuda.why_unavailable()}")
 
+# Smaller than TINY_CASES where a simulated kernel would take seconds; one case of each kind.
 GPU_TINY_CASES = [
-    C.GemmCase("mm", m=7, n=9, k=33),
-    C.GemmCase("fc", m=5, n=11, k=40, linear=True),
+    *TINY_CASES[:2],  # the GEMM cases
     C.ConvCase("conv", n=1, c_in=2, c_out=3, size=5, kernel=3, padding=1),
     C.ConvCase("conv s2", direction="bwd", n=1, c_in=2, c_out=3, size=5, kernel=3, stride=2, padding=1),
     C.ConvCase("dw", n=1, c_in=3, c_out=3, size=5, kernel=3, padding=1, groups=3),
