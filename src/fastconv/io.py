@@ -94,6 +94,8 @@ def load(path: PathLike) -> "OrderedDict[str, np.ndarray]":
             out = OrderedDict()
             for k in z.files:
                 out[k] = z[k]
+                if not isinstance(out[k], np.ndarray):  # numpy hands back a non-.npy member's raw bytes
+                    raise ValueError(f"member {k!r} is not a .npy array")
     except Exception as e:  # zip, CRC, header and pickle refusals (object arrays) alike
         raise ValueError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
     for k, v in out.items():
