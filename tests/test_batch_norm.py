@@ -122,3 +122,24 @@ def test_fold_batchnorm_matches_conv_then_bn(rng):
 def test_bad_arguments(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_eval_reads_read_only_running_statistics():
+    # Found by fuzzing: eval mode only reads them, yet demanded writeable arrays.
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 4), dtype=np.float32)
+    rm, rv = rng.standard_normal(3, dtype=np.float32), rng.uniform(0.5, 2, 3).astype(np.float32)
+    rm.flags.writeable = rv.flags.writeable = False
+    y = ops.batch_norm(x, rm, rv, training=False)
+    np.testing.assert_allclose(y, (x - rm[:, None]) / np.sqrt(rv[:, None] + 1e-5), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="updated in place"):
+        ops.batch_norm(x, rm, rv, training=True)
+
+
+def test_an_infinite_input_gives_nan_statistics_not_a_made_up_variance():
+    # Found by fuzzing: a NaN variance was clamped to 0, so save_invstd came out 1/sqrt(eps).
+    x = np.random.default_rng(6).standard_normal((4, 2), dtype=np.float32)
+    x[1, 0] = np.inf
+    y, mean, invstd = ops.batch_norm(x, None, None, training=True)
+    assert np.isnan(invstd[0]) and not np.isfinite(mean[0]) and np.isnan(y[:, 0]).all()
+    assert np.isfinite(invstd[1]) and np.isfinite(y[:, 1]).all()

@@ -201,3 +201,31 @@ def test_finite_differences_float64(rng):
                        (gw, lambda v: ops.conv_transpose2d(x, v, **kw), w)):
         num = numerical_grad(f, at, gy)
         assert np.allclose(got, num, rtol=1e-6, atol=1e-6)
+
+
+def test_an_empty_input_still_has_the_bias_gradient():
+    # Padding gives an empty input outputs; their gradient still sums into the bias (found by fuzzing:
+    # the bias gradient came back 0).
+    rng = np.random.default_rng(3)
+    x = np.zeros((2, 2, 2, 0), np.float32)
+    w = rng.standard_normal((3, 2, 1, 1), dtype=np.float32)
+    gy = rng.standard_normal((2, 3, 4, 3), dtype=np.float32)
+    gx, gw, gb = ops.conv2d_backward(gy, x, w, stride=2, padding=3)
+    assert gx.shape == x.shape and not gw.any()
+    np.testing.assert_allclose(gb, gy.astype(np.float64).sum(axis=(0, 2, 3)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("algo", ["auto", "direct", "im2col"])
+@pytest.mark.parametrize("stride", [2 ** 20, 2 ** 31 - 1])
+def test_a_stride_beyond_the_input_is_one_window(algo, stride):
+    # Found by fuzzing: the direct kernel sized a buffer by the stride (2**20: MemoryError on a
+    # 3x8 input; 2**31 - 1: a crash). One output position per axis: the same as any large stride.
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 3, 8), dtype=np.float32)
+    w = rng.standard_normal((4, 3, 2, 2), dtype=np.float32)
+    y = ops.conv2d(x, w, stride=stride, padding=1, dilation=2, algo=algo)
+    np.testing.assert_allclose(y, conv(x, w, stride=stride, padding=1, dilation=2), rtol=1e-5, atol=1e-5)
+    gy = rng.standard_normal(y.shape, dtype=np.float32)
+    for got, expect in zip(ops.conv2d_backward(gy, x, w, stride=stride, padding=1, dilation=2),
+                           conv_backward(gy, x, w, stride=stride, padding=1, dilation=2)):
+        np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-5)

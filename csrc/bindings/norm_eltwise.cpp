@@ -33,8 +33,12 @@ void batch_norm_forward(const Backend& be, const py::array& x, const py::object&
     T* yp = out_ptr<T>(y, "out", numel(x));
     const T* w = opt_in_ptr<T>(weight, "weight", a.c);
     const T* b = opt_in_ptr<T>(bias, "bias", a.c);
-    T* rm = opt_out_ptr<T>(running_mean, "running_mean", a.c);
-    T* rv = opt_out_ptr<T>(running_var, "running_var", a.c);
+    // Updated in place in training; only read in eval, where read-only arrays are fine (the
+    // kernel writes them only when training).
+    T* rm = training ? opt_out_ptr<T>(running_mean, "running_mean", a.c)
+                     : const_cast<T*>(opt_in_ptr<T>(running_mean, "running_mean", a.c));
+    T* rv = training ? opt_out_ptr<T>(running_var, "running_var", a.c)
+                     : const_cast<T*>(opt_in_ptr<T>(running_var, "running_var", a.c));
     T* sm = opt_out_ptr<T>(save_mean, "save_mean", a.c);
     T* si = opt_out_ptr<T>(save_invstd, "save_invstd", a.c);
     if (training ? (!sm || !si || (rm == nullptr) != (rv == nullptr)) : (!rm || !rv))

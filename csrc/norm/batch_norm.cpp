@@ -52,7 +52,8 @@ void batch_norm_forward(const BatchNormArgs& a, bool training, const T* x, const
         sumsq += s2;
       }
       const double dm = sum / count;
-      const double var = std::fmax(sumsq / count - dm * dm, 0.0);
+      const double raw = sumsq / count - dm * dm;
+      const double var = raw < 0.0 ? 0.0 : raw;  // rounding below 0 is clamped; NaN (from NaN/Inf input) stays
       mean = shift + dm;
       invstd = 1.0 / std::sqrt(var + a.eps);
       save_mean[c] = static_cast<T>(mean);

@@ -120,6 +120,13 @@ class _Conv:
         )
         check_numel((c_in,) + tuple(s + b + a for s, b, a in zip(spatial, self.pad_before, self.pad_after)),
                     "the padded input")
+        # A stride beyond the padded input's last window start changes nothing (one output position
+        # along that axis), so it is cut to the smallest stride with the same output size. (The
+        # direct kernel sizes its phase-split input copy by the stride: a stride of 2**31 - 1 on a
+        # small input crashed it, and 2**20 ran out of memory.)
+        self.stride = tuple(
+            min(s, spatial[i] + self.pad_before[i] + self.pad_after[i] - self.dilation[i] * (kernel[i] - 1))
+            if out[i] == 1 else s for i, s in enumerate(self.stride))
         self.c_in, self.c_out, self.kernel = c_in, c_out, tuple(kernel)
         self.out_shape = (n, c_out) + out
 
@@ -257,9 +264,16 @@ def _backward(conv: _Conv, grad_output, needs) -> Tuple[Optional[np.ndarray], ..
     gw = _device.empty(conv.w.shape, conv.dtype, g) if need_w else None
     gb = _device.empty((conv.c_out,), conv.dtype, g) if need_b else None
     if g.size == 0 or conv.x.size == 0:
+        # An empty input (whose padding can still make outputs) contributes nothing to the data and
+        # weight gradients, but the bias gradient is still the sum of grad_output.
         for a in (gx, gw, gb):
             if a is not None:
                 _device.fill_zero(a)
+        if gb is not None and g.size:
+            if _device.is_gpu(g):
+                kernels(g).channel_sum(g, gb)
+            else:
+                gb[...] = g.sum(axis=(0,) + tuple(range(2, g.ndim)), dtype=np.float64)
         return gx, gw, gb
     algo = "depthwise" if conv.is_depthwise() else "im2col"
     s, p, d = conv.triples()
