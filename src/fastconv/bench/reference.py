@@ -151,7 +151,11 @@ def avg_pool2d_backward(gy, x_shape, kernel: int, stride: int, padding: int):
     return gxp[:, :, padding:padding + h, padding:padding + w]
 
 
-def _channel(v, ndim):
+def _channel(v, ndim, default=None):
+    """A per-channel vector shaped to broadcast over (N, C, *spatial); None gives ``default``
+    (BatchNorm without weight: 1, without bias: 0)."""
+    if v is None:
+        return np.full((1,) * ndim, default, np.float64)
     return np.asarray(v, np.float64).reshape((1, -1) + (1,) * (ndim - 2))
 
 
@@ -161,14 +165,15 @@ def batch_norm_train(x, weight, bias, eps):
     axes = (0,) + tuple(range(2, x.ndim))
     mean = x.mean(axis=axes)
     invstd = 1.0 / np.sqrt(x.var(axis=axes) + eps)
-    y = (x - _channel(mean, x.ndim)) * _channel(invstd, x.ndim) * _channel(weight, x.ndim) + _channel(bias, x.ndim)
+    y = ((x - _channel(mean, x.ndim)) * _channel(invstd, x.ndim) * _channel(weight, x.ndim, 1.0)
+         + _channel(bias, x.ndim, 0.0))
     return y, mean, invstd
 
 
 def batch_norm_eval(x, running_mean, running_var, weight, bias, eps):
     x = np.asarray(x, np.float64)
-    scale = _channel(weight, x.ndim) / np.sqrt(_channel(running_var, x.ndim) + eps)
-    return (x - _channel(running_mean, x.ndim)) * scale + _channel(bias, x.ndim)
+    scale = _channel(weight, x.ndim, 1.0) / np.sqrt(_channel(running_var, x.ndim) + eps)
+    return (x - _channel(running_mean, x.ndim)) * scale + _channel(bias, x.ndim, 0.0)
 
 
 def batch_norm_train_backward(gy, x, weight, eps):
@@ -182,7 +187,7 @@ def batch_norm_train_backward(gy, x, weight, eps):
     xhat = (x - mean) * invstd
     gb = gy.sum(axis=axes)
     gw = (gy * xhat).sum(axis=axes)
-    gx = _channel(weight, x.ndim) * invstd / m * (m * gy - _channel(gb, x.ndim) - xhat * _channel(gw, x.ndim))
+    gx = _channel(weight, x.ndim, 1.0) * invstd / m * (m * gy - _channel(gb, x.ndim) - xhat * _channel(gw, x.ndim))
     return gx, gw, gb
 
 
