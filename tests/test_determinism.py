@@ -6,6 +6,7 @@ added in an order that depends on the thread count (SECURITY.md, *Threads and de
 import hashlib
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,10 +79,10 @@ def test_same_thread_count_gives_identical_bits_call_after_call(restore_threads)
 
 
 def test_same_thread_count_gives_identical_bits_process_after_process():
-    code = ("import json, sys; sys.path.insert(0, 'tests'); import test_determinism as d; "
-            "print(json.dumps(d.digests(2)))")
-    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                           cwd=str(__import__("pathlib").Path(__file__).parent.parent)) for _ in range(2)]
+    here = str(Path(__file__).resolve().parent)
+    code = f"import json, sys; sys.path.insert(0, {here!r}); import test_determinism as d; print(json.dumps(d.digests(2)))"
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+            for _ in range(2)]
     for r in runs:
         assert r.returncode == 0, r.stderr[-2000:]
     first, second = (r.stdout.strip().splitlines()[-1] for r in runs)
