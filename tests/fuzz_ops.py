@@ -2,7 +2,10 @@
 
     python tests/fuzz_ops.py SEED CASES   ->  prints one JSON summary line
 
-Each case picks an op and draws its arguments: zero- and one-size dimensions, strides and
+Each case picks one of 35 ops (the convolutions in 1-3 dimensions and their gradients, max/avg
+pooling and their gradients, BatchNorm forward and backward, linear, matmul, add, the activations
+and their gradients, softmax / log-softmax and theirs, cross-entropy and MSE with their gradients)
+and draws its arguments: zero- and one-size dimensions, strides and
 dilations up to 2**40, padding larger than the kernel, mismatched shapes and groups, wrong dtypes,
 non-contiguous, negatively strided, transposed and read-only arrays, NaN and Inf. The op must
 either return the answer of the float64 numpy reference (bench/reference.py, written from the
@@ -51,7 +54,7 @@ class Draw:
             dtype = BAD_DTYPES[rng.integers(len(BAD_DTYPES))]
             self.clean = False
             self.notes.append(f"{name} dtype {np.dtype(dtype).name}")
-        base = rng.standard_normal(shape) * 2
+        base = np.asarray(rng.standard_normal(shape) * 2)
         if not finite_only and base.size and rng.random() < 0.05:
             flat = base.reshape(-1)
             flat[rng.integers(flat.size, size=max(1, flat.size // 10))] = [np.nan, np.inf, -np.inf][rng.integers(3)]
@@ -247,8 +250,178 @@ def gen_cross_entropy(d: Draw):
             lambda: [np.asarray(ref.cross_entropy(z, target))])
 
 
+def _f64(a):
+    return np.asarray(a, np.float64)
+
+
+# name -> (op(gy, saved), reference(gy, saved), saved is the forward's output (True) or input)
+ACTIVATION_GRADS = {
+    "relu_backward": (ops.relu_backward, lambda g, x: _f64(g) * (_f64(x) > 0), False),
+    "relu6_backward": (ops.relu6_backward, lambda g, x: _f64(g) * ((_f64(x) > 0) & (_f64(x) < 6)), False),
+    "leaky_relu_backward": (lambda g, x: ops.leaky_relu_backward(g, x, 0.2),
+                            lambda g, x: _f64(g) * np.where(_f64(x) > 0, 1.0, 0.2), False),
+    "sigmoid_backward": (ops.sigmoid_backward, lambda g, y: _f64(g) * _f64(y) * (1 - _f64(y)), True),
+    "tanh_backward": (ops.tanh_backward, lambda g, y: _f64(g) * (1 - _f64(y) ** 2), True),
+    "gelu_backward": (ops.gelu_backward, ref.gelu_backward, False),
+}
+ELEMENTWISE = {"relu6": (ops.relu6, lambda x: np.clip(_f64(x), 0, 6)),
+               "leaky_relu": (lambda x: ops.leaky_relu(x, 0.2), lambda x: np.where(_f64(x) > 0, _f64(x), 0.2 * _f64(x)))}
+
+
+def gen_elementwise(d: Draw):
+    name = d.pick(list(ELEMENTWISE))
+    fn, rfn = ELEMENTWISE[name]
+    x = d.array(_dims(d, d.pick([1, 2, 4]), "shape"), name="x")
+    return f"{name} x{x.shape}", lambda: [fn(x)], lambda: [rfn(x)]
+
+
+def gen_activation_backward(d: Draw):
+    name = d.pick(list(ACTIVATION_GRADS))
+    fn, rfn, takes_output = ACTIVATION_GRADS[name]
+    shape = _dims(d, d.pick([1, 2, 4]), "shape")
+    saved = d.array(shape, name="saved")
+    if takes_output and saved.dtype.kind == "f":
+        saved = np.tanh(saved) if name == "tanh_backward" else 1 / (1 + np.exp(-saved))
+    gy = d.array(d.pick([shape], [shape[:-1] + (shape[-1] + 1,)] if shape else [], p_bad=0.05, label="grad shape"),
+                 name="grad_output")
+    return f"{name} {saved.shape}", lambda: [fn(gy, saved)], lambda: [rfn(gy, saved)]
+
+
+def gen_softmax_backward(d: Draw):
+    log = bool(d.rng.integers(2))
+    z = d.array(_dims(d, 2, "shape"), name="z", finite_only=True)
+    y = (ref.log_softmax if log else ref.softmax)(z, 1).astype(z.dtype) if z.size and z.dtype.kind == "f" else z
+    gy = d.array(z.shape, name="grad_output")
+
+    def reference():
+        g, yy = _f64(gy), _f64(y)
+        if log:
+            return [g - np.exp(yy) * g.sum(1, keepdims=True)]
+        return [yy * (g - (g * yy).sum(1, keepdims=True))]
+
+    fn = ops.log_softmax_backward if log else ops.softmax_backward
+    return f"{'log_' if log else ''}softmax_backward {z.shape}", lambda: [fn(gy, y, 1)], reference
+
+
+def gen_add_matmul(d: Draw):
+    if d.rng.integers(2):
+        shape = _dims(d, d.pick([1, 3]), "shape")
+        a = d.array(shape, name="a")
+        b = d.array(d.pick([shape], [shape + (1,), shape[:-1]] if shape else [], p_bad=0.05, label="b shape"), name="b")
+        return f"add {a.shape} {b.shape}", lambda: [ops.add(a, b)], lambda: [_f64(a) + _f64(b)]
+    m, k, n = (d.pick([1, 4, 9], [0], p_bad=0.05, label="size") for _ in range(3))
+    a = d.array((m, k), name="a")
+    b = d.array((d.pick([k], [k + 2], p_bad=0.05, label="b rows"), n), name="b")
+    return f"matmul {a.shape} {b.shape}", lambda: [ops.matmul(a, b)], lambda: [_f64(a) @ _f64(b)]
+
+
+def gen_mse(d: Draw):
+    shape = _dims(d, d.pick([1, 2, 3]), "shape")
+    x, y = d.array(shape, name="input"), d.array(shape, name="target")
+    reduction = d.pick(["mean", "sum", "none"], ["max"], p_bad=0.05, label="reduction")
+    if reduction == "mean" and not x.size:
+        d.clean = False  # the mean of nothing
+
+    def reduce(v):
+        return v if reduction == "none" else np.asarray(v.sum() / (v.size if reduction == "mean" else 1))
+
+    if d.rng.integers(2):
+        return f"mse_loss {shape} {reduction}", lambda: [ops.mse_loss(x, y, reduction)], \
+            lambda: [reduce((_f64(x) - _f64(y)) ** 2)]
+    g = d.array(shape, name="grad_output") if reduction == "none" else np.float32(1.5)
+    scale = 2.0 / max(x.size, 1) if reduction == "mean" else 2.0
+    return (f"mse_loss_backward {shape} {reduction}", lambda: [ops.mse_loss_backward(g, x, y, reduction)],
+            lambda: [_f64(g) * scale * (_f64(x) - _f64(y))])
+
+
+def gen_conv_nd(d: Draw):
+    nd = d.pick([1, 3])
+    n, cg = d.pick([1, 2]), d.pick([1, 2])
+    groups = d.pick([1, 2], [0], p_bad=0.05, label="groups")
+    c_in, c_out = cg * max(groups, 1), d.pick([1, 2]) * max(groups, 1)
+    spatial = _dims(d, nd, "spatial")
+    k = d.pick([1, 2, 3])
+    stride = d.pick([1, 2], HUGE[:1] + [0], label="stride")
+    padding = d.pick([0, 1, 4], [-1], label="padding")
+    dilation = d.pick([1, 2], [0], label="dilation")
+    x = d.array((n, c_in) + spatial, name="x")
+    w = d.array((c_out, cg) + (k,) * nd, name="weight")
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    _fits(d, spatial, k, stride, padding, dilation)
+    fwd, bwd = (ops.conv1d, ops.conv1d_backward) if nd == 1 else (ops.conv3d, ops.conv3d_backward)
+    if d.rng.integers(2):
+        return f"conv{nd}d x{x.shape} w{w.shape} {kw}", lambda: [fwd(x, w, **kw)], lambda: [ref.conv(x, w, **kw)]
+    try:
+        out_shape = ref.conv(np.zeros(x.shape), np.zeros(w.shape), **kw).shape
+    except Exception:
+        out_shape = (n, c_out) + spatial
+    gy = d.array(out_shape, name="grad_output")
+    return (f"conv{nd}d_backward x{x.shape} w{w.shape} {kw}", lambda: list(bwd(gy, x, w, **kw)),
+            lambda: list(ref.conv_backward(gy, x, w, **kw)))
+
+
+def gen_pool_backward(d: Draw):
+    n, c = d.pick([1, 2]), d.pick([1, 3])
+    h, w = _dims(d, 2, "H/W")
+    k, stride, padding = d.pick([1, 2, 3]), d.pick([1, 2]), d.pick([0, 1])
+    if padding > k // 2:
+        padding = 0
+    _fits(d, (h, w), k, stride, padding)
+    x = d.array((n, c, h, w), name="x", finite_only=True)
+    ho, wo = ((v + 2 * padding - k) // stride + 1 for v in (h, w))
+    gy = d.array((n, c, max(ho, 0), max(wo, 0)), name="grad_output")
+    if d.rng.integers(2):
+        def call():
+            _, idx = ops.max_pool2d(x, k, stride, padding, return_indices=True)
+            return [ops.max_pool2d_backward(gy, idx, x.shape)]
+
+        return (f"max_pool2d_backward x{x.shape} k={k} s={stride} p={padding}", call,
+                lambda: [ref.max_pool2d_backward(gy, x, k, stride, padding)])
+    shape = d.pick([x.shape], [x.shape[:3], (n, c, h + 5, w)], p_bad=0.05, label="input_shape")
+    return (f"avg_pool2d_backward x{x.shape} k={k} s={stride} p={padding}",
+            lambda: [ops.avg_pool2d_backward(gy, shape, k, stride, padding)],
+            lambda: [ref.avg_pool2d_backward(gy, shape, k, stride, padding)])
+
+
+def gen_batch_norm_backward(d: Draw):
+    n, c = d.pick([2, 3]), d.pick([1, 3])
+    spatial = _dims(d, d.pick([0, 2]), "spatial")
+    x = d.array((n, c) + spatial, name="x", finite_only=True)
+    gy = d.array(x.shape, name="grad_output")
+    weight = d.array((c,), name="weight", finite_only=True) if d.rng.random() < 0.7 else None
+    eps = 1e-5
+    xf = _f64(x) if x.dtype.kind == "f" else np.zeros(x.shape)
+    axes = (0,) + tuple(range(2, x.ndim))
+    dt = x.dtype if x.dtype.kind == "f" else np.float32
+    mean = xf.mean(axis=axes).astype(dt) if xf.size else np.zeros(c, dt)
+    invstd = (1 / np.sqrt(xf.var(axis=axes) + eps)).astype(dt) if xf.size else np.ones(c, dt)
+    def reference():
+        # The definition given the saved statistics as passed (float32-rounded, like fastconv gets them).
+        shape = (1, c) + (1,) * len(spatial)
+        g = _f64(gy)
+        xhat = (_f64(x) - _f64(mean).reshape(shape)) * _f64(invstd).reshape(shape)
+        m = g.size // max(c, 1)
+        gb, gw = g.sum(axis=axes), (g * xhat).sum(axis=axes)
+        scale = (1.0 if weight is None else _f64(weight).reshape(shape)) * _f64(invstd).reshape(shape) / max(m, 1)
+        gx = scale * (m * g - gb.reshape(shape) - xhat * gw.reshape(shape))
+        return [gx, gb] if weight is None else [gx, gw, gb]
+
+    return (f"batch_norm_backward x{x.shape}",
+            lambda: [a for a in ops.batch_norm_backward(gy, x, weight, mean, invstd) if a is not None], reference)
+
+
+def gen_cross_entropy_backward(d: Draw):
+    n, c = d.pick([1, 4]), d.pick([2, 5])
+    z = d.array((n, c), name="logits")
+    target = d.rng.integers(0, c, n)
+    return (f"cross_entropy_backward z{z.shape}", lambda: [ops.cross_entropy_backward(np.float32(1), z, target)],
+            lambda: [ref.cross_entropy_backward(z, target)])
+
+
 GENERATORS = [gen_conv2d, gen_conv2d, gen_conv2d_backward, gen_pool, gen_batch_norm, gen_linear, gen_activation,
-              gen_softmax, gen_cross_entropy]
+              gen_softmax, gen_cross_entropy, gen_elementwise, gen_activation_backward, gen_softmax_backward,
+              gen_add_matmul, gen_mse, gen_conv_nd, gen_pool_backward, gen_batch_norm_backward,
+              gen_cross_entropy_backward]
 
 
 def _matches(got, expect, nonfinite_inputs: bool) -> bool:
