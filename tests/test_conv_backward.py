@@ -229,3 +229,24 @@ def test_a_stride_beyond_the_input_is_one_window(algo, stride):
     for got, expect in zip(ops.conv2d_backward(gy, x, w, stride=stride, padding=1, dilation=2),
                            conv_backward(gy, x, w, stride=stride, padding=1, dilation=2)):
         np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_transpose_backward_when_output_padding_reaches_the_stride():
+    # PyTorch allows output_padding < max(stride, dilation): with stride 1 and dilation 2 the
+    # forward convolution of grad_output has a row and column more than the input (found by
+    # fuzzing: grad_input came back with that shape). Checked by the adjoint identity
+    # <conv_transpose2d(v, w), gy> == <v, grad_input> for random v, and the bias gradient.
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 4, 3, 2))
+    w = rng.standard_normal((4, 1, 2, 2))
+    kw = dict(stride=1, padding=0, output_padding=1, groups=2, dilation=2)
+    y = ops.conv_transpose2d(x, w, **kw)
+    gy = rng.standard_normal(y.shape)
+    gx, gw, gb = ops.conv_transpose2d_backward(gy, x, w, **kw)
+    assert gx.shape == x.shape and gw.shape == w.shape
+    for _ in range(3):
+        v = rng.standard_normal(x.shape)
+        np.testing.assert_allclose(np.vdot(ops.conv_transpose2d(v, w, **kw), gy), np.vdot(v, gx), rtol=1e-10)
+        u = rng.standard_normal(w.shape)  # linear in the weight too
+        np.testing.assert_allclose(np.vdot(ops.conv_transpose2d(x, u, **kw), gy), np.vdot(u, gw), rtol=1e-10)
+    np.testing.assert_allclose(gb, gy.sum(axis=(0, 2, 3)), rtol=1e-12)

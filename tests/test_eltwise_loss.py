@@ -211,3 +211,19 @@ def test_activations_match_torch(rng):
              (lambda v: ops.log_softmax(v, 0), lambda v: F.log_softmax(v, 0))]
     for ours, theirs in pairs:
         assert close(ours(x), theirs(tx).numpy(), 1e-12)
+
+
+def test_cat_backward_checks_dim_and_sizes():
+    # Found by fuzzing: an out-of-range dim raised IndexError, and sizes that do not add up to
+    # grad_output's extent split it silently into the wrong pieces.
+    g = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    with pytest.raises(ValueError, match="dim must be in"):
+        ops.cat_backward(g, [1, 2], dim=3)
+    with pytest.raises(ValueError, match="add up to"):
+        ops.cat_backward(g, [1], dim=1)
+    with pytest.raises(ValueError, match="add up to"):
+        ops.cat_backward(g, [4, -1], dim=1)
+    with pytest.raises(ValueError, match="differs from tensors"):
+        ops.cat([g, g[:, :, :2]], dim=1)
+    parts = ops.cat_backward(g, [1, 2], dim=-2)
+    np.testing.assert_array_equal(ops.cat(parts, dim=1), g)

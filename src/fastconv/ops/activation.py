@@ -223,6 +223,13 @@ def flatten_backward(grad_output, input_shape) -> np.ndarray:
     return _device.contiguous(g).reshape(tuple(input_shape))
 
 
+def _axis(dim, ndim: int) -> int:
+    d = as_int(dim, "dim")
+    if not -ndim <= d < ndim:
+        raise ValueError(f"dim must be in [{-ndim}, {ndim}) for {ndim}-D arrays, got {dim}")
+    return d % ndim
+
+
 def cat(tensors: Sequence[np.ndarray], dim: int = 1) -> np.ndarray:
     """Concatenate arrays of one dtype along ``dim`` (channels by default)."""
     arrays = list(tensors)
@@ -230,15 +237,24 @@ def cat(tensors: Sequence[np.ndarray], dim: int = 1) -> np.ndarray:
         raise ValueError("cat needs at least one array")
     first = float_array(arrays[0], "tensors[0]")
     rest = [float_array(a, f"tensors[{i}]", first.ndim, first.dtype) for i, a in enumerate(arrays[1:], 1)]
+    d = _axis(dim, max(first.ndim, 1))
+    for i, a in enumerate(rest, 1):
+        if tuple(a.shape[:d]) + tuple(a.shape[d + 1:]) != tuple(first.shape[:d]) + tuple(first.shape[d + 1:]):
+            raise ValueError(f"tensors[{i}] has shape {tuple(a.shape)}, which differs from tensors[0]'s "
+                             f"{tuple(first.shape)} outside dim {d}")
     if _device.is_gpu(first):
-        return kernels(first).cat([first] + rest, as_int(dim, "dim"))
-    return np.concatenate(arrays, axis=as_int(dim, "dim"))
+        return kernels(first).cat([first] + rest, d)
+    return np.concatenate([first] + rest, axis=d)
 
 
 def cat_backward(grad_output, sizes: Sequence[int], dim: int = 1) -> List[np.ndarray]:
     """Split grad_output along ``dim`` into pieces of the given sizes (the inputs' sizes along ``dim``)."""
+    g = float_array(grad_output, "grad_output")
     sizes = [as_int(s, "sizes") for s in sizes]
-    if _device.is_gpu(grad_output):
-        return kernels(grad_output).split(grad_output, sizes, as_int(dim, "dim"))
+    d = _axis(dim, max(g.ndim, 1))
+    if not sizes or min(sizes) < 0 or sum(sizes) != g.shape[d]:
+        raise ValueError(f"sizes {sizes} must be >= 0 and add up to grad_output's size {g.shape[d]} along dim {d}")
+    if _device.is_gpu(g):
+        return kernels(g).split(g, sizes, d)
     bounds = np.cumsum(sizes)[:-1]
-    return [np.ascontiguousarray(p) for p in np.split(np.asarray(grad_output), bounds, axis=as_int(dim, "dim"))]
+    return [np.ascontiguousarray(p) for p in np.split(g, bounds, axis=d)]

@@ -494,8 +494,12 @@ def conv_transpose2d_backward(grad_output, input, weight, stride: IntOrTuple = 1
         raise ValueError(f"grad_output must have the output shape {t.out_shape}, got {g.shape}")
     gx = gw = gb = None
     if need_x:
-        # The output_padding rows/columns lie outside every window, so the shapes match.
+        # The forward convolution of grad_output. Where output_padding >= stride (allowed while it is
+        # below the dilation) it has extra rows/columns past the input's: windows that no input
+        # element reaches, dropped.
         gx = conv2d(g, t.w, None, t.stride, t.padding, t.dilation, t.groups)
+        if tuple(gx.shape) != tuple(t.x.shape):
+            gx = _device.contiguous(gx[:, :, :t.x.shape[2], :t.x.shape[3]])
     if need_w:
         gw = _device.empty(t.w.shape, t.x.dtype, g)
         if g.size == 0 or t.x.size == 0:
