@@ -2,14 +2,12 @@
 
     python tests/fuzz_ops.py SEED CASES   ->  prints one JSON summary line
 
-Each case picks one of 35 ops (the convolutions in 1-3 dimensions and their gradients, max/avg
-pooling and their gradients, BatchNorm forward and backward, linear, matmul, add, the activations
-and their gradients, softmax / log-softmax and theirs, cross-entropy and MSE with their gradients)
-and draws its arguments: zero- and one-size dimensions, strides and
+Each case picks one of the public ops (all 63 of them: every kernel, its gradient, and the shape
+helpers) and draws its arguments: zero- and one-size dimensions, strides and
 dilations up to 2**40, padding larger than the kernel, mismatched shapes and groups, wrong dtypes,
 non-contiguous, negatively strided, transposed and read-only arrays, NaN and Inf. The op must
-either return the answer of the float64 numpy reference (bench/reference.py, written from the
-definitions) or raise TypeError, ValueError or MemoryError. A case drawn with only valid arguments
+either return the answer of a float64 numpy reference written from the op's definition (here, or in
+fastconv/bench/reference.py) or raise TypeError, ValueError or MemoryError. A case drawn with only valid arguments
 ("clean") must return. Anything else is recorded as a failure with the case's description.
 """
 
@@ -418,10 +416,344 @@ def gen_cross_entropy_backward(d: Draw):
             lambda: [ref.cross_entropy_backward(z, target)])
 
 
+# --------------------------------------------------------------------------- the rest of the ops
+
+
+def _pool_ref(x, k, s, p, mode):
+    """Max or average (padding counted) pooling over all spatial axes, by sliding windows."""
+    x = _f64(x)
+    nd = x.ndim - 2
+    fill = -np.inf if mode == "max" else 0.0
+    xp = np.pad(x, [(0, 0), (0, 0)] + [(p, p)] * nd, constant_values=fill)
+    win = np.lib.stride_tricks.sliding_window_view(xp, (k,) * nd, axis=tuple(range(2, 2 + nd)))
+    win = win[(slice(None), slice(None)) + (slice(None, None, s),) * nd]
+    axes = tuple(range(-nd, 0))
+    return win.max(axis=axes) if mode == "max" else win.sum(axis=axes) / k ** nd
+
+
+def _pool_backward_ref(gy, x, k, s, p, mode):
+    x, gy = _f64(x), _f64(gy)
+    nd = x.ndim - 2
+    gxp = np.zeros(x.shape[:2] + tuple(v + 2 * p for v in x.shape[2:]))
+    xp = np.pad(x, [(0, 0), (0, 0)] + [(p, p)] * nd, constant_values=-np.inf)
+    for pos in np.ndindex(*gy.shape[2:]):
+        window = (slice(None), slice(None)) + tuple(slice(q * s, q * s + k) for q in pos)
+        g = gy[(slice(None), slice(None)) + pos]
+        if mode == "avg":
+            gxp[window] += g.reshape(g.shape + (1,) * nd) / k ** nd
+            continue
+        block = xp[window].reshape(x.shape[:2] + (-1,))
+        flat = np.argmax(block, axis=-1)  # the first maximum, as the kernels and PyTorch take it
+        for n, c in np.ndindex(*x.shape[:2]):
+            offs = np.unravel_index(flat[n, c], (k,) * nd)
+            gxp[(n, c) + tuple(q * s + o for q, o in zip(pos, offs))] += g[n, c]
+    return gxp[(slice(None), slice(None)) + tuple(slice(p, p + v) for v in x.shape[2:])]
+
+
+POOLS = {1: (ops.max_pool1d, ops.max_pool1d_backward, ops.avg_pool1d, ops.avg_pool1d_backward),
+         2: (ops.max_pool2d, ops.max_pool2d_backward, ops.avg_pool2d, ops.avg_pool2d_backward),
+         3: (ops.max_pool3d, ops.max_pool3d_backward, ops.avg_pool3d, ops.avg_pool3d_backward)}
+
+
+def gen_pool_nd(d: Draw):
+    nd = d.pick([1, 3])
+    spatial = _dims(d, nd, "spatial")
+    k = d.pick([1, 2, 3], [0] + HUGE[:1], label="kernel")
+    stride = d.pick([1, 2], [0], label="stride")
+    padding = d.pick([0, 1], [-1, 4], label="padding")
+    if isinstance(k, int) and k > 0 and padding > k // 2:
+        d.clean = False
+    _fits(d, spatial, k, stride, padding)
+    x = d.array((d.pick([1, 2]), d.pick([1, 2])) + spatial, name="x", finite_only=True)
+    mx, mx_b, av, av_b = POOLS[nd]
+    mode, backward = d.pick(["max", "avg"]), bool(d.rng.integers(2))
+    desc = f"{mode}_pool{nd}d{'_backward' if backward else ''} x{x.shape} k={k} s={stride} p={padding}"
+    if not backward:
+        fn = mx if mode == "max" else av
+        return desc, lambda: [fn(x, k, stride, padding)], lambda: [_pool_ref(x, k, stride, padding, mode)]
+    out = tuple((v + 2 * padding - k) // stride + 1 if isinstance(k, int) and k > 0 and stride > 0 else 1
+                for v in spatial)
+    gy = d.array(x.shape[:2] + tuple(max(v, 0) for v in out), name="grad_output")
+
+    def call():
+        if mode == "max":
+            _, idx = mx(x, k, stride, padding, return_indices=True)
+            return [mx_b(gy, idx, x.shape)]
+        return [av_b(gy, x.shape, k, stride, padding)]
+
+    return desc, call, lambda: [_pool_backward_ref(gy, x, k, stride, padding, mode)]
+
+
+def _adaptive_windows(size, out):
+    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+
+def _adaptive_ref(x, out_hw, mode):
+    x = _f64(x)
+    y = np.zeros(x.shape[:2] + out_hw)
+    for i, (h0, h1) in enumerate(_adaptive_windows(x.shape[2], out_hw[0])):
+        for j, (w0, w1) in enumerate(_adaptive_windows(x.shape[3], out_hw[1])):
+            block = x[:, :, h0:h1, w0:w1]
+            y[:, :, i, j] = block.max(axis=(2, 3)) if mode == "max" else block.mean(axis=(2, 3))
+    return y
+
+
+def _adaptive_backward_ref(gy, x, mode):
+    x, gy = _f64(x), _f64(gy)
+    gx = np.zeros(x.shape)
+    for i, (h0, h1) in enumerate(_adaptive_windows(x.shape[2], gy.shape[2])):
+        for j, (w0, w1) in enumerate(_adaptive_windows(x.shape[3], gy.shape[3])):
+            if mode == "avg":
+                gx[:, :, h0:h1, w0:w1] += gy[:, :, i:i + 1, j:j + 1] / ((h1 - h0) * (w1 - w0))
+                continue
+            block = x[:, :, h0:h1, w0:w1].reshape(x.shape[:2] + (-1,))
+            for n, c in np.ndindex(*x.shape[:2]):
+                a, b = np.unravel_index(np.argmax(block[n, c]), (h1 - h0, w1 - w0))
+                gx[n, c, h0 + a, w0 + b] += gy[n, c, i, j]
+    return gx
+
+
+def gen_adaptive_pool(d: Draw):
+    h, w = (d.pick([1, 3, 5, 7]) for _ in range(2))
+    x = d.array((d.pick([1, 2]), d.pick([1, 3]), h, w), name="x", finite_only=True)
+    kind = d.pick(["avg", "max", "global"])
+    out = (1, 1) if kind == "global" else tuple(d.pick([1, 2, 3, 4], [0, -1], p_bad=0.05, label="output_size")
+                                                 for _ in range(2))
+    backward = bool(d.rng.integers(2))
+    mode = "max" if kind == "max" else "avg"
+    op = "global_avg_pool2d" if kind == "global" else f"adaptive_{kind}_pool2d"
+    desc = f"{op}{'_backward' if backward else ''} x{x.shape} out={out}"
+    if not backward:
+        call = {"avg": lambda: [ops.adaptive_avg_pool2d(x, out)], "max": lambda: [ops.adaptive_max_pool2d(x, out)],
+                "global": lambda: [ops.global_avg_pool2d(x)]}[kind]
+        return desc, call, lambda: [_adaptive_ref(x, out, mode)]
+    gy = d.array(x.shape[:2] + tuple(max(v, 0) for v in out), name="grad_output")
+
+    def call():
+        if kind == "max":
+            _, idx = ops.adaptive_max_pool2d(x, out, return_indices=True)
+            return [ops.adaptive_max_pool2d_backward(gy, idx, x.shape)]
+        if kind == "global":
+            return [ops.global_avg_pool2d_backward(gy, x.shape)]
+        return [ops.adaptive_avg_pool2d_backward(gy, x.shape)]
+
+    return desc, call, lambda: [_adaptive_backward_ref(gy, x, mode)]
+
+
+def _transpose_taps(x, w, stride, padding, output_padding, groups, dilation):
+    """Yields, per group and tap: the slice of the unpadded output that the tap writes, and the group's
+    input and weight; the unpadded output spans (H - 1) * stride + dilation * (k - 1) + 1 + output_padding."""
+    n, c_in, h, wd = x.shape
+    cin_g, k = c_in // groups, w.shape[2]
+    if h == 0 or wd == 0:
+        return  # an empty input writes nothing
+    for grp in range(groups):
+        xs, ws = x[:, grp * cin_g:(grp + 1) * cin_g], w[grp * cin_g:(grp + 1) * cin_g]
+        for a in range(k):
+            for b in range(k):
+                yield grp, (slice(a * dilation, a * dilation + (h - 1) * stride + 1, stride),
+                            slice(b * dilation, b * dilation + (wd - 1) * stride + 1, stride)), xs, ws[:, :, a, b], a, b
+
+
+def _conv_transpose_ref(x, w, bias, stride, padding, output_padding, groups, dilation):
+    """y[n, o, i*s - p + a*d, j*s - p + b*d] += x[n, c, i, j] * w[c, o, a, b]: the definition."""
+    x, w = _f64(x), _f64(w)
+    n, (h, wd), k, cout_g = x.shape[0], x.shape[2:], w.shape[2], w.shape[1]
+    full = [(v - 1) * stride + dilation * (k - 1) + 1 + output_padding for v in (h, wd)]
+    big = np.zeros((n, cout_g * groups) + tuple(full))
+    for grp, sl, xs, wt, _, _ in _transpose_taps(x, w, stride, padding, output_padding, groups, dilation):
+        big[(slice(None), slice(grp * cout_g, (grp + 1) * cout_g)) + sl] += np.einsum("nchw,co->nohw", xs, wt)
+    y = big[:, :, padding:full[0] - padding, padding:full[1] - padding]
+    return y if bias is None else y + _f64(bias).reshape(1, -1, 1, 1)
+
+
+def _conv_transpose_backward_ref(gy, x, w, stride, padding, output_padding, groups, dilation):
+    x, w, gy = _f64(x), _f64(w), _f64(gy)
+    k, cout_g, cin_g = w.shape[2], w.shape[1], x.shape[1] // groups
+    full = [(v - 1) * stride + dilation * (k - 1) + 1 + output_padding for v in x.shape[2:]]
+    big = np.zeros(gy.shape[:2] + tuple(full))
+    big[:, :, padding:full[0] - padding, padding:full[1] - padding] = gy
+    gx, gw = np.zeros(x.shape), np.zeros(w.shape)
+    for grp, sl, xs, wt, a, b in _transpose_taps(x, w, stride, padding, output_padding, groups, dilation):
+        g = big[(slice(None), slice(grp * cout_g, (grp + 1) * cout_g)) + sl]
+        gx[:, grp * cin_g:(grp + 1) * cin_g] += np.einsum("nohw,co->nchw", g, wt)
+        gw[grp * cin_g:(grp + 1) * cin_g, :, a, b] = np.einsum("nchw,nohw->co", xs, g)
+    return [gx, gw, gy.sum(axis=(0, 2, 3))]
+
+
+def gen_conv_transpose(d: Draw):
+    n, groups = d.pick([1, 2]), d.pick([1, 2], [0], p_bad=0.05, label="groups")
+    g = max(groups, 1)
+    c_in, c_out = d.pick([1, 2]) * g, d.pick([1, 2]) * g
+    h, w = (d.pick([1, 2, 4], [0], p_bad=0.05, label="H/W") for _ in range(2))
+    k, stride, dilation = d.pick([1, 2, 3]), d.pick([1, 2, 3], [0], label="stride"), d.pick([1, 2])
+    padding = d.pick([0, 1], [-1], label="padding")
+    output_padding = d.pick([0, 1], [5], p_bad=0.05, label="output_padding")
+    if isinstance(stride, int) and stride > 0 and output_padding >= max(stride, dilation):
+        d.clean = False  # PyTorch: output_padding < stride or dilation
+    x = d.array((n, c_in, h, w), name="x")
+    wt = d.array((c_in, c_out // g, k, k), name="weight")
+    b = d.array((c_out,), name="bias") if d.rng.random() < 0.5 else None
+    size = [(v - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1 if stride > 0 else 0
+            for v in (h, w)]
+    if min(size) < 1:
+        d.clean = False
+    kw = dict(stride=stride, padding=padding, output_padding=output_padding, groups=groups, dilation=dilation)
+    zeros = np.zeros((n, c_out) + tuple(max(v, 0) for v in size))
+
+    args = (stride, padding, output_padding, groups, dilation)
+    if d.rng.integers(2):
+        return (f"conv_transpose2d x{x.shape} w{wt.shape} {kw}", lambda: [ops.conv_transpose2d(x, wt, b, **kw)],
+                lambda: [_conv_transpose_ref(x, wt, b, *args)])
+    gy = d.array(zeros.shape, name="grad_output")
+    return (f"conv_transpose2d_backward x{x.shape} w{wt.shape} {kw}",
+            lambda: list(ops.conv_transpose2d_backward(gy, x, wt, **kw)),
+            lambda: _conv_transpose_backward_ref(gy, x, wt, *args))
+
+
+def gen_separable(d: Draw):
+    n, c, mult = d.pick([1, 2]), d.pick([1, 3]), d.pick([1, 2])
+    h, w = _dims(d, 2, "H/W")
+    k, stride, padding = d.pick([1, 3]), d.pick([1, 2], [0], label="stride"), d.pick([0, 1, "same"])
+    if padding == "same" and stride != 1:
+        padding = 1
+    _fits(d, (h, w), k, stride, padding)
+    x = d.array((n, c, h, w), name="x")
+    dw = d.array((c * mult, 1, k, k), name="dw_weight")
+    pw = d.array((d.pick([2, 4]), d.pick([c * mult], [c * mult + 1], p_bad=0.05, label="pw C_in"), 1, 1),
+                 name="pw_weight")
+    act = d.pick([None, "relu", "relu6"])
+
+    def activate(v):
+        return v if act is None else np.clip(v, 0, 6 if act == "relu6" else np.inf)
+
+    def reference():
+        mid = activate(ref.conv(x, dw, stride=stride, padding=padding, groups=c))
+        return [activate(ref.conv(mid, pw))]
+
+    return (f"depthwise_separable_conv2d x{x.shape} dw{dw.shape} pw{pw.shape} act={act}",
+            lambda: [ops.depthwise_separable_conv2d(x, dw, pw, stride=stride, padding=padding, activation=act)],
+            reference)
+
+
+def gen_dropout(d: Draw):
+    x = d.array(_dims(d, d.pick([1, 2, 4]), "shape"), name="x")
+    p = d.pick([0.0, 0.3, 0.5, 0.9], [1.5, -0.1], p_bad=0.05, label="p")
+    training = bool(d.rng.integers(4))
+    seed = int(d.rng.integers(2 ** 31))
+    got = {}
+
+    def call():
+        y, mask = ops.dropout(x, p, training, seed=seed)
+        got["mask"] = np.asarray(mask)
+        gy = np.ones_like(y)
+        return [y, ops.dropout_backward(gy, mask, p)]
+
+    def reference():
+        # The returned mask is 0/1 (all 1 in eval, where y = x); in training y = x * mask / (1 - p).
+        # dropout_backward(g, mask, p) is g * mask / (1 - p), whatever the mode.
+        mask = got["mask"]
+        if not np.isin(mask, (0, 1)).all() or (not training and not mask.all()):
+            return [np.full(x.shape, np.nan)] * 2
+        scale = 1.0 / (1 - p) if p < 1 else 0.0
+        return [_f64(x) * mask * (scale if training else 1.0), mask * scale]
+
+    return f"dropout+dropout_backward x{x.shape} p={p} training={training}", call, reference
+
+
+def gen_shape_ops(d: Draw):
+    kind = d.pick(["cat", "cat_backward", "flatten", "flatten_backward", "add_backward"])
+    if kind.startswith("cat"):
+        dim = d.pick([1, 0, -1], [4], p_bad=0.05, label="dim")
+        base = (2, 3, 2)
+        sizes = [d.pick([1, 2, 0]) for _ in range(d.pick([1, 2, 3]))]
+        parts = []
+        for i, s_ in enumerate(sizes):
+            shape = list(base)
+            shape[dim if -3 <= dim < 3 else 1] = s_
+            parts.append(d.array(tuple(shape), name=f"part{i}"))
+        if kind == "cat":
+            return f"cat {[q.shape for q in parts]} dim={dim}", lambda: [ops.cat(parts, dim)], \
+                lambda: [np.concatenate([_f64(q) for q in parts], axis=dim)]
+        g = d.array(tuple(sum(sizes) if i == (dim % 3 if -3 <= dim < 3 else 1) else v for i, v in enumerate(base)),
+                    name="grad_output")
+        return (f"cat_backward {g.shape} sizes={sizes} dim={dim}", lambda: list(ops.cat_backward(g, sizes, dim)),
+                lambda: np.split(_f64(g), np.cumsum(sizes)[:-1], axis=dim))
+    x = d.array(_dims(d, d.pick([2, 3, 4]), "shape"), name="x")
+    if kind == "add_backward":
+        return f"add_backward {x.shape}", lambda: list(ops.add_backward(x)), lambda: [_f64(x), _f64(x)]
+    start, end = d.pick([0, 1], [7], p_bad=0.05, label="start_dim"), d.pick([-1, x.ndim - 1])
+    if kind == "flatten":
+        def reference():
+            s0, e0 = start % x.ndim, end % x.ndim
+            if s0 > e0:
+                return [_f64(x)]
+            return [_f64(x).reshape(x.shape[:s0] + (int(np.prod(x.shape[s0:e0 + 1])),) + x.shape[e0 + 1:])]
+
+        return f"flatten {x.shape} {start}..{end}", lambda: [ops.flatten(x, start, end)], reference
+    shape = d.pick([(x.size,)], [(x.size + 1,)], p_bad=0.05, label="input_shape")
+    return (f"flatten_backward {x.shape} -> {shape}", lambda: [ops.flatten_backward(x.reshape(-1), shape)],
+            lambda: [_f64(x).reshape(shape)])
+
+
+def gen_fold_linear_backward(d: Draw):
+    if d.rng.integers(2):
+        c = d.pick([1, 4])
+        w = d.array((c, 2, 3, 3), name="conv_weight")
+        b = d.array((c,), name="conv_bias") if d.rng.random() < 0.5 else None
+        rm = d.array((d.pick([c], [c + 1], p_bad=0.05, label="stats length"),), name="running_mean",
+                     finite_only=True)
+        rv = np.abs(d.array(rm.shape, name="running_var", finite_only=True)) + 0.5
+        gamma, beta = d.array(rm.shape, name="bn_weight"), d.array(rm.shape, name="bn_bias")
+
+        def reference():
+            scale = _f64(gamma) / np.sqrt(_f64(rv) + 1e-5)
+            bias = (0.0 if b is None else _f64(b)) * scale + _f64(beta) - _f64(rm) * scale
+            return [_f64(w) * scale.reshape(-1, 1, 1, 1), bias]
+
+        return f"fold_batchnorm w{w.shape}", lambda: list(ops.fold_batchnorm(w, b, rm, rv, gamma, beta)), reference
+    m, k, n = (d.pick([1, 3, 6], [0], p_bad=0.05, label="size") for _ in range(3))
+    x, w = d.array((m, k), name="x"), d.array((n, k), name="weight")
+    gy = d.array((m, d.pick([n], [n + 1], p_bad=0.05, label="grad width")), name="grad_output")
+    return (f"linear_backward x{x.shape} w{w.shape}", lambda: list(ops.linear_backward(gy, x, w)),
+            lambda: [_f64(gy) @ _f64(w), _f64(gy).T @ _f64(x), _f64(gy).sum(axis=0)])
+
+
+def gen_helpers(d: Draw):
+    size = tuple(d.pick([1, 4, 9], [0, -2], p_bad=0.05, label="size") for _ in range(2))
+    k = d.pick([1, 3], [0], p_bad=0.05, label="kernel")
+    stride, padding = d.pick([1, 2], [0], label="stride"), d.pick([0, 1, "valid", "same"], [-1], label="padding")
+    if padding == "same" and stride != 1:
+        padding = 1
+    _fits(d, size, k, stride, padding)
+    if d.rng.integers(2):
+        def reference():
+            pads = ref.pad_amounts(padding, (k, k), (1, 1))
+            return [np.array([(v + sum(p) - k) // stride + 1 for v, p in zip(size, pads)])]
+
+        return (f"conv2d_output_shape {size} k={k} s={stride} p={padding}",
+                lambda: [np.array(ops.conv2d_output_shape(size, k, stride, padding))], reference)
+    x = d.array((1, 2) + size, name="x") if min(size) >= 0 else np.zeros((1, 2, 1, 1), np.float32)
+    w = d.array((3, 2, k, k), name="weight") if k > 0 else np.zeros((3, 2, 1, 1), np.float32)
+    got = {}
+
+    def call():  # the algorithm auto picks, then that algorithm run by name
+        got["algo"] = ops.conv_algorithm(x, w, stride, padding)
+        return [ops.conv2d(x, w, stride=stride, padding=padding, algo=got["algo"])]
+
+    def reference():
+        if got["algo"] not in ops.ALGORITHMS:
+            return []
+        return [ref.conv(x, w, stride=stride, padding=padding)]
+
+    return f"conv_algorithm x{x.shape} w{w.shape} s={stride} p={padding}", call, reference
+
+
 GENERATORS = [gen_conv2d, gen_conv2d, gen_conv2d_backward, gen_pool, gen_batch_norm, gen_linear, gen_activation,
               gen_softmax, gen_cross_entropy, gen_elementwise, gen_activation_backward, gen_softmax_backward,
               gen_add_matmul, gen_mse, gen_conv_nd, gen_pool_backward, gen_batch_norm_backward,
-              gen_cross_entropy_backward]
+              gen_cross_entropy_backward, gen_pool_nd, gen_adaptive_pool, gen_conv_transpose, gen_separable,
+              gen_dropout, gen_shape_ops, gen_fold_linear_backward, gen_helpers]
 
 
 def _matches(got, expect, nonfinite_inputs: bool) -> bool:
