@@ -175,6 +175,15 @@ def memo_gpu_copies(root, memo: dict) -> None:
             stack.extend(_slot_values(v))
 
 
+def channel_sum(g):
+    """The sum of ``g`` over every axis but 1 (a bias gradient), as a new array on g's device."""
+    if is_gpu(g):
+        out = empty((g.shape[1],), g.dtype, g)
+        kernels(g).channel_sum(contiguous(g), out)
+        return out
+    return g.sum(axis=(0,) + tuple(range(2, g.ndim)))
+
+
 def scaled(x, factor: float, shape=None):
     """``factor * x`` on x's device, as a new array; with ``shape``, a one-element ``x`` broadcast to it."""
     shape = tuple(x.shape) if shape is None else tuple(shape)

@@ -266,14 +266,11 @@ def _backward(conv: _Conv, grad_output, needs) -> Tuple[Optional[np.ndarray], ..
     if g.size == 0 or conv.x.size == 0:
         # An empty input (whose padding can still make outputs) contributes nothing to the data and
         # weight gradients, but the bias gradient is still the sum of grad_output.
-        for a in (gx, gw, gb):
+        for a in (gx, gw):
             if a is not None:
                 _device.fill_zero(a)
-        if gb is not None and g.size:
-            if _device.is_gpu(g):
-                kernels(g).channel_sum(g, gb)
-            else:
-                gb[...] = g.sum(axis=(0,) + tuple(range(2, g.ndim)), dtype=np.float64)
+        if gb is not None:
+            gb = _device.channel_sum(g)  # zeros for an empty grad_output
         return gx, gw, gb
     algo = "depthwise" if conv.is_depthwise() else "im2col"
     s, p, d = conv.triples()
@@ -508,11 +505,7 @@ def conv_transpose2d_backward(grad_output, input, weight, stride: IntOrTuple = 1
             s, p, d = t.triples()
             kernels(g).conv_backward(t.x, g, t.w, None, gw, None, s, p, d, t.groups, _core.ALGORITHMS["im2col"])
     if need_b:
-        if _device.is_gpu(g):
-            gb = _device.empty((g.shape[1],), g.dtype, g)
-            kernels(g).channel_sum(g, gb)
-        else:
-            gb = g.sum(axis=(0, 2, 3))
+        gb = _device.channel_sum(g)
     return gx, gw, gb
 
 

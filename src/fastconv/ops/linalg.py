@@ -105,9 +105,5 @@ def linear_backward(grad_output: np.ndarray, input: np.ndarray, weight: np.ndarr
     if needs[1]:
         gw = matmul(g2.T, x2)
     if needs[2]:
-        if _device.is_gpu(g2):
-            gb = _device.empty((w.shape[0],), g2.dtype, g2)
-            kernels(g2).channel_sum(_device.contiguous(g2), gb)
-        else:
-            gb = g2.sum(axis=0)
+        gb = _device.channel_sum(g2)
     return gx, gw, gb
