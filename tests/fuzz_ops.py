@@ -209,7 +209,10 @@ def gen_linear(d: Draw):
 
 
 ACTIVATIONS = {"relu": (ops.relu, ref.relu), "sigmoid": (ops.sigmoid, ref.sigmoid), "tanh": (ops.tanh, ref.tanh),
-               "gelu": (ops.gelu, ref.gelu)}
+               "gelu": (ops.gelu, ref.gelu),
+               "relu6": (ops.relu6, lambda x: np.clip(np.asarray(x, np.float64), 0, 6)),
+               "leaky_relu": (lambda x: ops.leaky_relu(x, 0.2),
+                              lambda x: np.where(np.asarray(x, np.float64) > 0, 1.0, 0.2) * np.asarray(x, np.float64))}
 
 
 def gen_activation(d: Draw):
@@ -262,16 +265,6 @@ ACTIVATION_GRADS = {
     "tanh_backward": (ops.tanh_backward, lambda g, y: _f64(g) * (1 - _f64(y) ** 2), True),
     "gelu_backward": (ops.gelu_backward, ref.gelu_backward, False),
 }
-ELEMENTWISE = {"relu6": (ops.relu6, lambda x: np.clip(_f64(x), 0, 6)),
-               "leaky_relu": (lambda x: ops.leaky_relu(x, 0.2), lambda x: np.where(_f64(x) > 0, _f64(x), 0.2 * _f64(x)))}
-
-
-def gen_elementwise(d: Draw):
-    name = d.pick(list(ELEMENTWISE))
-    fn, rfn = ELEMENTWISE[name]
-    x = d.array(_dims(d, d.pick([1, 2, 4]), "shape"), name="x")
-    return f"{name} x{x.shape}", lambda: [fn(x)], lambda: [rfn(x)]
-
 
 def gen_activation_backward(d: Draw):
     name = d.pick(list(ACTIVATION_GRADS))
@@ -749,8 +742,9 @@ def gen_helpers(d: Draw):
     return f"conv_algorithm x{x.shape} w{w.shape} s={stride} p={padding}", call, reference
 
 
+# conv2d and the six activations are listed twice: they draw twice the share of cases.
 GENERATORS = [gen_conv2d, gen_conv2d, gen_conv2d_backward, gen_pool, gen_batch_norm, gen_linear, gen_activation,
-              gen_softmax, gen_cross_entropy, gen_elementwise, gen_activation_backward, gen_softmax_backward,
+              gen_softmax, gen_cross_entropy, gen_activation, gen_activation_backward, gen_softmax_backward,
               gen_add_matmul, gen_mse, gen_conv_nd, gen_pool_backward, gen_batch_norm_backward,
               gen_cross_entropy_backward, gen_pool_nd, gen_adaptive_pool, gen_conv_transpose, gen_separable,
               gen_dropout, gen_shape_ops, gen_fold_linear_backward, gen_helpers]
