@@ -22,7 +22,8 @@ static ConvNdArgs<T> sized_for_threads(const ConvNdArgs<T>& g) {
   return a;
 }
 
-static bool is_2d(const ConvNdArgs<float>& g) { return g.in[0] == 1 && g.out[0] == 1 && g.kernel[0] == 1; }
+template <class T>
+static bool is_2d(const ConvNdArgs<T>& g) { return g.in[0] == 1 && g.out[0] == 1 && g.kernel[0] == 1; }
 
 static Conv2dArgs to_conv2d(const ConvForward<float>& f) {
   const ConvNdArgs<float>& g = f.g;
@@ -64,32 +65,44 @@ void conv_forward(const ConvForward<T>& f, ConvAlgo algo) {
   conv_gemm_forward(a);
 }
 
-// With stride 1 and one filter per channel, a depthwise grad_x is the depthwise
-// convolution of grad_y with every filter flipped, padded by dil * (k - 1) - pad
-// before: the forward kernel computes it. Needs that padding to be >= 0.
+// With stride 1, grad_x is the convolution of grad_y with every filter flipped and
+// its input and output channels swapped within each group, padded by
+// dil * (k - 1) - pad before: a forward kernel computes it. Needs that padding >= 0.
 static bool data_grad_is_a_forward(const ConvBackward<float>& b) {
   const ConvNdArgs<float>& g = b.g;
-  bool ok = b.grad_x && g.c_out == g.c_in;
+  bool ok = b.grad_x && is_2d(g);
   for (int d = 1; d < 3; ++d) ok = ok && g.stride[d] == 1 && g.pad[d] <= g.dil[d] * (g.kernel[d] - 1);
   return ok;
 }
 
-static void depthwise_data_grad_as_forward(const ConvBackward<float>& b) {
+// Runs grad_x = that convolution: on the direct kernel, reading the filters in place
+// (dense and grouped), or on the depthwise one (one filter per channel, where the
+// swap is the identity; its row kernel reads filters in order, so they are flipped
+// into a copy, a few floats per channel).
+static void data_grad_as_forward(const ConvBackward<float>& b, ConvAlgo algo) {
   const ConvNdArgs<float>& g = b.g;
-  const int64_t taps = g.kernel[1] * g.kernel[2];
-  Scratch<float> flipped(checked_mul(g.c_out, taps));
-  for (int64_t o = 0; o < g.c_out; ++o)
-    for (int64_t t = 0; t < taps; ++t) flipped.data()[o * taps + t] = b.weight[o * taps + taps - 1 - t];
   ConvForward<float> f;
   f.g = g;
+  f.g.c_in = g.c_out;
+  f.g.c_out = g.c_in;
   for (int d = 1; d < 3; ++d) {
     f.g.in[d] = g.out[d];
     f.g.out[d] = g.in[d];
     f.g.pad[d] = g.dil[d] * (g.kernel[d] - 1) - g.pad[d];
   }
   f.x = b.grad_y;
-  f.weight = flipped.data();
+  f.weight = b.weight;
   f.y = b.grad_x;
+  if (algo != ConvAlgo::depthwise) {
+    Conv2dArgs a = to_conv2d(f);
+    a.weight_transposed = true;
+    return conv2d_direct(a);
+  }
+  const int64_t taps = g.kernel[1] * g.kernel[2];
+  Scratch<float> flipped(checked_mul(g.c_out, taps));
+  for (int64_t o = 0; o < g.c_out; ++o)
+    for (int64_t t = 0; t < taps; ++t) flipped.data()[o * taps + t] = b.weight[o * taps + taps - 1 - t];
+  f.weight = flipped.data();
   conv2d_depthwise(to_conv2d(f));
 }
 
@@ -98,13 +111,15 @@ void conv_backward(const ConvBackward<T>& b, ConvAlgo algo) {
   ConvBackward<T> a = b;
   a.g = sized_for_threads(b.g);
   if (a.grad_b) conv_backward_bias(a);
-  if (algo == ConvAlgo::depthwise && a.g.kernel[0] == 1 && a.g.in[0] == 1) {
-    if constexpr (std::is_same_v<T, float>) {
-      if (data_grad_is_a_forward(a)) {
-        depthwise_data_grad_as_forward(a);
-        a.grad_x = nullptr;
-      }
+  if constexpr (std::is_same_v<T, float>) {
+    // Depthwise with a channel multiplier swaps into a grouped convolution: its own kernel below.
+    const bool as_forward = algo == ConvAlgo::direct || (algo == ConvAlgo::depthwise && a.g.c_out == a.g.c_in);
+    if (as_forward && data_grad_is_a_forward(a)) {
+      data_grad_as_forward(a, algo);
+      a.grad_x = nullptr;
     }
+  }
+  if (algo == ConvAlgo::depthwise && is_2d(a.g)) {
     if (a.grad_x || a.grad_w) depthwise_backward(a);
     return;
   }

@@ -24,12 +24,13 @@ constexpr int kDirectMR = 4, kDirectNV = 4, kDepthwiseNV = 4;
 
 // Accumulates one register tile. `x` points at channel 0's phase block plus the
 // tile's first flat output. Weights are read in place: `w` is output channel
-// co's filter (cin x taps floats), the next channel's `w_stride` floats further;
-// the MR filters are MR sequential streams, so no per-call repacking is needed.
-// Rows past `m` re-read the last valid filter (their results are discarded).
+// co's filter (cin x taps floats, `w_ci_step` apart), the next channel's `w_stride`
+// floats further; the MR filters are MR sequential streams, so no per-call
+// repacking is needed. Rows past `m` re-read the last valid filter (their results
+// are discarded).
 template <int MR, int NV>
 inline void direct_tile(const float* __restrict x, int64_t cin, int64_t cstride, const int64_t* offs, int taps,
-                        const float* __restrict w, int64_t w_stride, int m, VecF (&acc)[MR][NV]) {
+                        const float* __restrict w, int64_t w_stride, int64_t w_ci_step, int m, VecF (&acc)[MR][NV]) {
   constexpr int L = VecF::kWidth;
   const float* wr[MR];
 #pragma GCC unroll 16
@@ -53,7 +54,7 @@ inline void direct_tile(const float* __restrict x, int64_t cin, int64_t cstride,
       }
     }
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) wr[i] += taps;
+    for (int i = 0; i < MR; ++i) wr[i] += w_ci_step;
   }
 }
 
@@ -82,19 +83,46 @@ inline Epilogue conv_epilogue(const Conv2dArgs& a) {
   return e;
 }
 
+// Input offset per filter tap; reversed for flipped (transposed) filters, so that
+// filter tap t meets the input under tap taps - 1 - t.
 inline void fill_tap_offsets(const Conv2dArgs& a, const PhaseLayout& L, int64_t* offs) {
+  const int64_t taps = a.kh * a.kw;
   for (int64_t kh = 0; kh < a.kh; ++kh)
-    for (int64_t kw = 0; kw < a.kw; ++kw) offs[kh * a.kw + kw] = L.tap_offset(a, kh, kw);
+    for (int64_t kw = 0; kw < a.kw; ++kw) {
+      const int64_t t = kh * a.kw + kw;
+      offs[a.weight_transposed ? taps - 1 - t : t] = L.tap_offset(a, kh, kw);
+    }
 }
+
+// Where output channel co's filter starts, the next channel's distance and the
+// step from one input channel to the next, in either weight layout.
+struct FilterRows {
+  const float* w;
+  int64_t row_stride, ci_step;
+  FilterRows(const Conv2dArgs& a, int64_t co) {
+    const int64_t cin_g = a.c_in / a.groups, cout_g = a.c_out / a.groups, taps = a.kh * a.kw;
+    if (a.weight_transposed) {
+      const int64_t g = co / cout_g;
+      w = a.weight + g * cout_g * cin_g * taps + (co - g * cout_g) * taps;
+      row_stride = taps;
+      ci_step = cout_g * taps;
+    } else {
+      w = a.weight + co * cin_g * taps;
+      row_stride = cin_g * taps;
+      ci_step = taps;
+    }
+  }
+};
 
 // One output tile task with an R-row register tile (R >= the block's channel count m).
 template <int R, int NV>
 inline void direct_task_rows(const Conv2dArgs& a, const PhaseLayout& L, const float* phases, const int64_t* offs,
                              int64_t g, int64_t j0, int64_t co, int m, float* y_image, const Epilogue& epi) {
   const int64_t cin_g = a.c_in / a.groups, taps = a.kh * a.kw;
+  const FilterRows f(a, co);
   VecF acc[R][NV];
   direct_tile<R, NV>(phases + g * cin_g * L.channel_stride + j0, cin_g, L.channel_stride, offs,
-                     static_cast<int>(taps), a.weight + co * cin_g * taps, cin_g * taps, m, acc);
+                     static_cast<int>(taps), f.w, f.row_stride, f.ci_step, m, acc);
   store_direct_tile<R, NV>(acc, m, co, j0, L, a, y_image, epi);
 }
 
@@ -192,7 +220,7 @@ inline void depthwise_channel(const float* ph, const PhaseLayout& P, const int64
   if constexpr (TAPS == 0) {
     for (int64_t tile = 0; tile < tiles; ++tile) {
       VecF acc[1][NV];
-      direct_tile<1, NV>(ph + tile * T, 1, P.channel_stride, offs_in, static_cast<int>(taps), w, taps, 1, acc);
+      direct_tile<1, NV>(ph + tile * T, 1, P.channel_stride, offs_in, static_cast<int>(taps), w, taps, taps, 1, acc);
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) apply_epilogue(acc[0][v], epi, co, 0, L).store(wide + tile * T + v * L);
     }

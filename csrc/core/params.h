@@ -55,6 +55,11 @@ struct Conv2dArgs {
   float* y = nullptr;
   Activation act = Activation::none;
   int threads = 1;
+  // Direct kernel only: `weight` holds instead the filters of the convolution whose
+  // data gradient this one is, read in place: (c_out, c_in / groups, kh, kw) is then
+  // that convolution's (c_in, c_out / groups, kh, kw) with in/out channels swapped
+  // within each group and every filter flipped.
+  bool weight_transposed = false;
 };
 
 // A convolution over up to three spatial dimensions (1-D and 2-D set the leading
