@@ -95,6 +95,44 @@ def test_depthwise_backward_with_multipliers(isa, rng, mult, stride, padding, di
         assert close(g, r)
 
 
+# float32 2-D weight gradients on large enough planes run on the direct weight-gradient
+# kernel (on AVX-512 and AVX2; the scalar path keeps the GEMM); stride-1 data gradients
+# run on the direct forward kernel. These shapes cover its layouts and thread splits.
+@pytest.mark.parametrize("n,c_in,c_out,size,kernel,kw", [
+    (1, 8, 4, (70, 66), (3, 3), dict(padding=1)),                   # the threads share one image
+    (3, 8, 4, (70, 66), (3, 3), dict(padding=1)),                   # the threads take whole images
+    (1, 64, 4, (48, 48), (3, 3), dict(padding=1)),                  # more than one cache pass over the plane
+    (3, 64, 4, (48, 48), (3, 3), dict(padding=1)),
+    (2, 6, 2, (40, 37), (5, 4), dict(stride=(2, 3), padding=(2, 1), dilation=(1, 2))),
+    (2, 6, 4, (48, 52), (4, 4), dict(padding="same", dilation=2, groups=2)),
+    (1, 3, 5, (60, 60), (7, 7), dict(stride=2, padding=3)),         # a scaled-down ResNet stem
+    (2, 4, 2, (30, 30), (3, 3), dict(padding=5)),                   # padding beyond the kernel
+    (2, 5, 7, (33, 35), (3, 3), dict(padding=(0, 2), dilation=(2, 1))),
+])
+def test_direct_convolution_gradients(isa, rng, n, c_in, c_out, size, kernel, kw):
+    x = rng.standard_normal((n, c_in, *size)).astype(np.float32)
+    w = rng.standard_normal((c_out, c_in // kw.get("groups", 1), *kernel)).astype(np.float32)
+    gy = rng.standard_normal(conv(x, w, **kw).shape).astype(np.float32)
+    for name, g, r in zip(("input", "weight", "bias"), ops.conv2d_backward(gy, x, w, **kw), conv_backward(gy, x, w, **kw)):
+        assert close(g, r), (name, float(np.abs(g - r).max()))
+
+
+def test_weight_gradient_ignores_inputs_that_no_window_reads(isa, rng):
+    # Stride 2 and a 3x3 kernel over 10 x 402 never read row 9 or column 401. The direct
+    # kernel's vectors run over those positions (past each row's last output): an Inf
+    # there must not turn into 0 * Inf = NaN.
+    x = rng.standard_normal((1, 2, 10, 402)).astype(np.float32)
+    w = rng.standard_normal((1, 2, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((1, 1, 4, 200)).astype(np.float32)
+    unread = x.copy()
+    unread[:, :, 9, :] = np.inf
+    unread[:, :, :, 401] = -np.inf
+    gx, gw, _ = ops.conv2d_backward(gy, unread, w, stride=2)
+    ref = conv_backward(gy, x, w, stride=2)
+    assert np.isfinite(gw).all()
+    assert close(gw, ref[1]) and close(gx, ref[0])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kw", [dict(), dict(stride=2, padding=1), dict(padding="same", dilation=2),
                                 dict(groups=2, padding=1), dict(stride=3, padding="valid")])

@@ -6,6 +6,7 @@
 #include "conv/conv_gemm.h"
 #include "conv/depthwise_backward.h"
 #include "conv/direct.h"
+#include "conv/direct_weight_grad.h"
 
 namespace fastconv {
 namespace FC_NS {
@@ -122,6 +123,18 @@ void conv_backward(const ConvBackward<T>& b, ConvAlgo algo) {
   if (algo == ConvAlgo::depthwise && is_2d(a.g)) {
     if (a.grad_x || a.grad_w) depthwise_backward(a);
     return;
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    if (algo == ConvAlgo::direct && a.grad_w && is_2d(a.g)) {
+      ConvForward<float> f;
+      f.g = a.g;
+      f.x = a.x;
+      const Conv2dArgs c = to_conv2d(f);
+      if (weight_grad_prefers_direct(c)) {
+        conv2d_weight_grad_direct(c, a.grad_y, a.grad_w);
+        a.grad_w = nullptr;
+      }
+    }
   }
   if (a.grad_x) conv_gemm_backward_data(a);
   if (a.grad_w) conv_gemm_backward_weight(a);

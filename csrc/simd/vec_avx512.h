@@ -55,6 +55,9 @@ struct VecF {
     return {_mm512_mask_blend_ps(_mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ), f.v, t.v)};
   }
 
+  // The sum of the lanes, as a tree in registers.
+  static float sum(VecF a) { return _mm512_reduce_add_ps(a.v); }
+
  private:
   static __mmask16 mask(int n) { return static_cast<__mmask16>(n >= 16 ? 0xFFFFu : ((1u << n) - 1u)); }
 };
@@ -88,6 +91,8 @@ struct VecD {
   static VecD select_lt(VecD a, VecD b, VecD t, VecD f) {
     return {_mm512_mask_blend_pd(_mm512_cmp_pd_mask(a.v, b.v, _CMP_LT_OQ), f.v, t.v)};
   }
+
+  static double sum(VecD a) { return _mm512_reduce_add_pd(a.v); }
 
  private:
   static __mmask8 mask(int n) { return static_cast<__mmask8>(n >= 8 ? 0xFFu : ((1u << n) - 1u)); }

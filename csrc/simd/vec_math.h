@@ -24,11 +24,7 @@ inline V lanewise(V x, F f) {
 
 template <class V>
 inline typename V::Scalar reduce_add(V x) {
-  alignas(64) typename V::Scalar buf[V::kWidth];
-  x.store(buf);
-  typename V::Scalar s = buf[0];
-  for (int i = 1; i < V::kWidth; ++i) s += buf[i];
-  return s;
+  return V::sum(x);
 }
 
 template <class V>

@@ -37,6 +37,7 @@ struct VecScalar {
   static VecScalar mul(VecScalar a, VecScalar b) { return {a.v * b.v}; }
   static VecScalar div(VecScalar a, VecScalar b) { return {a.v / b.v}; }
   static VecScalar recip(VecScalar a) { return {T(1) / a.v}; }
+  static T sum(VecScalar a) { return a.v; }
   // As the vector ISAs: where either is NaN the result is b.
   static VecScalar max(VecScalar a, VecScalar b) { return {a.v > b.v ? a.v : b.v}; }
   static VecScalar min(VecScalar a, VecScalar b) { return {a.v < b.v ? a.v : b.v}; }
