@@ -69,9 +69,10 @@ void conv_forward(const ConvForward<T>& f, ConvAlgo algo) {
 // With stride 1, grad_x is the convolution of grad_y with every filter flipped and
 // its input and output channels swapped within each group, padded by
 // dil * (k - 1) - pad before: a forward kernel computes it. Needs that padding >= 0.
+// A 1x1 convolution's data gradient is a plain GEMM already (no col2im): not this.
 static bool data_grad_is_a_forward(const ConvBackward<float>& b) {
   const ConvNdArgs<float>& g = b.g;
-  bool ok = b.grad_x && is_2d(g);
+  bool ok = b.grad_x && is_2d(g) && !ConvShape<float>(g).pointwise;
   for (int d = 1; d < 3; ++d) ok = ok && g.stride[d] == 1 && g.pad[d] <= g.dil[d] * (g.kernel[d] - 1);
   return ok;
 }

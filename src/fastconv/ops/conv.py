@@ -143,12 +143,12 @@ class _Conv:
         return self.groups == self.c_in and self.c_in > 1 and self.nd <= 2
 
     def backward_algo(self) -> str:
-        """The kernel family of the backward pass: 'depthwise', 'direct' (float32 1-D/2-D: the
-        direct kernels wherever they apply, the GEMM elsewhere) or 'im2col' (the GEMM; a 1x1
-        convolution's GEMM needs no im2col)."""
+        """The kernel family of the backward pass: 'depthwise', or 'direct' for 1-D/2-D
+        (float32 runs the direct kernels wherever they beat the GEMM, which runs the rest;
+        a 1x1 convolution's GEMM needs no im2col), or 'im2col' (3-D: the GEMM)."""
         if self.is_depthwise():
             return "depthwise"
-        return "im2col" if self.is_pointwise() or self.nd == 3 else "direct"
+        return "im2col" if self.nd == 3 else "direct"
 
     def unsupported(self, algo: str) -> Optional[str]:
         """Why ``algo`` (not 'auto') cannot run this convolution, or None if it can."""
@@ -455,12 +455,6 @@ class _Transpose:
     def triples(self):
         return (1,) + self.stride, (0,) + self.padding, (1,) + self.dilation
 
-    def algo(self) -> str:
-        """The backward-pass kernel family of the convolution this transposes (see
-        ``_Conv.backward_algo``; it is never treated as depthwise here)."""
-        pointwise = self.w.shape[2:] == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
-        return "im2col" if pointwise else "direct"
-
 
 def conv_transpose2d(input, weight, bias=None, stride: IntOrTuple = 1, padding: IntOrTuple = 0,
                      output_padding: IntOrTuple = 0, groups: int = 1, dilation: IntOrTuple = 1) -> np.ndarray:
@@ -481,7 +475,8 @@ def conv_transpose2d(input, weight, bias=None, stride: IntOrTuple = 1, padding: 
         _device.fill_zero(y)
     else:
         s, p, d = t.triples()
-        kernels(y).conv_backward(t.x, None, t.w, y, None, None, s, p, d, t.groups, _core.ALGORITHMS[t.algo()])
+        # 'direct': the direct kernels where they beat the GEMM (see _Conv.backward_algo).
+        kernels(y).conv_backward(t.x, None, t.w, y, None, None, s, p, d, t.groups, _core.ALGORITHMS["direct"])
     if b is not None:
         if _device.is_gpu(y):
             kernels(y).add_channel_bias(y, b)
@@ -517,7 +512,7 @@ def conv_transpose2d_backward(grad_output, input, weight, stride: IntOrTuple = 1
             _device.fill_zero(gw)
         else:
             s, p, d = t.triples()
-            kernels(g).conv_backward(t.x, g, t.w, None, gw, None, s, p, d, t.groups, _core.ALGORITHMS[t.algo()])
+            kernels(g).conv_backward(t.x, g, t.w, None, gw, None, s, p, d, t.groups, _core.ALGORITHMS["direct"])
     if need_b:
         gb = _device.channel_sum(g)
     return gx, gw, gb
