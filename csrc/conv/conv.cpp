@@ -130,11 +130,7 @@ void conv_backward(const ConvBackward<T>& b, ConvAlgo algo) {
       ConvForward<float> f;
       f.g = a.g;
       f.x = a.x;
-      const Conv2dArgs c = to_conv2d(f);
-      if (weight_grad_prefers_direct(c)) {
-        conv2d_weight_grad_direct(c, a.grad_y, a.grad_w);
-        a.grad_w = nullptr;
-      }
+      if (conv2d_weight_grad_direct(to_conv2d(f), a.grad_y, a.grad_w)) a.grad_w = nullptr;
     }
   }
   if (a.grad_x) conv_gemm_backward_data(a);

@@ -20,39 +20,39 @@
 namespace fastconv {
 namespace FC_NS {
 
-// Register tile, and the smallest output plane (in outputs per output channel of a
-// group) from which this kernel beats im2col + GEMM. Its horizontal sums cost per
-// gradient element and image, while the GEMM's im2col and transposing B packing
-// cost per input element and tap, so it wins on large planes against few channels.
+// Register tile, and when this kernel beats im2col + GEMM. Its horizontal sums cost
+// per gradient element and slice, while the GEMM's im2col and transposing B packing
+// cost per input element and tap: it wins once each sum runs over enough vectors.
 // Measured, weight gradient alone at 2 threads (Zen 4), GEMM time / this kernel's:
-// AVX-512: 3x3 64@56 1.64, 128@28 1.15, 256@14 0.76, 512@7 0.42; stem 7x7/2 3.0,
-// VGG 64@224 3.3. AVX2: 64@56 0.88, 128@28 0.77, stem 1.09-1.14, VGG 2.2, LeNet
-// 5x5 1->6@28 2.8. Scalar: 0.4-0.7 everywhere, so never.
+// AVX-512, by vectors per sum (images in a slice x vectors per image): 3x3 512@7
+// batch 1 (4) 0.50, 256@14 (14) 0.73, 512@7 batch 8 (32) 1.16, 128@28 (51) 1.01,
+// 256@14 batch 8 (112) 1.03, 128@28 batch 8 (408) 1.33, 64@56 (203) 1.4-1.9, stem
+// 7x7/2 3.0, VGG 64@224 3.3-3.8. AVX2 gains less per vector: 64@56 0.71-0.88, 128@28
+// batch 8 0.80, stem 1.1, VGG 2.2, LeNet 5x5 1->6@28 2.8, so there it takes only planes
+// of at least 100 outputs per output channel. Scalar: 0.4-0.7 everywhere, so never.
 #if defined(__AVX512F__)
 constexpr int kWgradMR = 4, kWgradNT = 6;
-constexpr int64_t kWgradMinOutputsPerChannel = 2;
 #elif defined(__AVX2__)
 constexpr int kWgradMR = 2, kWgradNT = 6;
-constexpr int64_t kWgradMinOutputsPerChannel = 100;
 #else
 constexpr int kWgradMR = 4, kWgradNT = 4;
-constexpr int64_t kWgradMinOutputsPerChannel = -1;
 #endif
 
-inline bool weight_grad_prefers_direct(const Conv2dArgs& a) {
-  return kWgradMinOutputsPerChannel >= 0 &&
-         a.h_out * a.w_out >= kWgradMinOutputsPerChannel * (a.c_out / a.groups);
-}
-
-// The shape of the computation, shared by every image of a call.
+// The shape of the computation, shared by every image of a call. Images are taken in
+// slices held in memory together: a tile sums over every image of its slice before
+// its one horizontal sum per element, so small planes (few vectors per image) still
+// give long sums.
 struct WgradPlan {
   static constexpr int L = VecF::kWidth;
   PhaseLayout phase;
   int64_t taps, cin_g, cout_g, K;  // K = cin_g * taps: columns of a group's gradient
-  int64_t vecs;                    // vectors of flat outputs
+  int64_t vecs;                    // vectors of flat outputs per image
   int64_t gy_stride;               // floats per channel of the flat grad_y
+  int64_t x_image, gy_image;       // floats per image: its phase block, its flat grad_y
   int64_t co_blocks, k_groups;     // tiles per group: MR-channel blocks x NT-column groups
-  int64_t chunk;                   // vectors per pass over j (a cache block)
+  int64_t k_splits;                // column ranges per channel block: tasks = groups x co_blocks x k_splits
+  int64_t chunk;                   // vectors per pass over one image's j (a cache block)
+  int64_t images;                  // images per slice
   Scratch<int64_t> offs;           // input offset per tap
   Scratch<unsigned> masks;         // per vector: its lanes that are outputs
 
@@ -64,6 +64,8 @@ struct WgradPlan {
         K(cin_g * taps),
         vecs(ceil_div(phase.flat_outputs, L)),
         gy_stride(vecs * L),
+        x_image(per_thread_floats(checked_mul(a.c_in, phase.channel_stride))),
+        gy_image(checked_mul(a.c_out, gy_stride)),
         co_blocks(ceil_div(cout_g, kWgradMR)),
         k_groups(ceil_div(K, kWgradNT)),
         offs(taps),
@@ -78,22 +80,47 @@ struct WgradPlan {
       masks.data()[v] = bits;
     }
     // A pass reads MR grad_y rows and a group's input channels over `chunk` vectors:
-    // keep the input part within about half of a 1 MB L2. One pass covers small planes.
+    // keep the input part within about half of a 1 MB L2.
     const int64_t bytes_per_vec = cin_g * L * static_cast<int64_t>(sizeof(float));
     chunk = imax(128, (512 << 10) / imax(1, bytes_per_vec));
     if (chunk >= vecs) chunk = vecs;
+    // Small planes share a slice: enough images for sums of about 128 vectors, within
+    // 16 MB. Larger planes run image by image, where their data stays in cache.
+    constexpr int64_t kSliceFloats = int64_t(4) << 20;
+    images = vecs >= 64 ? 1 : imax(1, imin(imin(a.n, ceil_div(128, vecs)), kSliceFloats / (x_image + gy_image)));
+    // At least two tasks per thread where the channel blocks alone give fewer.
+    const int64_t base = a.groups * co_blocks;
+    k_splits = base >= 2 * a.threads ? 1 : imin(k_groups, ceil_div(2 * a.threads, base));
   }
 
   int64_t chunks() const { return ceil_div(vecs, chunk); }
+
+  // Whether this kernel is the faster one for `a` (see the measurements above).
+  bool beats_gemm(const Conv2dArgs& a) const {
+#if defined(__AVX512F__)
+    (void)a;
+    return images * vecs >= 32;
+#elif defined(__AVX2__)
+    return a.h_out * a.w_out >= 100 * cout_g;
+#else
+    (void)a;
+    return false;
+#endif
+  }
+  int64_t tasks(int64_t groups) const { return groups * co_blocks * k_splits; }
+  int64_t max_task_groups() const { return ceil_div(k_groups, k_splits); }
 };
 
-// One tile over vectors [v0, v1): rows i < m of `gy` (rows `gy_stride` apart) against
-// the input runs x[k], k < nt. The sums start from `part` (MR x NT vectors) and go
-// back there; without `part` they start at zero and are added to dw[i * ldw + k].
-// Rows and columns past m and nt repeat the last valid one; their sums are dropped.
+// One tile over vectors [v0, v1) of `images` images: rows i < m of `gy` (rows
+// `gy_stride` apart) against the input runs x[k], k < nt, the next image's
+// `gy_image` and `x_image` floats further. The sums start from `part` (MR x NT
+// vectors) and go back there; without `part` they start at zero and are added to
+// dw[i * ldw + k]. Rows and columns past m and nt repeat the last valid one; their
+// sums are dropped.
 template <int MR, int NT>
-inline void wgrad_tile(const float* gy, int64_t gy_stride, int m, const float* const* x, int nt,
-                       const unsigned* masks, int64_t v0, int64_t v1, VecF* part, float* dw, int64_t ldw) {
+inline void wgrad_tile(const float* gy, int64_t gy_stride, int m, const float* const* x, int nt, int64_t images,
+                       int64_t gy_image, int64_t x_image, const unsigned* masks, int64_t v0, int64_t v1, VecF* part,
+                       float* dw, int64_t ldw) {
   constexpr int L = VecF::kWidth;
   constexpr unsigned kAll = L >= 32 ? ~0u : (1u << L) - 1u;
   const float* g[MR];
@@ -107,27 +134,33 @@ inline void wgrad_tile(const float* gy, int64_t gy_stride, int m, const float* c
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
     for (int k = 0; k < NT; ++k) acc[i][k] = part ? part[i * NT + k] : VecF::zero();
-  for (int64_t v = v0; v < v1; ++v) {
-    const int64_t off = v * L;
-    const unsigned bits = masks[v];
-    VecF gv[MR];
+  for (int64_t n = 0; n < images; ++n) {
+    for (int64_t v = v0; v < v1; ++v) {
+      const int64_t off = v * L;
+      const unsigned bits = masks[v];
+      VecF gv[MR];
 #pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) gv[i] = VecF::load(g[i] + off);
-    if (bits == kAll) {
+      for (int i = 0; i < MR; ++i) gv[i] = VecF::load(g[i] + off);
+      if (bits == kAll) {
 #pragma GCC unroll 8
-      for (int k = 0; k < NT; ++k) {
-        const VecF xv = VecF::load(xs[k] + off);
+        for (int k = 0; k < NT; ++k) {
+          const VecF xv = VecF::load(xs[k] + off);
 #pragma GCC unroll 8
-        for (int i = 0; i < MR; ++i) acc[i][k] = VecF::fmadd(gv[i], xv, acc[i][k]);
-      }
-    } else {
+          for (int i = 0; i < MR; ++i) acc[i][k] = VecF::fmadd(gv[i], xv, acc[i][k]);
+        }
+      } else {
 #pragma GCC unroll 8
-      for (int k = 0; k < NT; ++k) {
-        const VecF xv = VecF::load_mask(xs[k] + off, bits);
+        for (int k = 0; k < NT; ++k) {
+          const VecF xv = VecF::load_mask(xs[k] + off, bits);
 #pragma GCC unroll 8
-        for (int i = 0; i < MR; ++i) acc[i][k] = VecF::fmadd(gv[i], xv, acc[i][k]);
+          for (int i = 0; i < MR; ++i) acc[i][k] = VecF::fmadd(gv[i], xv, acc[i][k]);
+        }
       }
     }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) g[i] += gy_image;
+#pragma GCC unroll 8
+    for (int k = 0; k < NT; ++k) xs[k] += x_image;
   }
   if (part) {
 #pragma GCC unroll 8
@@ -147,39 +180,47 @@ inline void wgrad_tile(const float* gy, int64_t gy_stride, int m, const float* c
     for (int k = 0; k < nt; ++k) dw[i * ldw + k] += sums[i][k];
 }
 
-// Adds one image's contribution to the gradient rows of task (group g, channel block
-// b): every column group over every chunk of j. `part` holds k_groups * MR * NT
-// vectors when there is more than one chunk.
-inline void wgrad_task(const WgradPlan& p, const float* phases, const float* gy, int64_t g, int64_t b, VecF* part,
-                       float* dw) {
+// Adds a slice's contribution to the gradient of one task: group g, channel block b,
+// a range of column groups. With one chunk per image, each tile sums the whole slice
+// at once; with more, a tile runs per image and chunk and its sums wait in `part`
+// (max_task_groups() * MR * NT vectors) until the slice is done.
+inline void wgrad_task(const WgradPlan& p, const float* phases, const float* gy, int64_t images, int64_t task,
+                       VecF* part, float* dw) {
   constexpr int MR = kWgradMR, NT = kWgradNT;
+  const int64_t split = task % p.k_splits, b = (task / p.k_splits) % p.co_blocks;
+  const int64_t g = task / (p.k_splits * p.co_blocks);
+  const int64_t per_split = p.max_task_groups();
+  const int64_t kg0 = split * per_split, kg1 = imin(p.k_groups, kg0 + per_split);
   const int64_t co = g * p.cout_g + b * MR;
   const int m = static_cast<int>(imin(MR, p.cout_g - b * MR));
   const float* gy_rows = gy + co * p.gy_stride;
   float* dw_rows = dw + co * p.K;
   const float* group_in = phases + g * p.cin_g * p.phase.channel_stride;
   const bool staged = p.chunks() > 1;
-  if (staged) std::memset(static_cast<void*>(part), 0, sizeof(VecF) * p.k_groups * MR * NT);
-  for (int64_t v0 = 0; v0 < p.vecs; v0 += p.chunk) {
-    const int64_t v1 = imin(p.vecs, v0 + p.chunk);
-    for (int64_t kg = 0; kg < p.k_groups; ++kg) {
-      const int64_t k0 = kg * NT;
-      const int nt = static_cast<int>(imin(NT, p.K - k0));
-      const float* x[NT];
-      for (int k = 0; k < nt; ++k) {
-        const int64_t col = k0 + k;
-        x[k] = group_in + (col / p.taps) * p.phase.channel_stride + p.offs.data()[col % p.taps];
+  if (staged) std::memset(static_cast<void*>(part), 0, sizeof(VecF) * (kg1 - kg0) * MR * NT);
+  for (int64_t n = 0; n < (staged ? images : 1); ++n) {
+    for (int64_t v0 = 0; v0 < p.vecs; v0 += p.chunk) {
+      const int64_t v1 = imin(p.vecs, v0 + p.chunk);
+      for (int64_t kg = kg0; kg < kg1; ++kg) {
+        const int64_t k0 = kg * NT;
+        const int nt = static_cast<int>(imin(NT, p.K - k0));
+        const float* x[NT];
+        for (int k = 0; k < nt; ++k) {
+          const int64_t col = k0 + k;
+          x[k] = group_in + n * p.x_image + (col / p.taps) * p.phase.channel_stride + p.offs.data()[col % p.taps];
+        }
+        wgrad_tile<MR, NT>(gy_rows + n * p.gy_image, p.gy_stride, m, x, nt, staged ? 1 : images, p.gy_image,
+                           p.x_image, p.masks.data(), v0, v1, staged ? part + (kg - kg0) * MR * NT : nullptr,
+                           dw_rows + k0, p.K);
       }
-      wgrad_tile<MR, NT>(gy_rows, p.gy_stride, m, x, nt, p.masks.data(), v0, v1,
-                         staged ? part + kg * MR * NT : nullptr, dw_rows + k0, p.K);
     }
   }
   if (!staged) return;
-  for (int64_t kg = 0; kg < p.k_groups; ++kg) {
+  for (int64_t kg = kg0; kg < kg1; ++kg) {
     const int64_t k0 = kg * NT;
     const int nt = static_cast<int>(imin(NT, p.K - k0));
     for (int i = 0; i < m; ++i)
-      for (int k = 0; k < nt; ++k) dw_rows[i * p.K + k0 + k] += reduce_add(part[(kg * MR + i) * NT + k]);
+      for (int k = 0; k < nt; ++k) dw_rows[i * p.K + k0 + k] += reduce_add(part[((kg - kg0) * MR + i) * NT + k]);
   }
 }
 
@@ -194,72 +235,86 @@ inline void fill_flat_grad(const Conv2dArgs& a, const WgradPlan& p, const float*
   std::memset(dst + a.h_out * wq, 0, sizeof(float) * (p.gy_stride - a.h_out * wq));
 }
 
-// grad_w of a float32 2-D convolution: `a` describes the forward convolution (x,
+// grad_w of a float32 2-D convolution where this kernel beats the GEMM (returns
+// false, and does nothing, elsewhere): `a` describes the forward convolution (x,
 // weight shape, geometry); gy is grad_y, dw the (c_out, c_in / groups, kh, kw) output.
-inline void conv2d_weight_grad_direct(const Conv2dArgs& a, const float* gy, float* dw) {
+// Image by image with at least as many images as threads, each thread takes whole
+// images into a private gradient, and the private gradients are added at the end.
+// Otherwise, per slice, the threads fill its phase-split input and flat grad_y, then
+// share its tasks, each owning its gradient elements: every element is then summed
+// in the same order whatever the thread count.
+inline bool conv2d_weight_grad_direct(const Conv2dArgs& a, const float* gy, float* dw) {
   constexpr int MR = kWgradMR, NT = kWgradNT;
   const WgradPlan p(a);
+  if (!p.beats_gemm(a)) return false;
   const int threads = a.threads;
   const int64_t image_in = a.c_in * a.h * a.w, plane_out = a.h_out * a.w_out;
-  const int64_t w_elems = a.c_out * p.K;
-  const int64_t tasks = a.groups * p.co_blocks;
-  const int64_t phase_floats = per_thread_floats(p.phase.buffer_floats(a.c_in));
-  const int64_t gy_floats = per_thread_floats(checked_mul(a.c_out, p.gy_stride));
-  const int64_t part_vecs = p.chunks() > 1 ? p.k_groups * MR * NT : 0;
-  const int64_t part_floats = per_thread_floats(checked_mul(part_vecs, VecF::kWidth));
-  auto part_of = [&](float* base) { return reinterpret_cast<VecF*>(base); };
-  auto fill_image = [&](int64_t n, float* ph, float* flat_gy, int64_t c, bool clear) {
-    if (c < a.c_in) fill_phase_channel(a, p.phase, a.x + n * image_in + c * a.h * a.w, ph + c * p.phase.channel_stride,
-                                       clear);
-    if (c < a.c_out) fill_flat_grad(a, p, gy + (n * a.c_out + c) * plane_out, flat_gy + c * p.gy_stride);
-  };
-  const int64_t fill_jobs = imax(a.c_in, a.c_out);
+  const int64_t tasks = p.tasks(a.groups);
+  const int64_t per_image_fills = imax(a.c_in, a.c_out);
+  const int64_t part_floats = p.chunks() > 1 ? per_thread_floats(p.max_task_groups() * MR * NT * VecF::kWidth) : 0;
 
-  if (a.n >= threads && threads > 1) {
-    // Many images: each thread sums whole images into a private gradient; the
-    // private gradients are added at the end.
+  const int64_t w_elems = a.c_out * p.K;
+  if (p.images == 1 && a.n >= threads && threads > 1) {
+    const int64_t x_floats = p.x_image + p.phase.slack;
     const int64_t mine_floats = per_thread_floats(w_elems);
-    const int64_t per_thread = phase_floats + gy_floats + part_floats + mine_floats;
+    const int64_t per_thread = per_thread_floats(x_floats) + p.gy_image + part_floats + mine_floats;
     AlignedBuffer buf(checked_mul(threads, per_thread), true);
+    auto mine_of = [&](int u) { return buf.data() + u * per_thread + per_thread - mine_floats; };
 #pragma omp parallel num_threads(threads)
     {
-      float* base = buf.data() + omp_get_thread_num() * per_thread;
-      float* ph = base;
-      float* flat_gy = ph + phase_floats;
-      VecF* part = part_of(flat_gy + gy_floats);
-      float* mine = flat_gy + gy_floats + part_floats;
+      float* ph = buf.data() + omp_get_thread_num() * per_thread;
+      float* flat = ph + per_thread_floats(x_floats);
+      VecF* part = reinterpret_cast<VecF*>(flat + p.gy_image);
+      float* mine = mine_of(omp_get_thread_num());
       // A static split: which images a private gradient sums must not vary from call to call.
 #pragma omp for schedule(static)
       for (int64_t n = 0; n < a.n; ++n) {
-        for (int64_t c = 0; c < fill_jobs; ++c) fill_image(n, ph, flat_gy, c, false);
-        for (int64_t t = 0; t < tasks; ++t) wgrad_task(p, ph, flat_gy, t / p.co_blocks, t % p.co_blocks, part, mine);
+        for (int64_t c = 0; c < per_image_fills; ++c) {
+          if (c < a.c_in) fill_phase_channel(a, p.phase, a.x + n * image_in + c * a.h * a.w, ph + c * p.phase.channel_stride);
+          if (c < a.c_out) fill_flat_grad(a, p, gy + (n * a.c_out + c) * plane_out, flat + c * p.gy_stride);
+        }
+        for (int64_t t = 0; t < tasks; ++t) wgrad_task(p, ph, flat, 1, t, part, mine);
       }
 #pragma omp for schedule(static)
       for (int64_t i = 0; i < w_elems; ++i) {
         float sum = 0;
-        for (int u = 0; u < threads; ++u) sum += buf.data()[u * per_thread + phase_floats + gy_floats + part_floats + i];
+        for (int u = 0; u < threads; ++u) sum += mine_of(u)[i];
         dw[i] = sum;
       }
     }
-    return;
+    return true;
   }
-  // Few images: the threads share each image, each task owning its gradient rows.
   std::memset(dw, 0, sizeof(float) * w_elems);
-  AlignedBuffer shared(phase_floats + gy_floats);
-  float* ph = shared.data();
-  float* flat_gy = ph + phase_floats;
-  std::memset(ph + a.c_in * p.phase.channel_stride, 0, sizeof(float) * (phase_floats - a.c_in * p.phase.channel_stride));
+  // The fills write only input positions, and with shared padding columns (phase.h)
+  // a row's reads run on into the next row, channel or image, or the slack past the
+  // last, where the padding must read as zero. The first slice's fills clear their
+  // channels (in parallel); the few floats between images and the slack are cleared here.
+  const int64_t x_used = a.c_in * p.phase.channel_stride;
+  AlignedBuffer phases(checked_mul(p.images, p.x_image) + p.phase.slack);
+  for (int64_t i = 0; i < p.images; ++i)
+    std::memset(phases.data() + i * p.x_image + x_used, 0, sizeof(float) * (p.x_image - x_used));
+  std::memset(phases.data() + p.images * p.x_image, 0, sizeof(float) * p.phase.slack);
+  AlignedBuffer flat_gy(checked_mul(p.images, p.gy_image));
   AlignedBuffer parts(checked_mul(threads, part_floats));
-  for (int64_t n = 0; n < a.n; ++n) {
+  for (int64_t n0 = 0; n0 < a.n; n0 += p.images) {
+    const int64_t images = imin(p.images, a.n - n0);
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
-      VecF* part = part_of(parts.data() + omp_get_thread_num() * part_floats);
+      VecF* part = reinterpret_cast<VecF*>(parts.data() + omp_get_thread_num() * part_floats);
 #pragma omp for schedule(static)
-      for (int64_t c = 0; c < fill_jobs; ++c) fill_image(n, ph, flat_gy, c, n == 0);
+      for (int64_t job = 0; job < images * per_image_fills; ++job) {
+        const int64_t i = job / per_image_fills, c = job % per_image_fills, n = n0 + i;
+        if (c < a.c_in)
+          fill_phase_channel(a, p.phase, a.x + n * image_in + c * a.h * a.w,
+                             phases.data() + i * p.x_image + c * p.phase.channel_stride, n0 == 0);
+        if (c < a.c_out)
+          fill_flat_grad(a, p, gy + (n * a.c_out + c) * plane_out, flat_gy.data() + i * p.gy_image + c * p.gy_stride);
+      }
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t t = 0; t < tasks; ++t) wgrad_task(p, ph, flat_gy, t / p.co_blocks, t % p.co_blocks, part, dw);
+      for (int64_t t = 0; t < tasks; ++t) wgrad_task(p, phases.data(), flat_gy.data(), images, t, part, dw);
     }
   }
+  return true;
 }
 
 }  // namespace FC_NS
