@@ -392,8 +392,10 @@ _BACKWARD_DOC = """
     (no activation) given ``grad_output``, the gradient of its output. ``needs`` =
     (input, weight, bias) says which to compute; the others come back as ``None``.
     Every case the forward accepts is supported (groups, depthwise with multipliers,
-    dilation, stride, 'same'/'valid'); the data and weight gradients run on the packed
-    GEMM (im2col / col2im), depthwise ones on a dedicated kernel.
+    dilation, stride, 'same'/'valid'). float32 1-D/2-D gradients run on the direct
+    kernels where those beat the packed GEMM (the data gradient with stride 1; the weight
+    gradient on large enough planes), the rest on the GEMM (im2col / col2im); depthwise
+    ones on a dedicated kernel.
 
     Returns:
         (grad_input, grad_weight, grad_bias)
