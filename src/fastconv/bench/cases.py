@@ -251,7 +251,9 @@ class ConvCase(Case):
         (dgy,) = place.put(gy)
         p = Prepared(fastconv=lambda: ops.conv2d_backward(dgy, dx, dw, **kw),
                      reference=lambda: list(ref.conv_backward(gy, x, w, **kw)),
-                     algo="depthwise" if self.depthwise else "gemm")
+                     # On the CPU each gradient takes the direct kernel or the GEMM, whichever
+                     # measured faster for its shape (csrc/conv/direct_weight_grad.h, conv.cpp).
+                     algo="depthwise" if self.depthwise else ("gemm" if place.device == "cuda" else "dir|gemm"))
         if torch is not None:
             tx, tw, tgy = place.tensors(torch, x, w, gy)
             s, pad = [self.stride] * 2, [self.padding] * 2
