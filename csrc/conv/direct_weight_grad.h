@@ -253,6 +253,14 @@ inline bool conv2d_weight_grad_direct(const Conv2dArgs& a, const float* gy, floa
   const int64_t per_image_fills = imax(a.c_in, a.c_out);
   const int64_t part_floats = p.chunks() > 1 ? per_thread_floats(p.max_task_groups() * MR * NT * VecF::kWidth) : 0;
 
+  // Fill job c of image n: input channel c into its phase block `x_dst` (cleared
+  // first with `clear`), output channel c of grad_y into the flat block `gy_dst`.
+  auto fill = [&](int64_t n, int64_t c, float* x_dst, float* gy_dst, bool clear) {
+    if (c < a.c_in)
+      fill_phase_channel(a, p.phase, a.x + n * image_in + c * a.h * a.w, x_dst + c * p.phase.channel_stride, clear);
+    if (c < a.c_out) fill_flat_grad(a, p, gy + (n * a.c_out + c) * plane_out, gy_dst + c * p.gy_stride);
+  };
+
   const int64_t w_elems = a.c_out * p.K;
   if (p.images == 1 && a.n >= threads && threads > 1) {
     const int64_t x_floats = p.x_image + p.phase.slack;
@@ -269,10 +277,7 @@ inline bool conv2d_weight_grad_direct(const Conv2dArgs& a, const float* gy, floa
       // A static split: which images a private gradient sums must not vary from call to call.
 #pragma omp for schedule(static)
       for (int64_t n = 0; n < a.n; ++n) {
-        for (int64_t c = 0; c < per_image_fills; ++c) {
-          if (c < a.c_in) fill_phase_channel(a, p.phase, a.x + n * image_in + c * a.h * a.w, ph + c * p.phase.channel_stride);
-          if (c < a.c_out) fill_flat_grad(a, p, gy + (n * a.c_out + c) * plane_out, flat + c * p.gy_stride);
-        }
+        for (int64_t c = 0; c < per_image_fills; ++c) fill(n, c, ph, flat, false);
         for (int64_t t = 0; t < tasks; ++t) wgrad_task(p, ph, flat, 1, t, part, mine);
       }
 #pragma omp for schedule(static)
@@ -303,12 +308,8 @@ inline bool conv2d_weight_grad_direct(const Conv2dArgs& a, const float* gy, floa
       VecF* part = reinterpret_cast<VecF*>(parts.data() + omp_get_thread_num() * part_floats);
 #pragma omp for schedule(static)
       for (int64_t job = 0; job < images * per_image_fills; ++job) {
-        const int64_t i = job / per_image_fills, c = job % per_image_fills, n = n0 + i;
-        if (c < a.c_in)
-          fill_phase_channel(a, p.phase, a.x + n * image_in + c * a.h * a.w,
-                             phases.data() + i * p.x_image + c * p.phase.channel_stride, n0 == 0);
-        if (c < a.c_out)
-          fill_flat_grad(a, p, gy + (n * a.c_out + c) * plane_out, flat_gy.data() + i * p.gy_image + c * p.gy_stride);
+        const int64_t i = job / per_image_fills;
+        fill(n0 + i, job % per_image_fills, phases.data() + i * p.x_image, flat_gy.data() + i * p.gy_image, n0 == 0);
       }
 #pragma omp for schedule(dynamic, 1)
       for (int64_t t = 0; t < tasks; ++t) wgrad_task(p, phases.data(), flat_gy.data(), images, t, part, dw);
