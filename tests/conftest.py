@@ -15,6 +15,12 @@ if "NUMBA_ENABLE_CUDASIM" not in os.environ and ctypes.util.find_library("cuda")
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 
 import fastconv  # noqa: E402
+from fastconv import _core  # noqa: E402
+
+# Every array and scratch block fastconv allocates starts as NaN in the tests (recycled blocks of the
+# block cache would otherwise hold whatever their last user left, and fresh pages zeros): a kernel that
+# reads memory it never wrote, or leaves part of its output unwritten, gets wrong answers here.
+_core.set_fill_poison(True)
 
 
 def _strict_simulator() -> None:

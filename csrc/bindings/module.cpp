@@ -2,10 +2,13 @@
 // are bound in the other files of this folder (common.h has their shared checks);
 // every kernel call releases the GIL.
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "bindings/common.h"
+#include "core/buffer.h"
 #include "core/cpu.h"
 
 using namespace fastconv;
@@ -18,6 +21,34 @@ Backend make_backend(const std::string& name) {
   if (!isa_supported(isa))
     throw py::value_error("this CPU cannot run the '" + name + "' kernels (best: " + isa_name(detected_isa()) + ")");
   return Backend{isa, kernel_table(isa)};
+}
+
+// An uninitialised array whose memory comes from fastconv's block cache (see
+// core/buffer.h) and returns there when numpy frees the array. Small arrays are
+// numpy's own.
+py::array cached_empty(const std::vector<py::ssize_t>& shape, const py::object& dtype_like) {
+  const py::dtype dt = py::dtype::from_args(dtype_like);
+  int64_t bytes = dt.itemsize();
+  for (py::ssize_t d : shape) {
+    if (d < 0) throw py::value_error("negative dimensions are not allowed");
+    bytes = checked_mul(bytes, d);
+  }
+  if (block_bytes(bytes) < kCacheMinBytes) {
+    py::array a(dt, shape);
+    if (fill_poison()) std::memset(a.mutable_data(), 0xFF, static_cast<size_t>(bytes));
+    return a;
+  }
+  struct Owner {
+    void* p;
+    int64_t bytes;
+  };
+  auto* owner = new Owner{cache_alloc(bytes), bytes};
+  py::capsule base(owner, [](void* o) {
+    auto* own = static_cast<Owner*>(o);
+    cache_free(own->p, own->bytes);
+    delete own;
+  });
+  return py::array(dt, shape, owner->p, base);
 }
 
 }  // namespace
@@ -80,6 +111,25 @@ PYBIND11_MODULE(_core, m) {
     py::gil_scoped_release release;
     parallel_copy(d, s, n);
   }, py::arg("src"), py::arg("dst"), "Copies src's bytes into dst on fastconv's threads (the copy-bandwidth probe).");
+  m.def("empty", &cached_empty, py::arg("shape"), py::arg("dtype"),
+        "An uninitialised C-contiguous array; large ones are backed by fastconv's block cache.");
+  m.def("cache_stats", [] {
+    const CacheStats s = cache_stats();
+    return py::dict(py::arg("cache_limit") = s.limit, py::arg("cached_bytes") = s.cached_bytes,
+                    py::arg("cached_blocks") = s.cached_blocks, py::arg("hits") = s.hits, py::arg("misses") = s.misses);
+  });
+  m.def("set_cache_limit", [](int64_t bytes) {
+    try {
+      set_cache_limit(bytes);
+    } catch (const std::invalid_argument& e) {
+      throw py::value_error(e.what());
+    }
+  }, py::arg("nbytes"));
+  m.def("empty_cache", &empty_cache);
+  m.def("default_cache_limit", &default_cache_limit);
+  m.def("set_fill_poison", &set_fill_poison, py::arg("on"),
+        "Testing aid: fill every array and scratch block fastconv allocates with 0xFF bytes (NaN).");
+  m.attr("CACHE_MIN_BYTES") = kCacheMinBytes;
   m.attr("ACTIVATIONS") = py::dict(py::arg("none") = 0, py::arg("relu") = 1, py::arg("relu6") = 2);
   m.attr("ALGORITHMS") = py::dict(py::arg("direct") = 0, py::arg("im2col") = 1, py::arg("pointwise") = 2,
                                   py::arg("depthwise") = 3);

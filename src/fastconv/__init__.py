@@ -14,7 +14,8 @@ The same ops run on Numba CUDA kernels when given GPU arrays (``fastconv.cuda``)
 
 __version__ = "0.1.0"
 
-from ._runtime import cpu_info, get_num_threads, set_num_threads, use_isa
+from ._runtime import (cpu_info, empty_cache, get_cache_limit, get_num_threads, memory_stats, set_cache_limit,
+                       set_num_threads, use_isa)
 from . import cuda, ops, tuning  # fastconv.cuda imports no numba until a GPU array arrives
 from ._random import manual_seed
 from .autograd import Tensor, enable_grad, is_grad_enabled, no_grad
@@ -23,6 +24,7 @@ from . import models, nn, optim  # noqa: E402 (nn builds on autograd)
 from .analysis import summary
 from .io import load, save
 
-__all__ = ["cpu_info", "get_num_threads", "set_num_threads", "use_isa", "ops", "cuda", "tune", "tuning", "Tensor", "no_grad",
+__all__ = ["cpu_info", "get_num_threads", "set_num_threads", "use_isa", "set_cache_limit", "get_cache_limit",
+           "empty_cache", "memory_stats", "ops", "cuda", "tune", "tuning", "Tensor", "no_grad",
            "enable_grad", "is_grad_enabled", "manual_seed", "nn", "optim", "models", "save", "load", "summary",
            "__version__"]

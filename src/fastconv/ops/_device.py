@@ -16,6 +16,7 @@ import types
 
 import numpy as np
 
+from .. import _core
 from .._runtime import backend
 
 # Numba's device-array classes, registered by fastconv.cuda once it has imported numba.
@@ -80,12 +81,13 @@ def kernels(x):
 
 
 def empty(shape, dtype, like):
-    """An uninitialised array on ``like``'s device."""
+    """An uninitialised array on ``like``'s device (on the CPU, large ones come from the
+    block cache: see :func:`fastconv.set_cache_limit`)."""
     if is_gpu(like):
         from ..cuda import _rt
 
         return _rt.empty(shape, dtype)
-    return np.empty(shape, dtype)
+    return _core.empty(shape, dtype)
 
 
 def zeros(shape, dtype, like):
@@ -122,7 +124,9 @@ def full(shape, dtype, value, like):
         a = _rt.empty(shape, dtype)
         _rt.fill(a, value)
         return a
-    return np.full(shape, value, dtype)
+    a = _core.empty(shape, dtype)
+    a.fill(value)
+    return a
 
 
 def copy(x):
