@@ -42,6 +42,37 @@ def test_matmul_block_edges(isa, m, n, k):
     assert close(matmul(a, b), a.astype(np.float64) @ b)
 
 
+# Products of 1 to 8 rows take the few-row kernels (csrc/gemm/skinny.h): dot products when B's columns
+# and A's rows are contiguous (x @ weight.T), row updates when B's rows are (grad @ weight); 9 rows and
+# other layouts take the packed GEMM. Column and depth tails, depth beyond one 256-term block, both
+# bias modes, the activations and C += A @ B, in float32 and float64.
+@pytest.mark.parametrize("m", range(1, 10))
+@pytest.mark.parametrize("layout", ["b_columns", "b_rows", "a_strided"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_few_row_products_on_every_path(m, layout, dtype):
+    from fastconv.ops._device import kernels
+
+    rng = np.random.default_rng(m)
+    for k, n in [(1, 3), (5, 1), (17, 70), (300, 33), (600, 129)]:
+        a = rng.standard_normal((k, m) if layout == "a_strided" else (m, k)).astype(dtype)
+        a = a.T if layout == "a_strided" else a
+        b = rng.standard_normal((n, k) if layout != "b_rows" else (k, n)).astype(dtype)
+        b = b if layout == "b_rows" else b.T
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        for mode, bias in [(0, None), (1, rng.standard_normal(m).astype(dtype)), (2, rng.standard_normal(n).astype(dtype))]:
+            for act, act_name in [(0, None), (1, "relu"), (2, "relu6")]:
+                for accumulate in (False, True):
+                    c0 = rng.standard_normal((m, n)).astype(dtype)
+                    ref = a64 @ b64 + (c0 if accumulate else 0)
+                    ref = ref + (0 if bias is None else bias[:, None] if mode == 1 else bias)
+                    ref = ref_act(ref, act_name)
+                    for isa in ISAS:
+                        with fastconv.use_isa(isa):
+                            c = c0.copy()
+                            kernels(a).gemm(a, b, c, bias, mode, act, accumulate)
+                            assert close(c, ref), (isa, k, n, mode, act, accumulate)
+
+
 def test_matmul_strided_and_negative_views(rng):
     a = rng.standard_normal((40, 60), dtype=np.float32)[::-2, 1::3]
     b = rng.standard_normal((50, 30), dtype=np.float32)[5:25, ::-1]

@@ -2,6 +2,7 @@
 #include "gemm/gemm.h"
 
 #include "gemm/driver.h"
+#include "gemm/skinny.h"
 
 namespace fastconv {
 namespace FC_NS {
@@ -26,6 +27,10 @@ void gemm(const GemmArgsT<T>& g) {
   if (g.m == 0 || g.n == 0) return;
   if (g.k == 0) {
     fill_epilogue(g);
+    return;
+  }
+  if (skinny_applies(g)) {
+    skinny_gemm(g);
     return;
   }
   gemm_parallel(g.m, g.n, g.k, PackAStrided<T>{g.a, g.a_rs, g.a_cs}, PackBStrided<T>{g.b, g.b_rs, g.b_cs}, g.c, g.ldc,
