@@ -53,6 +53,26 @@ def test_torch_compile_fullgraph_runs_fastconv_ops_and_matches_eager():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)  # the running statistics were updated
 
 
+def test_torch_compile_fullgraph_of_a_block_whose_conv_bn_pairs_fuse_in_eager_inference():
+    from fastconv.torch import models as tm
+
+    torch.manual_seed(0)
+    ref = tm.BasicBlock(4, 4)
+    with torch.no_grad():
+        for bn in (ref.bn1, ref.bn2):
+            bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2.0), bn.weight.uniform_(0.5, 1.5)
+    ours = ft.convert(ref)
+    assert len(ft.conversion_report(ours).fused) == 2
+    compiled = torch.compile(ours, fullgraph=True)  # compiled, each layer runs on its own
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    for train in (False, True):
+        ref.train(train), ours.train(train)
+        with torch.no_grad():
+            expected = ref(x)
+            torch.testing.assert_close(compiled(x), expected, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(ours(x), expected, rtol=1e-4, atol=1e-4)
+
+
 # --------------------------------------------------------------------------- DistributedDataParallel
 
 _DDP_WORKER = textwrap.dedent("""

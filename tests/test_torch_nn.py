@@ -276,6 +276,97 @@ def test_sequential_fuses_conv_bn_activation_in_inference_and_follows_weight_cha
     torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
 
 
+class _Block(nn.Module):
+    """A ResNet-style block: conv → bn → relu → conv → bn plus a skip; `shared` reuses one BatchNorm
+    twice and `tap` also returns conv_b's output, so those pairs must not fuse."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_a, self.bn_a = nn.Conv2d(4, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6)
+        self.conv_b, self.bn_b = nn.Conv2d(6, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.conv_c, self.shared = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        out = self.relu(self.bn_a(self.conv_a(x)))
+        tap = self.conv_b(out)
+        out = self.relu(self.bn_b(tap) + x)
+        return self.shared(self.shared(self.conv_c(out))), tap
+
+
+class _DataDependent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        return y if y.sum() > 0 else -y  # control flow on a tensor value: torch.fx cannot trace it
+
+
+def test_convert_fuses_conv_bn_pairs_found_by_tracing_and_only_those():
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), tm.BasicBlock(4, 4), _Block())
+    _perturb_bn(ref)
+    ours = ft.convert(ref)
+    assert ft.conversion_report(ours).fused == [("2.conv1", "2.bn1"), ("2.conv2", "2.bn2"), ("3.conv_a", "3.bn_a")]
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    x = torch.randn(2, 3, 8, 8)
+    ours.eval(), ref.eval()
+    calls = []
+    with torch.no_grad(), _count_fastconv_ops(calls):
+        for a, b in zip(ours(x), ref(x)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    # Unfused: 3.bn_b (conv_b's output is also returned) and 3.shared (called twice).
+    assert calls.count("conv2d") == 6 and calls.count("batch_norm") == 3, calls
+    # With autograd (eval-mode fine-tuning), the fused op's gradients are the unfused ones.
+    for m in (ours, ref):
+        m.zero_grad()
+        sum(t.square().sum() for t in m(x)).backward()
+    for (name, a), b in zip(ours.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4, msg=name)
+    # In training every layer runs on its own, with batch statistics.
+    ours.train(), ref.train()
+    for a, b in zip(ours(x), ref(x)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    for (name, a), b in zip(ours.named_buffers(), ref.buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_fused_pairs_keep_hooks_copies_and_weight_changes_right():
+    torch.manual_seed(1)
+    ref = tm.BasicBlock(4, 4)
+    _perturb_bn(ref)
+    ours = ft.convert(ref).eval()
+    ref.eval()
+    x = torch.randn(1, 4, 6, 6)
+    seen = []
+    handle = ours.conv1.register_forward_hook(lambda m, args, out: seen.append(out.clone()))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(seen[0], ref.conv1(x), rtol=1e-4, atol=1e-4)  # the convolution's own output
+    handle.remove()
+    copied = copy.deepcopy(ours)
+    assert copied.conv1.__dict__["_fastconv_bn"] is copied.bn1
+    with torch.no_grad():
+        copied.bn1.running_mean.add_(1.0)
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)  # the original is untouched
+        ref.bn1.running_mean.add_(1.0)
+        torch.testing.assert_close(copied(x), ref(x), rtol=1e-4, atol=1e-4)  # the copy follows its own BN
+
+
+def test_a_model_torch_fx_cannot_trace_converts_without_fusion():
+    torch.manual_seed(2)
+    ref = _DataDependent()
+    _perturb_bn(ref)
+    ours = ft.convert(ref).eval()
+    ref.eval()
+    assert ft.conversion_report(ours).fused == []
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+
+
 class _count_fastconv_ops(torch.utils._python_dispatch.TorchDispatchMode):
     def __init__(self, calls):
         super().__init__()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -34,9 +35,12 @@ class ConversionReport:
 
     swapped: List[Tuple[str, str]] = field(default_factory=list)  # (module name, class name)
     kept: List[Tuple[str, str, str]] = field(default_factory=list)  # (module name, class name, reason)
+    fused: List[Tuple[str, str]] = field(default_factory=list)  # (Conv2d name, BatchNorm2d name) outside Sequential
 
     def __str__(self) -> str:
         lines = [f"fastconv.torch: {len(self.swapped)} layers on fastconv, {len(self.kept)} left on PyTorch"]
+        if self.fused:
+            lines.append(f"  {len(self.fused)} Conv2d -> BatchNorm2d pairs run as one convolution in inference")
         counts: Dict[str, int] = {}
         for _, cls in self.swapped:
             counts[cls] = counts.get(cls, 0) + 1
@@ -70,6 +74,12 @@ def convert(model: nn.Module, inplace: bool = False, *, verbose: bool = False) -
     parameters, buffers, hooks and training mode; everything else (activations, additions, a user's own layers, layers
     on another device or dtype) runs as before. ``inplace=False`` converts a deep copy.
 
+    Conv2d → BatchNorm2d pairs elsewhere (a ResNet block's ``conv1``/``bn1``) are found by
+    tracing ``model.forward`` with ``torch.fx``: where a convolution's output goes to one
+    BatchNorm2d and nowhere else, inference runs the two as one convolution too. Neither
+    fusion applies in training, under ``torch.compile``, or while a forward hook is
+    registered on either layer (or globally); a model that cannot be traced runs unfused.
+
     The conversion is logged on the ``fastconv.torch`` logger and printed when
     ``verbose``; :func:`conversion_report` tells it again for any model.
     """
@@ -81,6 +91,7 @@ def convert(model: nn.Module, inplace: bool = False, *, verbose: bool = False) -
         target = SUPPORTED.get(type(module))
         if target is not None and _unsupported_reason(module) is None:
             module.__class__ = target  # the drop-in differs only in forward(); state stays as it is
+    _plan_conv_bn_fusion(model)
     report = conversion_report(model)
     log.info("%s", report)
     if verbose:
@@ -88,10 +99,52 @@ def convert(model: nn.Module, inplace: bool = False, *, verbose: bool = False) -
     return model
 
 
+class _LeafTracer(torch.fx.Tracer):
+    """Traces a model down to its layers: fastconv's drop-ins are leaves (Sequential is looked into)."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return (type(m) in _FASTCONV_TYPES and type(m) is not fnn.Sequential) or super().is_leaf_module(m, qualname)
+
+
+def _plan_conv_bn_fusion(model: nn.Module) -> None:
+    """Marks each fastconv Conv2d whose output, in ``model.forward``'s graph, goes to one fastconv
+    BatchNorm2d and nowhere else, each module called once: in inference the pair then runs as one
+    convolution (:class:`fastconv.torch.nn.Conv2d`). Pairs inside a Sequential are fused by the
+    Sequential already. The graph comes from tracing with ``torch.fx``; a model that cannot be traced
+    (control flow on tensor values, ...) keeps every layer on its own."""
+    for m in model.modules():
+        m.__dict__.pop("_fastconv_bn", None)
+    try:
+        graph = _LeafTracer().trace(model)
+    except Exception as e:  # noqa: BLE001 (any failure to trace only means no fusion)
+        log.info("fastconv.torch: %s cannot be traced with torch.fx (%s: %s); its Conv2d -> BatchNorm2d pairs "
+                 "run unfused", type(model).__name__, type(e).__name__, e)
+        return
+    modules = dict(model.named_modules())
+    in_sequential = {(id(a), id(b)) for m in modules.values() if type(m) is fnn.Sequential
+                     for a, b in zip(list(m.children()), list(m.children())[1:])}
+    calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
+    for node in graph.nodes:
+        if node.op != "call_module" or type(modules.get(node.target)) is not fnn.BatchNorm2d:
+            continue
+        src = node.args[0] if len(node.args) == 1 and not node.kwargs else None
+        if not (isinstance(src, torch.fx.Node) and src.op == "call_module" and len(src.users) == 1):
+            continue
+        conv, bn = modules.get(src.target), modules[node.target]
+        if (type(conv) is fnn.Conv2d and calls[src.target] == 1 and calls[node.target] == 1
+                and conv.out_channels == bn.num_features and (id(conv), id(bn)) not in in_sequential):
+            conv.__dict__["_fastconv_bn"] = bn  # a plain attribute: not a submodule, not in the state_dict
+
+
 def conversion_report(model: nn.Module) -> ConversionReport:
-    """Which leaf layers of ``model`` run on fastconv and which on PyTorch (with the reason)."""
+    """Which leaf layers of ``model`` run on fastconv and which on PyTorch (with the reason), and which
+    Conv2d -> BatchNorm2d pairs outside a Sequential run as one convolution in inference."""
     report = ConversionReport()
+    names = {id(m): name for name, m in model.named_modules()}
     for name, module in model.named_modules():
+        bn = module.__dict__.get("_fastconv_bn")
+        if bn is not None and id(bn) in names:
+            report.fused.append((name, names[id(bn)]))
         if type(module) in _FASTCONV_TYPES:
             report.swapped.append((name, type(module).__name__))
         elif next(module.children(), None) is None:

@@ -8,6 +8,7 @@ checks against ``torch.nn`` keep working. Only ``forward`` changes: it calls the
 
 from __future__ import annotations
 
+import weakref
 from typing import List, Optional
 
 import torch
@@ -42,9 +43,22 @@ class Conv1d(_ConvForward, nn.Conv1d):
 
 class Conv2d(_ConvForward, nn.Conv2d):
     """``torch.nn.Conv2d`` on fastconv's kernels (``algo='auto'``: direct, im2col, pointwise or depthwise
-    per shape)."""
+    per shape).
+
+    When :func:`fastconv.torch.convert` has found that this convolution's output goes to one
+    BatchNorm2d and nowhere else, inference (that BatchNorm in eval mode) runs the two as one
+    fused convolution; the BatchNorm then passes the result through.
+    """
 
     _fastconv_conv = staticmethod(F.conv2d)
+
+    def forward(self, input: Tensor) -> Tensor:
+        bn = self.__dict__.get("_fastconv_bn")
+        if bn is not None and not torch.compiler.is_compiling() and _fusable_bn(self, bn):
+            out = _conv_bn(self.__dict__, "bn", self, bn, None, input)
+            bn.__dict__["_fastconv_normalised"] = weakref.ref(out)
+            return out
+        return super().forward(input)
 
 
 class ConvTranspose2d(nn.ConvTranspose2d):
@@ -65,6 +79,9 @@ class _BatchNormForward:
 
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
+        done = self.__dict__.pop("_fastconv_normalised", None)
+        if done is not None and done() is input and not self.training:
+            return input  # the convolution before it has applied it (see Conv2d)
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
@@ -119,9 +136,38 @@ _FUSED_ACTIVATIONS = {nn.ReLU: "relu", nn.ReLU6: "relu6"}
 
 
 def _fusable_bn(conv: nn.Module, bn: nn.Module) -> bool:
-    """A fastconv Conv2d followed by a fastconv BatchNorm2d that normalises with its running statistics."""
+    """A fastconv Conv2d followed by a fastconv BatchNorm2d that normalises with its running statistics,
+    and no forward hook that expects to see either module run on its own."""
     return (type(conv) is Conv2d and type(bn) is BatchNorm2d and conv.padding_mode == "zeros"
-            and not bn.training and bn.running_mean is not None and bn.num_features == conv.out_channels)
+            and not bn.training and bn.running_mean is not None and bn.num_features == conv.out_channels
+            and not _hooked(conv, bn))
+
+
+def _hooked(*modules: nn.Module) -> bool:
+    from torch.nn.modules import module as torch_module
+
+    if getattr(torch_module, "_global_forward_hooks", None) or getattr(torch_module, "_global_forward_pre_hooks", None):
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+
+
+def _conv_bn(cache_owner: dict, slot, conv, bn, act, input):
+    """conv → bn (→ act) as one convolution: the fused op when autograd or torch.compile needs it, else
+    a plain convolution with the BatchNorm folded into weights cached in ``cache_owner`` under ``slot``."""
+    tensors = (conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias)
+    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (input,) + tensors)):
+        return F.conv2d_bn(input, conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                           bn.eps, conv.stride, conv.padding, conv.dilation, conv.groups, activation=act)
+    # Inference without autograd: fold once and reuse the folded weights while no parameter or
+    # running statistic changes (their storage and version counters are the cache key).
+    cache = cache_owner.setdefault("_fastconv_folded", {})
+    key = tuple(None if t is None else (t.data_ptr(), t._version, t.dtype) for t in tensors) + (bn.eps,)
+    hit = cache.get(slot)
+    if hit is None or hit[0] != key:
+        w, b = _folded(*tensors, bn.eps)
+        hit = cache[slot] = (key, torch.from_numpy(w), torch.from_numpy(b))
+    return F.conv2d(input, hit[1], hit[2], conv.stride, conv.padding, conv.dilation, conv.groups, activation=act)
 
 
 class Sequential(nn.Sequential):
@@ -136,30 +182,16 @@ class Sequential(nn.Sequential):
 
     def forward(self, input):
         layers = list(self._modules.values())
+        tracing = isinstance(input, torch.fx.Proxy)  # torch.fx records the children as they are
         i = 0
         while i < len(layers):
-            if i + 1 < len(layers) and _fusable_bn(layers[i], layers[i + 1]):
-                act = _FUSED_ACTIVATIONS.get(type(layers[i + 2])) if i + 2 < len(layers) else None
-                input = self._conv_bn(i, layers[i], layers[i + 1], act, input)
+            if not tracing and i + 1 < len(layers) and _fusable_bn(layers[i], layers[i + 1]):
+                act = (_FUSED_ACTIVATIONS.get(type(layers[i + 2]))
+                       if i + 2 < len(layers) and not _hooked(layers[i + 2]) else None)
+                input = _conv_bn(self.__dict__, i, layers[i], layers[i + 1], act, input)
                 i += 3 if act is not None else 2
             else:
                 input = layers[i](input)
                 i += 1
         return input
 
-    def _conv_bn(self, index: int, conv, bn, act, input):
-        tensors = (conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias)
-        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(
-                t is not None and t.requires_grad for t in (input,) + tensors)):
-            return F.conv2d_bn(input, conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias,
-                               bn.eps, conv.stride, conv.padding, conv.dilation, conv.groups, activation=act)
-        # Inference without autograd: fold once and reuse the folded weights while no parameter or
-        # running statistic changes (their storage and version counters are the cache key).
-        cache = self.__dict__.setdefault("_fastconv_folded", {})
-        key = tuple(None if t is None else (t.data_ptr(), t._version, t.dtype) for t in tensors) + (bn.eps,)
-        hit = cache.get(index)
-        if hit is None or hit[0] != key:
-            w, b = _folded(*tensors, bn.eps)
-            hit = cache[index] = (key, torch.from_numpy(w), torch.from_numpy(b))
-        return F.conv2d(input, hit[1], hit[2], conv.stride, conv.padding, conv.dilation, conv.groups,
-                        activation=act)
