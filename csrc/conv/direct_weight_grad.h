@@ -30,6 +30,9 @@ namespace FC_NS {
 // 7x7/2 3.0, VGG 64@224 3.3-3.8. AVX2 gains less per vector: 64@56 0.71-0.88, 128@28
 // batch 8 0.80, stem 1.1, VGG 2.2, LeNet 5x5 1->6@28 2.8, so there it takes only planes
 // of at least 100 outputs per output channel. Scalar: 0.4-0.7 everywhere, so never.
+// 1x1 convolutions gain less (one tap per input channel): at batch 8, 14x14 planes
+// (13 vectors per image) ran 0.78-1.04 and 7x7 ones 0.39-0.67, while 28x28 and larger
+// ran 1.0-2.4; so on AVX-512 a 1x1 kernel also needs 32 vectors per image.
 #if defined(__AVX512F__)
 constexpr int kWgradMR = 4, kWgradNT = 6;
 #elif defined(__AVX2__)
@@ -98,8 +101,7 @@ struct WgradPlan {
   // Whether this kernel is the faster one for `a` (see the measurements above).
   bool beats_gemm(const Conv2dArgs& a) const {
 #if defined(__AVX512F__)
-    (void)a;
-    return images * vecs >= 32;
+    return images * vecs >= 32 && (a.kh * a.kw > 1 || vecs >= 32);
 #elif defined(__AVX2__)
     return a.h_out * a.w_out >= 100 * cout_g;
 #else
