@@ -79,6 +79,8 @@ def convert(model: nn.Module, inplace: bool = False, *, verbose: bool = False) -
     BatchNorm2d and nowhere else, inference runs the two as one convolution too. Neither
     fusion applies in training, under ``torch.compile``, or while a forward hook is
     registered on either layer (or globally); a model that cannot be traced runs unfused.
+    The pairs are found once: after replacing a model's layers or rewiring its forward,
+    convert it again (``inplace=True``) to find them anew.
 
     The conversion is logged on the ``fastconv.torch`` logger and printed when
     ``verbose``; :func:`conversion_report` tells it again for any model.
@@ -133,7 +135,10 @@ def _plan_conv_bn_fusion(model: nn.Module) -> None:
         conv, bn = modules.get(src.target), modules[node.target]
         if (type(conv) is fnn.Conv2d and calls[src.target] == 1 and calls[node.target] == 1
                 and conv.out_channels == bn.num_features and (id(conv), id(bn)) not in in_sequential):
-            conv.__dict__["_fastconv_bn"] = bn  # a plain attribute: not a submodule, not in the state_dict
+            parent, _, name = node.target.rpartition(".")
+            # A plain attribute (not a submodule, not in the state_dict). With the BatchNorm's parent
+            # and name, the convolution checks on every call that the BatchNorm is still in place.
+            conv.__dict__["_fastconv_bn"] = (modules[parent], name, bn)
 
 
 def conversion_report(model: nn.Module) -> ConversionReport:
@@ -142,9 +147,9 @@ def conversion_report(model: nn.Module) -> ConversionReport:
     report = ConversionReport()
     names = {id(m): name for name, m in model.named_modules()}
     for name, module in model.named_modules():
-        bn = module.__dict__.get("_fastconv_bn")
-        if bn is not None and id(bn) in names:
-            report.fused.append((name, names[id(bn)]))
+        plan = module.__dict__.get("_fastconv_bn")
+        if plan is not None and id(plan[2]) in names:
+            report.fused.append((name, names[id(plan[2])]))
         if type(module) in _FASTCONV_TYPES:
             report.swapped.append((name, type(module).__name__))
         elif next(module.children(), None) is None:

@@ -53,8 +53,10 @@ class Conv2d(_ConvForward, nn.Conv2d):
     _fastconv_conv = staticmethod(F.conv2d)
 
     def forward(self, input: Tensor) -> Tensor:
-        bn = self.__dict__.get("_fastconv_bn")
-        if bn is not None and not torch.compiler.is_compiling() and _fusable_bn(self, bn):
+        plan = self.__dict__.get("_fastconv_bn")  # (BatchNorm's parent, its name there, the BatchNorm)
+        if (plan is not None and plan[0]._modules.get(plan[1]) is plan[2] and not torch.compiler.is_compiling()
+                and _fusable_bn(self, plan[2])):
+            bn = plan[2]
             out = _conv_bn(self.__dict__, "bn", self, bn, None, input)
             bn.__dict__["_fastconv_normalised"] = weakref.ref(out)
             return out
