@@ -91,13 +91,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("cpu_model", &cpu_model_name);
   m.def("num_cores", &num_cores);
   m.def("get_num_threads", &get_num_threads);
-  m.def("set_num_threads", [](int n) {
-    try {
-      set_num_threads(n);
-    } catch (const std::invalid_argument& e) {
-      throw py::value_error(e.what());
-    }
-  }, py::arg("n"));
+  // (pybind11 raises std::invalid_argument as ValueError.)
+  m.def("set_num_threads", &set_num_threads, py::arg("n"));
   m.def("parallel_copy", [](py::array src, py::array dst) {
     if (!(src.flags() & py::array::c_style) || !(dst.flags() & py::array::c_style))
       throw py::value_error("parallel_copy: src and dst must be C-contiguous");
@@ -118,13 +113,7 @@ PYBIND11_MODULE(_core, m) {
     return py::dict(py::arg("cache_limit") = s.limit, py::arg("cached_bytes") = s.cached_bytes,
                     py::arg("cached_blocks") = s.cached_blocks, py::arg("hits") = s.hits, py::arg("misses") = s.misses);
   });
-  m.def("set_cache_limit", [](int64_t bytes) {
-    try {
-      set_cache_limit(bytes);
-    } catch (const std::invalid_argument& e) {
-      throw py::value_error(e.what());
-    }
-  }, py::arg("nbytes"));
+  m.def("set_cache_limit", &set_cache_limit, py::arg("nbytes"));
   m.def("empty_cache", &empty_cache);
   m.def("default_cache_limit", &default_cache_limit);
   m.def("set_fill_poison", &set_fill_poison, py::arg("on"),

@@ -9,10 +9,29 @@ import os
 import re
 from typing import Iterator
 
+import numpy as np
+
 from . import _core
 
 _backend_override: contextvars.ContextVar = contextvars.ContextVar("fastconv_backend", default=None)
 _backends = {}
+
+
+def as_int(value, name: str) -> int:
+    """``value`` as an int (anything with ``__index__``, bools excepted); TypeError otherwise."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int, got bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+
+
+def _int_at_least(value, name: str, minimum: int) -> int:
+    value = as_int(value, name)
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
 
 
 def backend():
@@ -74,15 +93,7 @@ def set_num_threads(n: int) -> None:
     This is fastconv's own setting, passed to every parallel region; it does not
     change OpenMP's global state or other libraries' thread pools.
     """
-    if isinstance(n, bool):
-        raise TypeError("n must be an int, got bool")
-    try:
-        n = operator.index(n)
-    except TypeError:
-        raise TypeError(f"n must be an int, got {type(n).__name__}") from None
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    _core.set_num_threads(n)
+    _core.set_num_threads(_int_at_least(n, "n", 1))
 
 
 # -- the block cache (csrc/core/buffer.h) -------------------------------------------
@@ -113,15 +124,7 @@ def set_cache_limit(nbytes: int) -> None:
     ``FASTCONV_CACHE_LIMIT`` environment variable (``0``, ``512M``, ``2G``, a byte
     count) sets it at import.
     """
-    if isinstance(nbytes, bool):
-        raise TypeError("nbytes must be an int, got bool")
-    try:
-        nbytes = operator.index(nbytes)
-    except TypeError:
-        raise TypeError(f"nbytes must be an int, got {type(nbytes).__name__}") from None
-    if nbytes < 0:
-        raise ValueError(f"nbytes must be >= 0, got {nbytes}")
-    _core.set_cache_limit(nbytes)
+    _core.set_cache_limit(_int_at_least(nbytes, "nbytes", 0))
 
 
 def get_cache_limit() -> int:

@@ -6,11 +6,11 @@ what they are given. Errors name the offending argument.
 
 from __future__ import annotations
 
-import operator
 from typing import Optional, Tuple, Union
 
 import numpy as np
 
+from .._runtime import as_int
 from . import _device
 
 # Element counts above this cannot be allocated on any real machine; refusing them
@@ -22,15 +22,6 @@ MAX_PARAM = 1 << 31
 ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2}
 
 IntPair = Union[int, Tuple[int, int]]
-
-
-def as_int(value, name: str) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an int, got bool")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
 
 
 def pair(value, name: str, *, minimum: int) -> Tuple[int, int]:
