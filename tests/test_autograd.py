@@ -94,6 +94,24 @@ def test_a_tensor_used_twice_gets_both_gradients():
     np.testing.assert_allclose(x.grad, [5.0])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_gradients_are_copied_and_summed_on_fastconv_threads_without_aliasing(dtype):
+    # 2^16 elements: above the block cache's 128 KiB in either dtype, so the first gradient is copied
+    # in parallel into a cached block and the second added by fastconv's add kernel.
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal(1 << 16).astype(dtype), rng.standard_normal(1 << 16).astype(dtype)
+    x = Tensor(a, requires_grad=True)
+    y = Tensor(b, requires_grad=True)
+    s = x + y  # both parents receive the same gradient array
+    out = s * s + x * 3.0  # x's gradient has two parts: 2s + 3
+    gy = rng.standard_normal(1 << 16).astype(dtype)
+    out.backward(gy)
+    s64 = a.astype(np.float64) + b
+    np.testing.assert_allclose(x.grad, gy * (2 * s64 + 3), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y.grad, gy * 2 * s64, rtol=1e-5, atol=1e-5)
+    assert x.grad.dtype == dtype and not np.shares_memory(x.grad, y.grad)
+
+
 def test_backward_frees_the_graph_and_refuses_a_second_pass():
     x = Tensor(np.ones((2, 3)), requires_grad=True)
     loss = (F.relu(x) * 2.0).sum()

@@ -136,7 +136,11 @@ def copy(x):
         y = _rt.empty(x.shape, x.dtype)
         y.copy_to_device(contiguous(x), stream=_rt.current_stream())
         return y
-    return x.copy()
+    if not x.flags.c_contiguous or x.nbytes < _core.CACHE_MIN_BYTES:
+        return x.copy()
+    y = _core.empty(x.shape, x.dtype)  # a cached block, filled on fastconv's threads
+    _core.parallel_copy(x, y)
+    return y
 
 
 _WALKED = "fastconv._device.walked"  # a key of copy.deepcopy's memo: ids already walked for GPU arrays
