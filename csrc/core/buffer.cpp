@@ -1,5 +1,6 @@
 #include "core/buffer.h"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -92,6 +93,11 @@ class BlockCache {
     return CacheStats{limit_, cached_, blocks_, hits_, misses_};
   }
 
+  // fork() holds the lock across the fork, so that the child never inherits it
+  // taken by a thread that the child does not have.
+  void before_fork() { mu_.lock(); }
+  void after_fork() { mu_.unlock(); }
+
  private:
   struct Idle {
     void* p;
@@ -123,7 +129,11 @@ class BlockCache {
 // Never destroyed: arrays that Python frees during interpreter shutdown still
 // return their blocks here.
 BlockCache& cache() {
-  static BlockCache* c = new BlockCache();
+  static BlockCache* c = [] {
+    auto* made = new BlockCache();
+    pthread_atfork([] { cache().before_fork(); }, [] { cache().after_fork(); }, [] { cache().after_fork(); });
+    return made;
+  }();
   return *c;
 }
 
