@@ -122,3 +122,41 @@ def test_without_torch_fastconv_imports_and_fastconv_torch_says_how_to_install()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "pip install torch" in out.stdout
+
+
+_FORK_CHILD = """
+import os, sys
+import numpy as np
+import fastconv
+from fastconv import ops
+
+rng = np.random.default_rng(0)
+x = rng.standard_normal((8, 64, 32, 32)).astype(np.float32)
+w = rng.standard_normal((16, 64, 3, 3)).astype(np.float32)
+y = ops.conv2d(x, w, padding=1)  # the parent runs parallel regions and fills the block cache
+grads = ops.conv2d_backward(y, x, w, padding=1)
+del grads
+pid = os.fork()
+if pid == 0:
+    ok = (fastconv.get_num_threads() == 1
+          and np.allclose(ops.conv2d(x, w, padding=1), y, rtol=1e-5, atol=1e-4)
+          and ops.conv2d_backward(y, x, w, padding=1)[0].shape == x.shape
+          and fastconv.memory_stats()["hits"] > 0)
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status), fastconv.get_num_threads())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_runs_the_kernels_on_one_thread_instead_of_hanging():
+    # GNU OpenMP's thread pool does not survive fork(): without fastconv's fork handler the child's first
+    # parallel region waits forever (the timeout below turns that into a failure).
+    try:
+        r = subprocess.run([sys.executable, "-c", _FORK_CHILD], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the forked child hung in a parallel region")
+    assert r.returncode == 0, r.stderr[-2000:]
+    child, parent_threads = map(int, r.stdout.split())
+    assert child == 0, "the child got wrong results or kept the parent's thread count"
+    assert parent_threads == _core.num_cores()  # the parent keeps its default thread count

@@ -1,6 +1,7 @@
 #include "core/threading.h"
 
 #include <omp.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <atomic>
@@ -11,7 +12,15 @@
 namespace fastconv {
 namespace {
 std::atomic<int> g_threads{0};
-}
+
+// GNU OpenMP's thread pool does not survive fork(): a child whose parent ran a
+// parallel region waits forever in its next one. A child process therefore runs
+// fastconv's kernels on one thread (a one-thread region does not use the pool).
+const bool g_fork_handler = [] {
+  pthread_atfork(nullptr, nullptr, [] { g_threads.store(1, std::memory_order_relaxed); });
+  return true;
+}();
+}  // namespace
 
 int num_cores() { return omp_get_num_procs(); }
 

@@ -91,7 +91,11 @@ def set_num_threads(n: int) -> None:
     """Set the threads each fastconv kernel uses; ``n`` must be an int >= 1.
 
     This is fastconv's own setting, passed to every parallel region; it does not
-    change OpenMP's global state or other libraries' thread pools.
+    change OpenMP's global state or other libraries' thread pools. A child process
+    made by ``fork()`` starts at 1: GNU OpenMP's thread pool does not survive a fork,
+    and a parallel region in the child would wait forever for its threads (raising
+    the count there brings that back; use the ``spawn`` start method for parallel
+    workers).
     """
     _core.set_num_threads(_int_at_least(n, "n", 1))
 
