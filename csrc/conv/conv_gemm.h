@@ -255,12 +255,7 @@ void conv_gemm_backward_weight(const ConvBackward<T>& b) {
         gemm_serial(s.cout_g, s.K, s.P, operand_a(job), operand_b(job, scratch.col(t)), mine + s.weight_offset(job),
                     s.K, none, 0, 0, scratch.gemm(t), true);
       }
-#pragma omp for schedule(static)
-      for (int64_t i = 0; i < w_elems; ++i) {
-        T sum = 0;
-        for (int u = 0; u < threads; ++u) sum += parts.data()[u * part_stride + i];
-        b.grad_w[i] = sum;
-      }
+      sum_thread_parts(parts.data(), part_stride, threads, w_elems, b.grad_w);
     }
     return;
   }

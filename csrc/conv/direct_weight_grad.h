@@ -282,12 +282,7 @@ inline bool conv2d_weight_grad_direct(const Conv2dArgs& a, const float* gy, floa
         for (int64_t c = 0; c < per_image_fills; ++c) fill(n, c, ph, flat, false);
         for (int64_t t = 0; t < tasks; ++t) wgrad_task(p, ph, flat, 1, t, part, mine);
       }
-#pragma omp for schedule(static)
-      for (int64_t i = 0; i < w_elems; ++i) {
-        float sum = 0;
-        for (int u = 0; u < threads; ++u) sum += mine_of(u)[i];
-        dw[i] = sum;
-      }
+      sum_thread_parts(mine_of(0), per_thread, threads, w_elems, dw);
     }
     return true;
   }

@@ -91,6 +91,19 @@ inline void store_n(V v, typename V::Scalar* p, int64_t n) {
 // so that two threads never write the same cache line.
 inline int64_t per_thread_floats(int64_t floats) { return round_up(floats, 16); }
 
+// Called inside a parallel region: out[i] = the sum over u < parts_count of the
+// thread-private parts[u * stride + i], for i < n, the elements split statically
+// across the region's threads. Each sum runs in part order, whichever thread adds it.
+template <class T>
+inline void sum_thread_parts(const T* parts, int64_t stride, int parts_count, int64_t n, T* out) {
+#pragma omp for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    T sum = 0;
+    for (int u = 0; u < parts_count; ++u) sum += parts[u * stride + i];
+    out[i] = sum;
+  }
+}
+
 // Scratch memory of `count` elements of T (int64 offsets, uint32 masks, float or
 // double data) on top of the 64-byte aligned AlignedBuffer.
 template <class T>
