@@ -22,17 +22,18 @@ namespace FC_NS {
 
 constexpr int64_t kSkinnyMaxM = 8;
 
-// Applies the epilogue to C[0:m, j0:j1] in place (the products are already there).
+// C[0:m, j0:j1] = epilogue(C), or epilogue(0) when !from_c (an empty product).
 template <class T>
-void skinny_epilogue(const GemmArgsT<T>& g, int64_t j0, int64_t j1) {
+void epilogue_columns(const GemmArgsT<T>& g, int64_t j0, int64_t j1, bool from_c) {
   using V = Vec<T>;
   constexpr int L = V::kWidth;
-  if (g.epi.bias_mode == BiasMode::none && g.epi.act == Activation::none) return;
+  if (from_c && g.epi.bias_mode == BiasMode::none && g.epi.act == Activation::none) return;
   for (int64_t i = 0; i < g.m; ++i) {
     T* row = g.c + i * g.ldc;
     for (int64_t j = j0; j < j1; j += L) {
       const int lanes = static_cast<int>(imin(L, j1 - j));
-      apply_epilogue(V::load_partial(row + j, lanes), g.epi, i, j, lanes).store_partial(row + j, lanes);
+      const V start = from_c ? V::load_partial(row + j, lanes) : V::zero();
+      apply_epilogue(start, g.epi, i, j, lanes).store_partial(row + j, lanes);
     }
   }
 }
@@ -81,7 +82,7 @@ void skinny_dot_columns(const GemmArgsT<T>& g, int64_t j0, int64_t j1) {
         out = (g.accumulate ? out : T(0)) + V::sum(acc[i][c]);
       }
   }
-  skinny_epilogue(g, j0, j1);
+  epilogue_columns(g, j0, j1, true);  // the sums are in C
 }
 
 // M rows of A against NV vectors of B's columns at a time; B's rows are contiguous.
