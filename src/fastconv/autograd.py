@@ -19,6 +19,7 @@ import numpy as np
 
 from . import ops
 from .ops import _device
+from .ops._validate import FLOAT_DTYPES
 
 _grad_enabled: contextvars.ContextVar = contextvars.ContextVar("fastconv_grad_enabled", default=True)
 
@@ -337,12 +338,10 @@ def _host_only(what: str, *tensors: Tensor) -> None:
 def _accumulate(a, b):
     """a + b for two gradients of one shape, on their device (fastconv's parallel add where it applies)."""
     if _device.is_gpu(a) or (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
-                             and a.dtype == b.dtype and a.dtype in _FLOAT_DTYPES):
+                             and a.dtype == b.dtype and a.dtype in FLOAT_DTYPES):
         return ops.add(a, b)
     return a + b
 
-
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _gpu_data(arr, dtype):

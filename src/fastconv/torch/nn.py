@@ -13,6 +13,7 @@ from typing import List, Optional
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules import module as torch_module
 
 from . import functional as F
 from ._ops import _folded
@@ -146,8 +147,6 @@ def _fusable_bn(conv: nn.Module, bn: nn.Module) -> bool:
 
 
 def _hooked(*modules: nn.Module) -> bool:
-    from torch.nn.modules import module as torch_module
-
     if getattr(torch_module, "_global_forward_hooks", None) or getattr(torch_module, "_global_forward_pre_hooks", None):
         return True
     return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
