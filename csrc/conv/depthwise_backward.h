@@ -58,17 +58,19 @@ struct Plane {
 };
 
 // xph[p][r][u] = x[r][u * sw + p - pw], 0 outside the row. `row` is scratch for
-// one zero-padded input row of sw * Wq elements.
+// one zero-padded input row of sw * Wq elements. Rows are short, so the copies
+// are inline vector loops rather than libc calls.
 template <class T>
 void copy_x_phases(const Plane<T>& g, const T* x, T* xph, T* row) {
   const int64_t len = g.sw * g.Wq, body = imax(0, imin(g.W, len - g.pw));
+  const int64_t lead = imin(g.pw, len);
   for (int64_t r = 0; r < g.H; ++r) {
-    const T* src = x + r * g.W;
     if (g.sw == 1) {
       row = xph + r * g.Wq;  // the padded row is the only phase
     }
-    std::memset(row, 0, sizeof(T) * len);
-    if (body > 0) std::memcpy(row + g.pw, src, sizeof(T) * body);
+    fill_floats(row, T(0), lead);
+    copy_floats(row + lead, x + r * g.W, body);
+    fill_floats(row + lead + body, T(0), len - lead - body);
     if (g.sw == 2) {  // the common stride, with a constant step the compiler vectorises
       T* __restrict even = xph + r * g.Wq;
       T* __restrict odd = xph + (g.H + r) * g.Wq;
@@ -85,41 +87,53 @@ void copy_x_phases(const Plane<T>& g, const T* x, T* xph, T* row) {
   }
 }
 
-// grad_w[i, 0 .. kw) += the plane's contribution for filter row i. KW > 0 fixes
-// kw at compile time, so that the kw accumulators live in registers and each
-// grad_y vector is loaded once for the whole filter row; KW = 0 takes kw at run time.
+// grad_w[i, 0 .. kw) += the plane's contribution for filter row i. `xoff[j]` is
+// where filter column j's x phase run starts within a phase row block:
+// (phase * H) * Wq + shift. KW > 0 fixes kw at compile time, so that the
+// accumulators live in registers; each grad_y vector is loaded once for the
+// whole filter row, and two vectors of a row go at once so that 2 * KW
+// independent FMA chains hide the FMA latency. KW = 0 takes kw at run time.
 template <class T, int KW>
-void weight_grad_row(const Plane<T>& g, int64_t i, const T* dy, const T* xph, T* grad_w) {
+void weight_grad_row(const Plane<T>& g, int64_t i, const T* dy, const T* xph, const int64_t* xoff, T* grad_w) {
   using V = Vec<T>;
   constexpr int L = V::kWidth;
   const int64_t kw = KW > 0 ? KW : g.kw;
   if constexpr (KW > 0) {
-    V acc[KW];
-    for (int j = 0; j < KW; ++j) acc[j] = V::zero();
+    V a0[KW], a1[KW];
+#pragma GCC unroll 8
+    for (int j = 0; j < KW; ++j) a0[j] = a1[j] = V::zero();
     for (int64_t oh = 0; oh < g.Ho; ++oh) {
       const int64_t r = oh * g.sh + i * g.dh - g.ph;
       if (r < 0 || r >= g.H) continue;
       const T* dyr = dy + oh * g.Wo;
-      for (int64_t ow = 0; ow < g.Wo; ow += L) {
+      const T* xr = xph + r * g.Wq;
+      int64_t ow = 0;
+      for (; ow + 2 * L <= g.Wo; ow += 2 * L) {
+        const V d0 = V::load(dyr + ow), d1 = V::load(dyr + ow + L);
+#pragma GCC unroll 8
+        for (int j = 0; j < KW; ++j) {
+          a0[j] = V::fmadd(d0, V::load(xr + xoff[j] + ow), a0[j]);
+          a1[j] = V::fmadd(d1, V::load(xr + xoff[j] + ow + L), a1[j]);
+        }
+      }
+      for (; ow < g.Wo; ow += L) {
         // Masked at the tail, so x beyond the row never meets a zero lane of grad_y.
         const int64_t n = g.Wo - ow;
         const V d = load_n<V>(dyr + ow, n);
-        for (int j = 0; j < KW; ++j) {
-          const int64_t p = (j * g.dw) % g.sw, shift = (j * g.dw) / g.sw;
-          acc[j] = V::fmadd(d, load_n<V>(xph + (p * g.H + r) * g.Wq + shift + ow, n), acc[j]);
-        }
+#pragma GCC unroll 8
+        for (int j = 0; j < KW; ++j) a0[j] = V::fmadd(d, load_n<V>(xr + xoff[j] + ow, n), a0[j]);
       }
     }
-    for (int j = 0; j < KW; ++j) grad_w[i * kw + j] += reduce_add(acc[j]);
+#pragma GCC unroll 8
+    for (int j = 0; j < KW; ++j) grad_w[i * kw + j] += reduce_add(V::add(a0[j], a1[j]));
   } else {
     for (int64_t j = 0; j < kw; ++j) {
-      const int64_t p = (j * g.dw) % g.sw, shift = (j * g.dw) / g.sw;
       V acc = V::zero();
       for (int64_t oh = 0; oh < g.Ho; ++oh) {
         const int64_t r = oh * g.sh + i * g.dh - g.ph;
         if (r < 0 || r >= g.H) continue;
         const T* dyr = dy + oh * g.Wo;
-        const T* xr = xph + (p * g.H + r) * g.Wq + shift;
+        const T* xr = xph + r * g.Wq + xoff[j];
         for (int64_t ow = 0; ow < g.Wo; ow += L)
           acc = V::fmadd(load_n<V>(dyr + ow, g.Wo - ow), load_n<V>(xr + ow, g.Wo - ow), acc);
       }
@@ -129,20 +143,20 @@ void weight_grad_row(const Plane<T>& g, int64_t i, const T* dy, const T* xph, T*
 }
 
 template <class T>
-void weight_grad_plane(const Plane<T>& g, const T* dy, const T* xph, T* grad_w) {
+void weight_grad_plane(const Plane<T>& g, const T* dy, const T* xph, const int64_t* xoff, T* grad_w) {
   for (int64_t i = 0; i < g.kh; ++i) {
     switch (g.kw) {
       case 3:
-        weight_grad_row<T, 3>(g, i, dy, xph, grad_w);
+        weight_grad_row<T, 3>(g, i, dy, xph, xoff, grad_w);
         break;
       case 5:
-        weight_grad_row<T, 5>(g, i, dy, xph, grad_w);
+        weight_grad_row<T, 5>(g, i, dy, xph, xoff, grad_w);
         break;
       case 7:
-        weight_grad_row<T, 7>(g, i, dy, xph, grad_w);
+        weight_grad_row<T, 7>(g, i, dy, xph, xoff, grad_w);
         break;
       default:
-        weight_grad_row<T, 0>(g, i, dy, xph, grad_w);
+        weight_grad_row<T, 0>(g, i, dy, xph, xoff, grad_w);
     }
   }
 }
@@ -150,10 +164,13 @@ void weight_grad_plane(const Plane<T>& g, const T* dy, const T* xph, T* grad_w) 
 // dyp[m][oh][reach + ow] = grad_y[m][oh][ow], zero elsewhere.
 template <class T>
 void copy_dy_padded(const Plane<T>& g, const T* dy, int64_t plane_stride, T* dyp) {
-  std::memset(dyp, 0, sizeof(T) * g.mult * g.Ho * g.Wd);
   for (int64_t m = 0; m < g.mult; ++m)
-    for (int64_t oh = 0; oh < g.Ho; ++oh)
-      std::memcpy(dyp + (m * g.Ho + oh) * g.Wd + g.reach, dy + m * plane_stride + oh * g.Wo, sizeof(T) * g.Wo);
+    for (int64_t oh = 0; oh < g.Ho; ++oh) {
+      T* row = dyp + (m * g.Ho + oh) * g.Wd;
+      fill_floats(row, T(0), g.reach);
+      copy_floats(row + g.reach, dy + m * plane_stride + oh * g.Wo, g.Wo);
+      fill_floats(row + g.reach + g.Wo, T(0), g.Wd - g.reach - g.Wo);
+    }
 }
 
 // The filter columns j grouped by the padded-input column phase (j * dw) % sw
@@ -176,13 +193,15 @@ struct PhaseTaps {
 };
 
 // One row ih of grad_x from the padded grad_y planes; w holds the mult filters
-// of this channel; `taps` is scratch for kh * mult row pointers and filter rows.
+// of this channel. `rows` and `taps` are scratch: the (grad_y row, filter row)
+// pairs that reach row ih, and for one phase the (weight, grad_y run) pairs.
+// Four vectors of a phase row go at once, four independent FMA chains.
 template <class T>
 void data_grad_row(const Plane<T>& g, const PhaseTaps& pt, int64_t ih, const T* dyp, const T* w, T* dxs,
-                   T* dx_row, std::vector<std::pair<const T*, const T*>>& rows) {
+                   T* dx_row, std::vector<std::pair<const T*, const T*>>& rows,
+                   std::vector<std::pair<T, const T*>>& taps) {
   using V = Vec<T>;
   constexpr int L = V::kWidth;
-  // The (grad_y row, filter row) pairs that reach input row ih.
   rows.clear();
   for (int64_t i = 0; i < g.kh; ++i) {
     const int64_t y = ih + g.ph - i * g.dh;
@@ -192,17 +211,31 @@ void data_grad_row(const Plane<T>& g, const PhaseTaps& pt, int64_t ih, const T* 
   }
   const bool direct = g.sw == 1;  // the only phase is the padded row: write grad_x in place
   for (int64_t p = 0; p < g.sw; ++p) {
-    const int64_t t0 = pt.begin[p], t1 = pt.begin[p + 1];
+    taps.clear();
+    for (const auto& rw : rows)
+      for (int64_t t = pt.begin[p]; t < pt.begin[p + 1]; ++t) taps.emplace_back(rw.second[pt.j[t]], rw.first - pt.shift[t]);
     const int64_t u0 = direct ? g.pw : 0, u1 = direct ? g.pw + g.W : g.Wu;
-    for (int64_t u = u0; u < u1; u += L) {
-      V acc = V::zero();
-      for (const auto& rw : rows)
-        for (int64_t t = t0; t < t1; ++t) acc = V::fmadd(V::set1(rw.second[pt.j[t]]), V::load(rw.first + u - pt.shift[t]), acc);
-      if (direct) {
-        store_n(acc, dx_row + u - g.pw, u1 - u);
-      } else {
-        acc.store(dxs + p * g.Wu_len + u);
+    T* out = direct ? dx_row - g.pw : dxs + p * g.Wu_len;
+    int64_t u = u0;
+    for (; u + 3 * L < u1; u += 4 * L) {
+      V a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
+      for (const auto& tp : taps) {
+        const V wv = V::set1(tp.first);
+        const T* src = tp.second + u;
+        a0 = V::fmadd(wv, V::load(src), a0);
+        a1 = V::fmadd(wv, V::load(src + L), a1);
+        a2 = V::fmadd(wv, V::load(src + 2 * L), a2);
+        a3 = V::fmadd(wv, V::load(src + 3 * L), a3);
       }
+      a0.store(out + u);
+      a1.store(out + u + L);
+      a2.store(out + u + 2 * L);
+      store_n(a3, out + u + 3 * L, direct ? u1 - u - 3 * L : L);
+    }
+    for (; u < u1; u += L) {
+      V acc = V::zero();
+      for (const auto& tp : taps) acc = V::fmadd(V::set1(tp.first), V::load(tp.second + u), acc);
+      store_n(acc, out + u, direct ? u1 - u : L);
     }
   }
   if (direct) return;
@@ -243,8 +276,12 @@ void depthwise_backward(const ConvBackward<T>& b) {
     T* dyp = xph + g.x_elems;
     T* dxs = dyp + g.dy_elems;
     const PhaseTaps pt(g.kw, g.dw, g.sw);
+    std::vector<int64_t> xoff(g.kw);
+    for (int64_t j = 0; j < g.kw; ++j) xoff[j] = ((j * g.dw) % g.sw) * g.H * g.Wq + (j * g.dw) / g.sw;
     std::vector<std::pair<const T*, const T*>> rows;
+    std::vector<std::pair<T, const T*>> tap_runs;
     rows.reserve(g.kh * g.mult);
+    tap_runs.reserve(g.kh * g.mult * g.kw);
 #pragma omp for schedule(static)
     for (int64_t c = 0; c < a.c_in; ++c) {
       T* gw = b.grad_w ? b.grad_w + c * g.mult * taps : nullptr;
@@ -253,13 +290,13 @@ void depthwise_backward(const ConvBackward<T>& b) {
         const T* dy = b.grad_y + (n * a.c_out + c * g.mult) * out_plane;
         if (gw) {
           copy_x_phases(g, b.x + (n * a.c_in + c) * in_plane, xph, xph + g.x_phase_elems);
-          for (int64_t m = 0; m < g.mult; ++m) weight_grad_plane(g, dy + m * out_plane, xph, gw + m * taps);
+          for (int64_t m = 0; m < g.mult; ++m) weight_grad_plane(g, dy + m * out_plane, xph, xoff.data(), gw + m * taps);
         }
         if (b.grad_x) {
           copy_dy_padded(g, dy, out_plane, dyp);
           T* dx = b.grad_x + (n * a.c_in + c) * in_plane;
           for (int64_t ih = 0; ih < g.H; ++ih)
-            data_grad_row(g, pt, ih, dyp, b.weight + c * g.mult * taps, dxs, dx + ih * g.W, rows);
+            data_grad_row(g, pt, ih, dyp, b.weight + c * g.mult * taps, dxs, dx + ih * g.W, rows, tap_runs);
         }
       }
     }

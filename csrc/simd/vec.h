@@ -73,6 +73,17 @@ inline void copy_floats(T* dst, const T* src, int64_t n) {
   if (i < n) V::load_partial(src + i, static_cast<int>(n - i)).store_partial(dst + i, static_cast<int>(n - i));
 }
 
+// dst[0 .. n) = value, for short runs (n <= 0 writes nothing).
+template <class T>
+inline void fill_floats(T* dst, T value, int64_t n) {
+  using V = Vec<T>;
+  constexpr int L = V::kWidth;
+  const V v = V::set1(value);
+  int64_t i = 0;
+  for (; i + L <= n; i += L) v.store(dst + i);
+  if (i < n) v.store_partial(dst + i, static_cast<int>(n - i));
+}
+
 // The first min(n, kWidth) elements at p as a vector (the rest zero), and the store that mirrors it.
 template <class V>
 inline V load_n(const typename V::Scalar* p, int64_t n) {
