@@ -57,6 +57,18 @@ def test_zoo_totals_match_the_published_figures(name, params, gmacs, rf):
         assert total["rf"] == rf
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_summary_lists_batchnorm_and_its_activation_though_they_run_fused(training):
+    # Outside summary, Sequential runs BatchNorm2d + ReLU6 as one op; summary must still see both layers.
+    m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU6(), nn.Conv2d(8, 4, 1), nn.BatchNorm2d(4),
+                      nn.ReLU())
+    m.train(training)
+    rows = fastconv.summary(m, (2, 3, 10, 10), print_table=False)
+    assert [r["type"] for r in rows[:-1]] == ["Conv2d", "BatchNorm2d", "ReLU6", "Conv2d", "BatchNorm2d", "ReLU"]
+    assert [r["output_shape"] for r in rows[:-1]] == [(2, 8, 8, 8)] * 3 + [(2, 4, 8, 8)] * 3
+    assert m.training == training
+
+
 def test_summary_restores_the_training_mode():
     m = models.lenet5()
     fastconv.summary(m, (1, 1, 28, 28), print_table=False)

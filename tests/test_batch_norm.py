@@ -74,6 +74,91 @@ def test_batch_norm_matches_the_definition(shape, training, affine, dtype, seed)
             assert close(gb, g.astype(np.float64).sum(axis=(0,) + tuple(range(2, len(shape)))))
 
 
+def _activate(y, activation):
+    return np.maximum(y, 0) if activation == "relu" else np.clip(y, 0, 6)
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(6, 5), (3, 4, 37), (2, 3, 9, 11)])
+def test_fused_activation_matches_batch_norm_then_the_activation(rng, shape, activation, training, dtype):
+    # The values straddle 0 and 6, so both clamps and the gradient masks are exercised.
+    x = (rng.standard_normal(shape) * 4 + 2).astype(dtype)
+    c = shape[1]
+    w, b = rng.standard_normal(c).astype(dtype) * 3, rng.standard_normal(c).astype(dtype) + 2
+    rm0, rv0 = rng.standard_normal(c).astype(dtype), rng.random(c).astype(dtype) + 0.5
+    g = rng.standard_normal(shape).astype(dtype)
+    act, act_backward = getattr(ops, activation), getattr(ops, activation + "_backward")
+    for isa in ISAS:
+        with fastconv.use_isa(isa):
+            rm, rv = rm0.copy(), rv0.copy()
+            plain = ops.batch_norm(x, rm, rv, w, b, training=training)
+            rm_f, rv_f = rm0.copy(), rv0.copy()
+            fused = ops.batch_norm(x, rm_f, rv_f, w, b, training=training, activation=activation)
+            pre, y = (plain[0], fused[0]) if training else (plain, fused)
+            # The same pass computes the same pre-activation values, so the results are equal bit for bit.
+            np.testing.assert_array_equal(y, act(pre), err_msg=isa)
+            np.testing.assert_array_equal(rm_f, rm)
+            np.testing.assert_array_equal(rv_f, rv)
+            sm, si = (plain[1], plain[2]) if training else (rm0, (1 / np.sqrt(rv0 + 1e-5)).astype(dtype))
+            want = ops.batch_norm_backward(act_backward(g, pre), x, w, sm, si, training=training)
+            got = ops.batch_norm_backward(g, x, w, sm, si, training=training, activation=activation, output=y)
+            for a, e in zip(got, want):
+                assert close(a, e, 1e-5 if dtype == np.float32 else 1e-12), isa
+            if torch is not None:
+                tx = torch.from_numpy(x).double().requires_grad_()
+                tw, tb = (torch.from_numpy(v).double().requires_grad_() for v in (w, b))
+                ty = F.batch_norm(tx, torch.from_numpy(rm0).double(), torch.from_numpy(rv0).double(), tw, tb,
+                                  training=training)
+                ty = F.relu(ty) if activation == "relu" else F.relu6(ty)
+                ty.backward(torch.from_numpy(g).double())
+                assert close(y, ty.detach().numpy())
+                for a, e in zip(got, (tx.grad, tw.grad, tb.grad)):
+                    assert close(a, e.numpy(), 1e-3 if dtype == np.float32 else 1e-8), isa
+
+
+def test_fused_activation_gradient_by_finite_differences(rng):
+    x = rng.standard_normal((3, 2, 4, 5)) * 3 + 1
+    w, b = rng.standard_normal(2), rng.standard_normal(2) + 1
+    g = rng.standard_normal(x.shape)
+    for activation in ("relu", "relu6"):
+        def fwd(xv=x, wv=w, bv=b):
+            return ops.batch_norm(xv, None, None, wv, bv, training=True, activation=activation)[0]
+
+        y, mean, invstd = ops.batch_norm(x, None, None, w, b, training=True, activation=activation)
+        gx, gw, gb = ops.batch_norm_backward(g, x, w, mean, invstd, activation=activation, output=y)
+        assert np.allclose(gx, numerical_grad(lambda v: fwd(xv=v), x, g), atol=1e-6)
+        assert np.allclose(gw, numerical_grad(lambda v: fwd(wv=v), w, g), atol=1e-6)
+        assert np.allclose(gb, numerical_grad(lambda v: fwd(bv=v), b, g), atol=1e-6)
+
+
+def test_fused_activation_passes_no_gradient_at_nan_outputs():
+    x = np.array([[1.0, np.nan, -2.0, 3.0], [0.5, 2.0, np.nan, -1.0]], np.float32).reshape(2, 1, 4)
+    rm, rv = np.zeros(1, np.float32), np.ones(1, np.float32)
+    y = ops.batch_norm(x, rm, rv, activation="relu6")
+    assert np.array_equal(np.isnan(y), np.isnan(x))
+    inv = np.ones(1, np.float32) / np.sqrt(np.float32(1 + 1e-5))
+    g = np.ones_like(x)
+    gx, _, _ = ops.batch_norm_backward(g, x, None, rm, inv, training=False, activation="relu6", output=y)
+    want = ops.batch_norm_backward(ops.relu6_backward(g, y), x, None, rm, inv, training=False)[0]
+    np.testing.assert_array_equal(gx, want)
+    assert not np.isnan(gx).any()
+
+
+def test_fused_activation_bad_arguments():
+    x = np.ones((2, 3, 4), np.float32)
+    m, s = np.zeros(3, np.float32), np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="activation must be None, 'relu' or 'relu6'"):
+        ops.batch_norm(x, m, s, activation="gelu")
+    with pytest.raises(ValueError, match="needs the forward's output"):
+        ops.batch_norm_backward(x, x, None, m, s, activation="relu")
+    with pytest.raises(ValueError, match="output must have the input's shape"):
+        ops.batch_norm_backward(x, x, None, m, s, activation="relu", output=np.ones((2, 3, 5), np.float32))
+    with pytest.raises(TypeError, match="output"):
+        ops.batch_norm_backward(x, x, None, m, s, activation="relu", output=np.ones((2, 3, 4)))
+
+
 def test_finite_differences_float64(rng):
     x = rng.standard_normal((3, 2, 4, 3))
     w, b = rng.standard_normal(2), rng.standard_normal(2)

@@ -235,6 +235,20 @@ def test_batch_norm_training_forward_backward(rng, shape, dtype):
     assert_results(*run_both(ops.batch_norm_backward, g, x, None, mean_c, invstd_c), dtype)
 
 
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+def test_batch_norm_with_a_fused_activation(rng, activation):
+    x = randn(rng, (2, 3, 3, 4)) * 4 + 2
+    w, b = randn(rng, (3,)) * 2, randn(rng, (3,)) + 2
+    rm, rv = randn(rng, (3,)), np.abs(randn(rng, (3,))) + 0.5
+    assert_results(*run_both(ops.batch_norm, x, rm, rv, w, b, activation=activation))
+    assert_results(*run_both(ops.batch_norm, x, None, None, w, b, training=True, activation=activation))
+    y, mean, invstd = ops.batch_norm(x, None, None, w, b, training=True, activation=activation)
+    g = randn(rng, x.shape)
+    gpu = ops.batch_norm_backward(dev(g), dev(x), dev(w), dev(mean), dev(invstd), activation=activation,
+                                  output=dev(y))
+    assert_results(gpu, ops.batch_norm_backward(g, x, w, mean, invstd, activation=activation, output=y))
+
+
 def test_batch_norm_eval(rng):
     x, w, b = randn(rng, (2, 3, 2, 2)), randn(rng, (3,)), randn(rng, (3,))
     rm, rv = randn(rng, (3,)), np.abs(randn(rng, (3,))) + 0.5

@@ -229,6 +229,51 @@ def test_whole_model_gradients_match_torch():
         np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=1e-4, atol=1e-5, err_msg=n)
 
 
+class _PlainBatchNorm2d(nn.BatchNorm2d):
+    """Overrides forward, so Sequential must call it rather than fuse the ReLU after it."""
+
+    calls = 0
+
+    def forward(self, x):
+        type(self).calls += 1
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("act", [nn.ReLU, nn.ReLU6])
+def test_sequential_runs_batchnorm_and_its_activation_as_one_op(act, monkeypatch):
+    rng = np.random.default_rng(0)
+    fastconv.manual_seed(0)
+    fused = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), act(), nn.Conv2d(3, 2, 1))
+    plain = nn.Sequential(nn.Conv2d(2, 3, 3), _PlainBatchNorm2d(3), act(), nn.Conv2d(3, 2, 1))
+    plain.load_state_dict(fused.state_dict())
+    gamma = rng.uniform(0.5, 3, 3)
+    for m in (fused, plain):
+        m[1].weight.data[...] = gamma
+        m[1].bias.data[...] = [0.5, 2.0, 4.0]  # outputs on both sides of 0 and of 6
+    x = rng.standard_normal((4, 2, 7, 7)).astype(np.float32) * 3
+    activation_calls = []
+    name = "relu" if act is nn.ReLU else "relu6"
+    original = getattr(nn.functional, name)
+    monkeypatch.setattr(nn.functional, name, lambda t: activation_calls.append(1) or original(t))
+    for training in (True, False):
+        fused.train(training)
+        plain.train(training)
+        _PlainBatchNorm2d.calls, activation_calls[:] = 0, []
+        xf, xp = Tensor(x, requires_grad=True), Tensor(x, requires_grad=True)
+        yf, yp = fused(xf), plain(xp)
+        assert _PlainBatchNorm2d.calls == 1 and len(activation_calls) == 1  # only the plain model's
+        np.testing.assert_allclose(yf.data, yp.data, rtol=1e-5, atol=1e-5)
+        yf.sum().backward()
+        yp.sum().backward()
+        np.testing.assert_allclose(xf.grad, xp.grad, rtol=1e-4, atol=1e-5)
+        for (n, p), (_, q) in zip(fused.named_parameters(), plain.named_parameters()):
+            np.testing.assert_allclose(p.grad, q.grad, rtol=1e-4, atol=1e-4, err_msg=n)
+            p.grad = q.grad = None
+        np.testing.assert_array_equal(fused[1].running_var, plain[1].running_var)
+    # Anything but a plain ReLU / ReLU6 after it is left to run on its own.
+    assert fused[1].fused_forward(Tensor(x[:, :3]), nn.Tanh()) is None
+
+
 def test_dropout_scales_kept_elements_and_is_off_in_eval():
     fastconv.manual_seed(0)
     d = nn.Dropout(0.25)

@@ -25,7 +25,8 @@ BatchNormArgs bn_geometry(const py::array& x, double eps, double momentum) {
 
 void batch_norm_forward(const Backend& be, const py::array& x, const py::object& weight, const py::object& bias,
                         const py::object& running_mean, const py::object& running_var, py::array& y, bool training,
-                        double momentum, double eps, const py::object& save_mean, const py::object& save_invstd) {
+                        double momentum, double eps, const py::object& save_mean, const py::object& save_invstd,
+                        int activation) {
   dispatch_float(x, "input", [&](auto tag) {
     using T = decltype(tag);
     const BatchNormArgs a = bn_geometry(x, eps, momentum);
@@ -43,14 +44,16 @@ void batch_norm_forward(const Backend& be, const py::array& x, const py::object&
     T* si = opt_out_ptr<T>(save_invstd, "save_invstd", a.c);
     if (training ? (!sm || !si || (rm == nullptr) != (rv == nullptr)) : (!rm || !rv))
       throw py::value_error("training needs save_mean/save_invstd; eval needs running_mean/running_var");
+    const Activation act = to_activation(activation);
     py::gil_scoped_release release;
-    be.table->of<T>().batch_norm_forward(a, training, xp, w, b, rm, rv, yp, sm, si);
+    be.table->of<T>().batch_norm_forward(a, training, xp, w, b, rm, rv, yp, sm, si, act);
   });
 }
 
 void batch_norm_backward(const Backend& be, const py::array& grad_y, const py::array& x, const py::object& weight,
                          const py::array& mean, const py::array& invstd, bool training, const py::object& grad_x,
-                         const py::object& grad_w, const py::object& grad_b) {
+                         const py::object& grad_w, const py::object& grad_b, int activation,
+                         const py::object& output) {
   dispatch_float(x, "input", [&](auto tag) {
     using T = decltype(tag);
     const BatchNormArgs a = bn_geometry(x, 0, 0);
@@ -62,8 +65,11 @@ void batch_norm_backward(const Backend& be, const py::array& grad_y, const py::a
     T* gx = opt_out_ptr<T>(grad_x, "grad_input", numel(x));
     T* gw = opt_out_ptr<T>(grad_w, "grad_weight", a.c);
     T* gb = opt_out_ptr<T>(grad_b, "grad_bias", a.c);
+    const Activation act = to_activation(activation);
+    const T* yp = opt_in_ptr<T>(output, "output", numel(x));
+    if (act != Activation::none && !yp) throw py::value_error("a fused activation's backward needs the forward's output");
     py::gil_scoped_release release;
-    be.table->of<T>().batch_norm_backward(a, training, gy, xp, w, m, is, gx, gw, gb);
+    be.table->of<T>().batch_norm_backward(a, training, gy, xp, w, m, is, gx, gw, gb, act, yp);
   });
 }
 
@@ -197,10 +203,10 @@ void add(const Backend& be, const py::array& a, const py::array& b, py::array& y
 void register_norm_eltwise(BackendClass& cls) {
   cls.def("batch_norm_forward", &batch_norm_forward, py::arg("x"), py::arg("weight"), py::arg("bias"),
           py::arg("running_mean"), py::arg("running_var"), py::arg("out"), py::arg("training"), py::arg("momentum"),
-          py::arg("eps"), py::arg("save_mean"), py::arg("save_invstd"));
+          py::arg("eps"), py::arg("save_mean"), py::arg("save_invstd"), py::arg("activation") = 0);
   cls.def("batch_norm_backward", &batch_norm_backward, py::arg("grad_output"), py::arg("x"), py::arg("weight"),
           py::arg("mean"), py::arg("invstd"), py::arg("training"), py::arg("grad_input"), py::arg("grad_weight"),
-          py::arg("grad_bias"));
+          py::arg("grad_bias"), py::arg("activation") = 0, py::arg("output") = py::none());
   cls.def("activation", &activation, py::arg("kind"), py::arg("x"), py::arg("out"), py::arg("alpha"));
   cls.def("activation_backward", &activation_backward, py::arg("kind"), py::arg("saved"), py::arg("grad_output"),
           py::arg("grad_input"), py::arg("alpha"));

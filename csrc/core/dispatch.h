@@ -20,9 +20,10 @@ struct KernelSet {
   void (*avg_pool_backward)(const PoolArgs&, const T*, T*);
   void (*adaptive_pool_forward)(const PoolArgs&, bool, const T*, T*, int64_t*);
   void (*adaptive_avg_pool_backward)(const PoolArgs&, const T*, T*);
-  void (*batch_norm_forward)(const BatchNormArgs&, bool, const T*, const T*, const T*, T*, T*, T*, T*, T*);
+  void (*batch_norm_forward)(const BatchNormArgs&, bool, const T*, const T*, const T*, T*, T*, T*, T*, T*,
+                             Activation);
   void (*batch_norm_backward)(const BatchNormArgs&, bool, const T*, const T*, const T*, const T*, const T*, T*, T*,
-                              T*);
+                              T*, Activation, const T*);
   void (*activation_forward)(EltwiseKind, int64_t, const T*, T*, double, int);
   void (*activation_backward)(EltwiseKind, int64_t, const T*, const T*, T*, double, int);
   void (*softmax_forward)(int64_t, int64_t, int64_t, const T*, T*, bool, int);

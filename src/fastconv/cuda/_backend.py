@@ -55,8 +55,10 @@ class CudaBackend:
         _pool.backward(mode, grad_output, indices, grad_input, kernel, stride, pad, dil, include_pad, divisor)
 
     # -- BatchNorm ----------------------------------------------------------------------------
+    # A fused activation (code 1 ReLU, 2 ReLU6, as conv's) runs here as a second element-wise
+    # launch over the output: the same results as the CPU's single pass, not yet one kernel.
     def batch_norm_forward(self, x, weight, bias, running_mean, running_var, out, training, momentum, eps, save_mean,
-                           save_invstd):
+                           save_invstd, activation=0):
         n, c, inner = x.shape[0], x.shape[1], _inner(x.shape)
         has_w, has_b = weight is not None, bias is not None
         w = weight if has_w else out
@@ -69,10 +71,17 @@ class CudaBackend:
         else:
             _rt.launch(_eltwise.bn_normalize, x.size, xf, yf, c, inner, running_mean, running_var, True, float(eps),
                        w, b, has_w, has_b)
+        if activation:
+            _rt.launch(_eltwise.activation, x.size, activation - 1, yf, yf, 0.0)
 
     def batch_norm_backward(self, grad_output, x, weight, save_mean, save_invstd, training, grad_input, grad_weight,
-                            grad_bias):
+                            grad_bias, activation=0, output=None):
         n, c, inner = x.shape[0], x.shape[1], _inner(x.shape)
+        if activation:  # the activation's slope, read off its output: ReLU(6)'s backward from y, as from x
+            masked = _rt.empty(x.shape, x.dtype)
+            _rt.launch(_eltwise.activation_backward, x.size, activation - 1, _rt.flat(output),
+                       _rt.flat(grad_output), _rt.flat(masked), 0.0)
+            grad_output = masked
         s1, s2 = _reduce.bn_grad_sums(grad_output, x, save_mean, save_invstd, n, c, inner, grad_weight, grad_bias)
         has_w = weight is not None
         _rt.launch(_eltwise.bn_grad_input, x.size, _rt.flat(grad_output), _rt.flat(x), _rt.flat(grad_input), c,

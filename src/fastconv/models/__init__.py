@@ -222,9 +222,13 @@ class Bottleneck(nn.Module):
 
 def _conv_bn_act(conv, bn, act, x):
     """act(bn(conv(x))), where ``fuse`` may have folded bn and act into conv (bn is then Identity
-    and conv carries the activation)."""
-    y = bn(conv(x))
-    return y if conv.activation is not None else act(y)
+    and conv carries the activation), and where BatchNorm applies act itself when it can."""
+    y = conv(x)
+    if conv.activation is not None:
+        return bn(y)
+    fused = getattr(bn, "fused_forward", None)
+    out = fused(y, act) if fused is not None else None
+    return out if out is not None else act(bn(y))
 
 
 class ResNet(nn.Module):

@@ -184,23 +184,24 @@ def adaptive_avg_pool2d(input, output_size) -> Tensor:
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training: bool = False,
-               momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
-    """BatchNorm over axis 1; in training the running statistics (arrays) are updated in place."""
+               momentum: float = 0.1, eps: float = 1e-5, *, activation: Optional[str] = None) -> Tensor:
+    """BatchNorm over axis 1; in training the running statistics (arrays) are updated in place.
+    ``activation`` (``"relu"`` or ``"relu6"``) is applied in the same pass, forward and backward."""
     x, w, b = _t(input), _opt(weight), _opt(bias)
     rm = running_mean.data if isinstance(running_mean, Tensor) else running_mean
     rv = running_var.data if isinstance(running_var, Tensor) else running_var
     wd, bd = (None if w is None else w.data), (None if b is None else b.data)
     if training:
-        y, mean, invstd = ops.batch_norm(x.data, rm, rv, wd, bd, True, momentum, eps)
+        y, mean, invstd = ops.batch_norm(x.data, rm, rv, wd, bd, True, momentum, eps, activation=activation)
     else:
-        y = ops.batch_norm(x.data, rm, rv, wd, bd, False, momentum, eps)
+        y = ops.batch_norm(x.data, rm, rv, wd, bd, False, momentum, eps, activation=activation)
         mean = rm
         # Only the backward needs it: inference (no_grad, or nothing requires grad) skips it.
         invstd = _eval_invstd(rv, eps, x.dtype) if is_grad_enabled() and any(_needs(x, w, b)) else None
 
     def grads(g):
-        gx, gw, gb = ops.batch_norm_backward(g, x.data, wd, mean, invstd, training=training)
-        return gx, gw, gb
+        return ops.batch_norm_backward(g, x.data, wd, mean, invstd, training=training, activation=activation,
+                                       output=y if activation else None)
 
     return Tensor._result(y, (x, w, b), grads)
 

@@ -165,6 +165,22 @@ class _BatchNorm(Module):
                 self.register_buffer(name, None)
 
     def forward(self, x):
+        return self._normalise(x, None)
+
+    def fused_forward(self, x, following: Module):
+        """``following(self(x))`` in one pass over memory when ``following`` is a plain
+        :class:`ReLU` or :class:`ReLU6` and neither module's ``forward`` is overridden (the
+        backward then masks the gradient inside BatchNorm's); ``None`` otherwise, and nothing
+        runs. A ``forward`` replaced on either instance (as :func:`fastconv.summary` and
+        :func:`fastconv.viz.feature_maps` do to record each layer) also rules fusion out.
+        :class:`Sequential` and the model zoo's blocks call it."""
+        act = _FUSABLE_ACTIVATIONS.get(type(following))
+        if (act is None or type(self).forward is not _BatchNorm.forward or "forward" in self.__dict__
+                or "forward" in following.__dict__):
+            return None
+        return self._normalise(x, act)
+
+    def _normalise(self, x, activation):
         if x.ndim not in self._dims:
             raise ValueError(f"{type(self).__name__} expects a {' or '.join(f'{d}-D' for d in self._dims)} input, "
                              f"got {x.ndim}-D")
@@ -175,7 +191,8 @@ class _BatchNorm(Module):
             if momentum is None:  # cumulative moving average
                 momentum = 1.0 / float(self.num_batches_tracked)
         rm, rv = (self.running_mean, self.running_var) if self.track_running_stats else (None, None)
-        return F.batch_norm(x, rm, rv, self.weight, self.bias, use_batch, momentum or 0.0, self.eps)
+        return F.batch_norm(x, rm, rv, self.weight, self.bias, use_batch, momentum or 0.0, self.eps,
+                            activation=activation)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
@@ -284,6 +301,10 @@ class ReLU(_Activation):
 class ReLU6(_Activation):
     def forward(self, x):
         return F.relu6(x)
+
+
+# The activations BatchNorm applies in its own pass (see _BatchNorm.fused_forward).
+_FUSABLE_ACTIVATIONS = {ReLU: "relu", ReLU6: "relu6"}
 
 
 class LeakyReLU(Module):

@@ -316,8 +316,17 @@ class Sequential(Module):
                 self.add_module(str(i), m)
 
     def forward(self, x):
-        for m in self._modules.values():
-            x = m(x)
+        mods = list(self._modules.values())
+        i = 0
+        while i < len(mods):
+            # A module that can absorb its successor (BatchNorm followed by ReLU or ReLU6)
+            # runs both in one pass.
+            fused = getattr(mods[i], "fused_forward", None)
+            y = fused(x, mods[i + 1]) if fused is not None and i + 1 < len(mods) else None
+            if y is not None:
+                x, i = y, i + 2
+            else:
+                x, i = mods[i](x), i + 1
         return x
 
     def __getitem__(self, i):

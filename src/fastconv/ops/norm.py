@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _device
 from ._device import kernels
-from ._validate import float_array, require_float
+from ._validate import activation_code, float_array, require_float
 
 
 def _channel_vector(v, name, c, dtype, *, writable=False):
@@ -31,7 +31,7 @@ def _check_input(input):
 
 def batch_norm(input, running_mean: Optional[np.ndarray], running_var: Optional[np.ndarray],
                weight: Optional[np.ndarray] = None, bias: Optional[np.ndarray] = None, training: bool = False,
-               momentum: float = 0.1, eps: float = 1e-5):
+               momentum: float = 0.1, eps: float = 1e-5, *, activation: Optional[str] = None):
     """BatchNorm over the channel axis (axis 1) of an (N, C, *spatial) array, as ``torch.nn.functional.batch_norm``.
 
     Eval (``training=False``) normalises with ``running_mean`` / ``running_var`` and returns ``y``.
@@ -39,7 +39,11 @@ def batch_norm(input, running_mean: Optional[np.ndarray], running_var: Optional[
     ``running_var`` in place (if given) with ``momentum`` and the unbiased variance, and returns
     ``(y, save_mean, save_invstd)`` for :func:`batch_norm_backward`. A training batch with a
     single value per channel raises ``ValueError``, as in PyTorch.
+
+    ``activation`` (``None``, ``"relu"`` or ``"relu6"``) is applied to ``y`` in the same pass over
+    memory; give the same activation and ``y`` as ``output`` to :func:`batch_norm_backward`.
     """
+    act = activation_code(activation)
     x = _check_input(input)
     c = x.shape[1]
     rm = _channel_vector(running_mean, "running_mean", c, x.dtype, writable=training)
@@ -58,35 +62,49 @@ def batch_norm(input, running_mean: Optional[np.ndarray], running_var: Optional[
             raise ValueError(f"Expected more than 1 value per channel when training, got input of shape {x.shape}")
         mean = _device.empty((c,), x.dtype, x)
         invstd = _device.empty((c,), x.dtype, x)
-        k.batch_norm_forward(x, w, b, rm, rv, y, True, momentum, eps, mean, invstd)
+        k.batch_norm_forward(x, w, b, rm, rv, y, True, momentum, eps, mean, invstd, act)
         return y, mean, invstd
     if rm is None or rv is None:
         raise ValueError("eval mode (training=False) needs running_mean and running_var")
     if x.size:
-        k.batch_norm_forward(x, w, b, rm, rv, y, False, momentum, eps, None, None)
+        k.batch_norm_forward(x, w, b, rm, rv, y, False, momentum, eps, None, None, act)
     return y
 
 
 def batch_norm_backward(grad_output, input, weight: Optional[np.ndarray], save_mean, save_invstd,
-                        training: bool = True) -> Tuple[np.ndarray, Optional[np.ndarray], np.ndarray]:
+                        training: bool = True, *, activation: Optional[str] = None,
+                        output=None) -> Tuple[np.ndarray, Optional[np.ndarray], np.ndarray]:
     """Gradients ``(grad_input, grad_weight, grad_bias)`` of :func:`batch_norm`.
 
     ``save_mean`` / ``save_invstd`` are what the training forward returned; for an eval-mode
     forward pass the running mean and ``1 / sqrt(running_var + eps)``. ``grad_weight`` is
     ``None`` when ``weight`` is.
+
+    For a forward with a fused ``activation``, pass the same ``activation`` and the forward's
+    ``output``: ``grad_output`` is then the gradient of the activated output and counts only
+    where the activation passes it (ReLU: output > 0; ReLU6: 0 < output < 6), as the separate
+    activation's backward would.
     """
+    act = activation_code(activation)
     x = _check_input(input)
     c = x.shape[1]
     g = float_array(grad_output, "grad_output", x.ndim, x.dtype)
     if g.shape != x.shape:
         raise ValueError(f"grad_output must have the input's shape {x.shape}, got {g.shape}")
+    y = None
+    if act:
+        if output is None:
+            raise ValueError(f"activation={activation!r} needs the forward's output")
+        y = float_array(output, "output", x.ndim, x.dtype)
+        if y.shape != x.shape:
+            raise ValueError(f"output must have the input's shape {x.shape}, got {y.shape}")
     w = _channel_vector(weight, "weight", c, x.dtype)
     m = _channel_vector(save_mean, "save_mean", c, x.dtype)
     s = _channel_vector(save_invstd, "save_invstd", c, x.dtype)
     gx = _device.empty(x.shape, x.dtype, x)
     gw = _device.empty((c,), x.dtype, x) if w is not None else None
     gb = _device.empty((c,), x.dtype, x)
-    kernels(x).batch_norm_backward(g, x, w, m, s, bool(training), gx, gw, gb)
+    kernels(x).batch_norm_backward(g, x, w, m, s, bool(training), gx, gw, gb, act, y)
     return gx, gw, gb
 
 
