@@ -276,6 +276,34 @@ def test_sequential_fuses_conv_bn_activation_in_inference_and_follows_weight_cha
     torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("act", [nn.ReLU, nn.ReLU6])
+def test_sequential_applies_the_activation_inside_batch_norm_in_training(act):
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.Conv2d(3, 6, 3, bias=False), nn.BatchNorm2d(6), act(), nn.Conv2d(6, 4, 1))
+    _perturb_bn(ref)
+    with torch.no_grad():  # outputs on both sides of 0 and of 6
+        ref[1].weight.mul_(4.0)
+        ref[1].bias.add_(2.0)
+    ours = ft.convert(ref).double()
+    ref.double()
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64) * 2
+    calls = []
+    with _count_fastconv_ops(calls, aten=("relu", "hardtanh", "clamp", "threshold_backward", "hardtanh_backward")):
+        a = _run(ours, x)
+    assert calls.count("batch_norm") == 1 and calls.count("batch_norm_backward") == 1, calls
+    assert not set(calls) & {"relu", "hardtanh", "clamp", "threshold_backward", "hardtanh_backward"}, calls
+    _assert_same(a, _run(ref, x), tol=1e-10)
+    for (k, p), q in zip(ours.state_dict().items(), ref.state_dict().values()):
+        torch.testing.assert_close(p, q, msg=k)  # the running statistics, updated once
+    # A forward hook on the activation must see it run: that pair then runs unfused.
+    seen = []
+    ours[2].register_forward_hook(lambda m, inp, out: seen.append(out))
+    calls.clear()
+    with _count_fastconv_ops(calls, aten=("relu", "hardtanh", "clamp")):
+        _assert_same(_run(ours, x), _run(ref, x), tol=1e-10)
+    assert len(seen) == 1 and set(calls) & {"relu", "hardtanh", "clamp"}, calls
+
+
 class _Block(nn.Module):
     """A ResNet-style block: conv → bn → relu → conv → bn plus a skip; `shared` reuses one BatchNorm
     twice and `tap` also returns conv_b's output, so those pairs must not fuse."""
@@ -372,11 +400,13 @@ def test_a_model_torch_fx_cannot_trace_converts_without_fusion():
 
 
 class _count_fastconv_ops(torch.utils._python_dispatch.TorchDispatchMode):
-    def __init__(self, calls):
+    """Records the name of every torch.ops.fastconv call, and of the aten ops named in ``aten``."""
+
+    def __init__(self, calls, aten=()):
         super().__init__()
-        self.calls = calls
+        self.calls, self.aten = calls, aten
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.namespace == "fastconv":
+        if func.namespace == "fastconv" or (func.namespace == "aten" and func._opname in self.aten):
             self.calls.append(func._opname)
         return func(*args, **(kwargs or {}))

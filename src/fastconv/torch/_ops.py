@@ -518,8 +518,10 @@ adaptive_avg_pool2d.register_autograd(_adaptive_avg_backward, setup_context=_ada
 
 @torch.library.custom_op(f"{_LIB}::batch_norm", mutates_args=(), device_types=_DEVICES)
 def batch_norm(input: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], running_mean: Optional[Tensor],
-               running_var: Optional[Tensor], training: bool, eps: float) -> Tuple[Tensor, Tensor, Tensor]:
-    """BatchNorm over axis 1; returns (output, mean, invstd) for the backward.
+               running_var: Optional[Tensor], training: bool, eps: float,
+               activation: Optional[str]) -> Tuple[Tensor, Tensor, Tensor]:
+    """BatchNorm over axis 1, then ``activation`` (None, "relu" or "relu6") in the same pass;
+    returns (output, mean, invstd) for the backward.
 
     Training normalises with the batch mean and biased variance (the running statistics
     are updated by :func:`update_running_stats`, a separate op because autograd formulas
@@ -528,9 +530,11 @@ def batch_norm(input: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], 
     """
     x = _np(input)
     if training:
-        y, mean, invstd = ops.batch_norm(x, None, None, _np(weight), _np(bias), True, 0.0, eps)
+        y, mean, invstd = ops.batch_norm(x, None, None, _np(weight), _np(bias), True, 0.0, eps,
+                                         activation=activation)
         return _torch(y), _torch(mean), _torch(invstd)
-    y = ops.batch_norm(x, _np(running_mean), _np(running_var), _np(weight), _np(bias), False, 0.0, eps)
+    y = ops.batch_norm(x, _np(running_mean), _np(running_var), _np(weight), _np(bias), False, 0.0, eps,
+                       activation=activation)
     invstd = 1.0 / torch.sqrt(running_var.detach() + eps)
     return _torch(y), running_mean.detach().clone(), invstd
 
@@ -554,22 +558,24 @@ def _(running_mean, running_var, save_mean, save_invstd, count, momentum, eps):
 
 @torch.library.custom_op(f"{_LIB}::batch_norm_backward", mutates_args=(), device_types=_DEVICES)
 def batch_norm_backward(grad_output: Tensor, input: Tensor, weight: Optional[Tensor], save_mean: Tensor,
-                        save_invstd: Tensor, training: bool, output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
-    """(grad_input, grad_weight, grad_bias) of :func:`batch_norm` (grad_weight is empty without a weight)."""
+                        save_invstd: Tensor, training: bool, activation: Optional[str], output: Optional[Tensor],
+                        output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
+    """(grad_input, grad_weight, grad_bias) of :func:`batch_norm` (grad_weight is empty without a weight);
+    ``output`` is the forward's, needed with an activation."""
     gx, gw, gb = ops.batch_norm_backward(_np(grad_output), _np(input), _np(weight), _np(save_mean),
-                                         _np(save_invstd), training)
+                                         _np(save_invstd), training, activation=activation, output=_np(output))
     keep = [a if m else None for a, m in zip((gx, gw, gb), output_mask)]
     return _t(keep[0], input), _t(keep[1], input), _t(keep[2], input)
 
 
 @batch_norm.register_fake
-def _(input, weight, bias, running_mean, running_var, training, eps):
+def _(input, weight, bias, running_mean, running_var, training, eps, activation):
     c = input.shape[1]
     return _empty(input, input.shape), input.new_empty(c), input.new_empty(c)
 
 
 @batch_norm_backward.register_fake
-def _(grad_output, input, weight, save_mean, save_invstd, training, output_mask):
+def _(grad_output, input, weight, save_mean, save_invstd, training, activation, output, output_mask):
     c = input.shape[1]
     gx = _empty(input, input.shape) if output_mask[0] else input.new_empty(0)
     gw = input.new_empty(c) if output_mask[1] and weight is not None else input.new_empty(0)
@@ -578,17 +584,19 @@ def _(grad_output, input, weight, save_mean, save_invstd, training, output_mask)
 
 
 def _bn_setup(ctx, inputs, output):
-    input, weight, bias, running_mean, running_var, training, eps = inputs
+    input, weight, bias, running_mean, running_var, training, eps, activation = inputs
     ctx.training = training
+    ctx.activation = activation
     ctx.has = (weight is not None, bias is not None)
-    ctx.save_for_backward(input, weight, output[1], output[2])
+    ctx.save_for_backward(input, weight, output[1], output[2], output[0] if activation is not None else None)
 
 
 def _bn_backward(ctx, grad, grad_mean, grad_invstd):
-    input, weight, mean, invstd = ctx.saved_tensors
+    input, weight, mean, invstd, output = ctx.saved_tensors
     need = ctx.needs_input_grad
     mask = [need[0], ctx.has[0] and need[1], ctx.has[1] and need[2]]
-    return _keep(batch_norm_backward(grad, input, weight, mean, invstd, ctx.training, mask), mask) + (None,) * 4
+    grads = batch_norm_backward(grad, input, weight, mean, invstd, ctx.training, ctx.activation, output, mask)
+    return _keep(grads, mask) + (None,) * 5
 
 
 batch_norm.register_autograd(_bn_backward, setup_context=_bn_setup)

@@ -228,13 +228,14 @@ def adaptive_max_pool2d(input: Tensor, output_size, return_indices: bool = False
 
 def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
                weight: Optional[Tensor] = None, bias: Optional[Tensor] = None, training: bool = False,
-               momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
-    """``torch.nn.functional.batch_norm``: training updates ``running_mean``/``running_var`` in place."""
+               momentum: float = 0.1, eps: float = 1e-5, *, activation: Optional[str] = None) -> Tensor:
+    """``torch.nn.functional.batch_norm``: training updates ``running_mean``/``running_var`` in place.
+    ``activation`` (``"relu"`` or ``"relu6"``) is applied in the same pass, forward and backward."""
     _check("batch_norm", input=input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
     if not training and (running_mean is None or running_var is None):
         raise ValueError("batch_norm in eval mode (training=False) needs running_mean and running_var")
     y, mean, invstd = _ops.batch_norm(input, weight, bias, running_mean, running_var, bool(training),
-                                                    float(eps))
+                                      float(eps), _activation(activation))
     if training and running_mean is not None:
         count = input.numel() // input.shape[1]  # > 1: the op refuses a batch with one value per channel
         _ops.update_running_stats(running_mean, running_var, mean, invstd, count, float(momentum),

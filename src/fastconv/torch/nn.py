@@ -85,6 +85,10 @@ class _BatchNormForward:
         done = self.__dict__.pop("_fastconv_normalised", None)
         if done is not None and done() is input and not self.training:
             return input  # the convolution before it has applied it (see Conv2d)
+        return self._normalise(input, None)
+
+    def _normalise(self, input: Tensor, activation: Optional[str]) -> Tensor:
+        """BatchNorm, then ``activation`` in the same pass (see :class:`Sequential`)."""
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
@@ -94,7 +98,7 @@ class _BatchNormForward:
         keep_stats = not self.training or self.track_running_stats
         return F.batch_norm(input, self.running_mean if keep_stats else None,
                             self.running_var if keep_stats else None, self.weight, self.bias, use_batch_stats,
-                            factor, self.eps)
+                            factor, self.eps, activation=activation)
 
 
 class BatchNorm1d(_BatchNormForward, nn.BatchNorm1d):
@@ -146,6 +150,15 @@ def _fusable_bn(conv: nn.Module, bn: nn.Module) -> bool:
             and not _hooked(conv, bn))
 
 
+def _bn_activation(bn: nn.Module, act: nn.Module) -> Optional[str]:
+    """The activation a fastconv BatchNorm can apply itself in place of the module ``act`` after it:
+    "relu" / "relu6" for a plain ReLU / ReLU6, with no forward hook on either module; else None."""
+    activation = _FUSED_ACTIVATIONS.get(type(act))
+    if activation is None or type(bn) not in (BatchNorm1d, BatchNorm2d) or _hooked(bn, act):
+        return None
+    return activation
+
+
 def _hooked(*modules: nn.Module) -> bool:
     if getattr(torch_module, "_global_forward_hooks", None) or getattr(torch_module, "_global_forward_pre_hooks", None):
         return True
@@ -174,11 +187,12 @@ def _conv_bn(cache_owner: dict, slot, conv, bn, act, input):
 class Sequential(nn.Sequential):
     """``torch.nn.Sequential`` that, in inference, runs each Conv2d → BatchNorm2d (→ ReLU/ReLU6) run of
     its children as one fused convolution (``torch.ops.fastconv.conv2d_bn``: the BatchNorm folded into
-    the weights, the activation into the epilogue).
+    the weights, the activation into the epilogue), and otherwise (in training) each BatchNorm →
+    ReLU/ReLU6 pair as one BatchNorm whose pass applies the activation, forward and backward.
 
-    The children and the state_dict are unchanged, and the fusion is decided per call: a run fuses
-    only while its BatchNorm is in eval mode (running statistics); in training every child runs on
-    its own. Gradients flow through the fused op too.
+    The children and the state_dict are unchanged, and the fusion is decided per call: a conv run
+    fuses only while its BatchNorm is in eval mode (running statistics). A forward hook on a child
+    (or a global one) keeps that child running on its own. Gradients flow through the fused ops too.
     """
 
     def forward(self, input):
@@ -191,6 +205,10 @@ class Sequential(nn.Sequential):
                        if i + 2 < len(layers) and not _hooked(layers[i + 2]) else None)
                 input = _conv_bn(self.__dict__, i, layers[i], layers[i + 1], act, input)
                 i += 3 if act is not None else 2
+            elif not tracing and i + 1 < len(layers) and _bn_activation(layers[i], layers[i + 1]) is not None:
+                layers[i]._check_input_dim(input)
+                input = layers[i]._normalise(input, _bn_activation(layers[i], layers[i + 1]))
+                i += 2
             else:
                 input = layers[i](input)
                 i += 1
