@@ -117,6 +117,24 @@ def test_direct_convolution_gradients(isa, rng, n, c_in, c_out, size, kernel, kw
         assert close(g, r), (name, float(np.abs(g - r).max()))
 
 
+# A 1x1 convolution over planes narrower than four micro-kernel tiles runs, forward and backward
+# data, as one GEMM whose columns run through every image of the batch. These shapes put one image
+# or many (a 1x1 plane) in a tile, and planes on both sides of the size where that stops.
+@pytest.mark.parametrize("n,c_in,c_out,size", [(2, 5, 7, (7, 7)), (70, 16, 9, (1, 1)), (3, 9, 4, (2, 3)),
+                                               (5, 6, 13, (14, 14)), (2, 4, 3, (15, 17)), (2, 4, 3, (16, 16))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pointwise_convolution_over_small_planes(isa, rng, n, c_in, c_out, size, dtype):
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    x = rng.standard_normal((n, c_in, *size)).astype(dtype)
+    w = rng.standard_normal((c_out, c_in, 1, 1)).astype(dtype)
+    b = rng.standard_normal(c_out).astype(dtype)
+    for act in (None, "relu6"):
+        assert close(ops.conv2d(x, w, b, activation=act, algo="pointwise"), conv(x, w, b, activation=act), tol), act
+    gy = rng.standard_normal((n, c_out, *size)).astype(dtype)
+    for name, g, r in zip(("input", "weight", "bias"), ops.conv2d_backward(gy, x, w), conv_backward(gy, x, w)):
+        assert close(g, r, tol), (name, float(np.abs(g - r).max()))
+
+
 def test_weight_gradient_ignores_inputs_that_no_window_reads(isa, rng):
     # Stride 2 and a 3x3 kernel over 10 x 402 never read row 9 or column 401. The direct
     # kernel's vectors run over those positions (past each row's last output): an Inf

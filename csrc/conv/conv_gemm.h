@@ -147,6 +147,34 @@ struct ConvScratch {
   T* col(int t) const { return buf.data() + t * per_thread + gemm_scratch_per_thread<T>(); }
 };
 
+// A pointwise convolution with one group over planes narrower than a few
+// micro-kernel tiles: per-image GEMMs would pad every plane to whole NR-column
+// tiles (a 7x7 plane fills 49 of 64 columns), so one GEMM runs over all the
+// images' columns side by side (PackBImages) into an M x (n * P) buffer, which
+// is then copied out plane by plane.
+template <class T>
+bool batch_small_planes(const ConvNdArgs<T>& a, const ConvShape<T>& s) {
+  return s.pointwise && a.groups == 1 && a.n > 1 && s.P < 4 * gemm_nr<T>();
+}
+
+// dst[img][m][p] = src[m][img * P + p] for a (rows x n * P) matrix src.
+template <class T>
+void scatter_image_columns(const T* src, int64_t rows, int64_t n, int64_t P, T* dst, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) collapse(2) if (threads > 1)
+  for (int64_t img = 0; img < n; ++img)
+    for (int64_t r = 0; r < rows; ++r) copy_floats(dst + (img * rows + r) * P, src + r * n * P + img * P, P);
+}
+
+// out[img] (m x P) = A (m x k) * b[img] (k x P) for every image, as one GEMM over the
+// images' columns side by side, through an m x (n * P) buffer.
+template <class PackA, class T>
+void gemm_image_columns(int64_t m, int64_t k, const PackA& pack_a, const T* b, int64_t n, int64_t P, T* out,
+                        const EpilogueT<T>& epi, int threads) {
+  Scratch<T> c(checked_mul(m, n * P));
+  gemm_parallel(m, n * P, k, pack_a, PackBImages<T>{b, P, P, k * P}, c.data(), n * P, epi, threads);
+  scatter_image_columns(c.data(), m, n, P, out, threads);
+}
+
 template <class T>
 void conv_gemm_forward(const ConvForward<T>& f) {
   const ConvNdArgs<T>& a = f.g;
@@ -165,6 +193,10 @@ void conv_gemm_forward(const ConvForward<T>& f) {
   auto input = [&](int64_t job) { return f.x + s.in_offset(job); };
   auto operand_b = [&](int64_t job, const T* col) { return PackBStrided<T>{s.pointwise ? input(job) : col, s.P, 1}; };
   auto operand_a = [&](int64_t job) { return PackAStrided<T>{f.weight + s.weight_offset(job), s.K, 1}; };
+  if (batch_small_planes(a, s)) {
+    gemm_image_columns(a.c_out, s.K, operand_a(0), f.x, a.n, s.P, f.y, epilogue(0), threads);
+    return;
+  }
 
   if (jobs >= threads && threads > 1) {
     // Enough (image, group) jobs to give each thread whole GEMMs of its own.
@@ -200,6 +232,10 @@ void conv_gemm_backward_data(const ConvBackward<T>& b) {
   auto operand_a = [&](int64_t job) { return PackAStrided<T>{b.weight + s.weight_offset(job), 1, s.K}; };
   auto operand_b = [&](int64_t job) { return PackBStrided<T>{b.grad_y + s.out_offset(job), s.P, 1}; };
   auto grad_x = [&](int64_t job) { return b.grad_x + s.in_offset(job); };
+  if (batch_small_planes(a, s)) {
+    gemm_image_columns(s.K, a.c_out, operand_a(0), b.grad_y, a.n, s.P, b.grad_x, none, threads);
+    return;
+  }
 
   if (jobs >= threads && threads > 1) {
     ConvScratch<T> scratch(threads, col_elems);

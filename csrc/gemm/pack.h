@@ -73,5 +73,35 @@ struct PackBStrided {
   }
 };
 
+// B whose columns run through several images: element (p, j) at
+// b[(j / cols_per_image) * image_stride + p * rs + j % cols_per_image]. A
+// pointwise convolution's small planes side by side, so that one GEMM covers
+// the whole batch instead of one narrow GEMM per image.
+template <class T>
+struct PackBImages {
+  using Scalar = T;
+  const T* b;
+  int64_t rs, cols_per_image, image_stride;
+
+  void operator()(T* dst, int64_t j0, int64_t nc, int64_t p0, int64_t kc) const {
+    constexpr int NR = gemm_nr<T>();
+    for (int64_t s = 0; s < nc; s += NR) {
+      const int64_t cols = imin(NR, nc - s);
+      T* d = dst + s * kc;
+      for (int64_t p = 0; p < kc; ++p) {
+        T* out = d + p * NR;
+        int64_t done = 0;
+        while (done < cols) {  // one run per image the sliver touches
+          const int64_t j = j0 + s + done, img = j / cols_per_image, off = j % cols_per_image;
+          const int64_t run = imin(cols_per_image - off, cols - done);
+          copy_floats(out + done, b + img * image_stride + (p0 + p) * rs + off, run);
+          done += run;
+        }
+        fill_floats(out + cols, T(0), NR - cols);
+      }
+    }
+  }
+};
+
 }  // namespace FC_NS
 }  // namespace fastconv
