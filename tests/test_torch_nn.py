@@ -304,6 +304,31 @@ def test_sequential_applies_the_activation_inside_batch_norm_in_training(act):
     assert len(seen) == 1 and set(calls) & {"relu", "hardtanh", "clamp"}, calls
 
 
+class _ConvThenSequential(nn.Module):
+    """A convolution whose only reader is a Sequential(BatchNorm2d, ReLU): the traced pair fuses in
+    inference, and the Sequential must then neither normalise again nor skip the ReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.post = nn.Conv2d(3, 4, 3), nn.Sequential(nn.BatchNorm2d(4), nn.ReLU())
+
+    def forward(self, x):
+        return self.post(self.conv(x))
+
+
+def test_a_traced_conv_bn_pair_into_a_sequential_runs_the_activation_once_and_the_batchnorm_once():
+    torch.manual_seed(0)
+    ref = _ConvThenSequential()
+    _perturb_bn(ref)
+    ours = ft.convert(ref)
+    assert ft.conversion_report(ours).fused == [("conv", "post.0")]
+    x = torch.randn(2, 3, 8, 8)
+    for train in (False, True):
+        ref.train(train), ours.train(train)
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+
+
 class _Block(nn.Module):
     """A ResNet-style block: conv → bn → relu → conv → bn plus a skip; `shared` reuses one BatchNorm
     twice and `tap` also returns conv_b's output, so those pairs must not fuse."""

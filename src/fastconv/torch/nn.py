@@ -81,7 +81,6 @@ class _BatchNormForward:
     ``num_batches_tracked``) on fastconv's BatchNorm."""
 
     def forward(self, input: Tensor) -> Tensor:
-        self._check_input_dim(input)
         done = self.__dict__.pop("_fastconv_normalised", None)
         if done is not None and done() is input and not self.training:
             return input  # the convolution before it has applied it (see Conv2d)
@@ -89,6 +88,7 @@ class _BatchNormForward:
 
     def _normalise(self, input: Tensor, activation: Optional[str]) -> Tensor:
         """BatchNorm, then ``activation`` in the same pass (see :class:`Sequential`)."""
+        self._check_input_dim(input)
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
@@ -152,9 +152,11 @@ def _fusable_bn(conv: nn.Module, bn: nn.Module) -> bool:
 
 def _bn_activation(bn: nn.Module, act: nn.Module) -> Optional[str]:
     """The activation a fastconv BatchNorm can apply itself in place of the module ``act`` after it:
-    "relu" / "relu6" for a plain ReLU / ReLU6, with no forward hook on either module; else None."""
+    "relu" / "relu6" for a plain ReLU / ReLU6, with no forward hook on either module and no fused
+    convolution's result waiting to pass through the BatchNorm (see Conv2d); else None."""
     activation = _FUSED_ACTIVATIONS.get(type(act))
-    if activation is None or type(bn) not in (BatchNorm1d, BatchNorm2d) or _hooked(bn, act):
+    if (activation is None or type(bn) not in (BatchNorm1d, BatchNorm2d) or "_fastconv_normalised" in bn.__dict__
+            or _hooked(bn, act)):
         return None
     return activation
 
@@ -205,9 +207,10 @@ class Sequential(nn.Sequential):
                        if i + 2 < len(layers) and not _hooked(layers[i + 2]) else None)
                 input = _conv_bn(self.__dict__, i, layers[i], layers[i + 1], act, input)
                 i += 3 if act is not None else 2
-            elif not tracing and i + 1 < len(layers) and _bn_activation(layers[i], layers[i + 1]) is not None:
-                layers[i]._check_input_dim(input)
-                input = layers[i]._normalise(input, _bn_activation(layers[i], layers[i + 1]))
+                continue
+            fused_act = _bn_activation(layers[i], layers[i + 1]) if not tracing and i + 1 < len(layers) else None
+            if fused_act is not None:
+                input = layers[i]._normalise(input, fused_act)
                 i += 2
             else:
                 input = layers[i](input)
