@@ -271,7 +271,7 @@ def test_sequential_fuses_conv_bn_activation_in_inference_and_follows_weight_cha
     with torch.no_grad():
         copied[1].bias.add_(1.0)
         torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
-    ours.train()  # training runs every child on its own (batch statistics)
+    ours.train()  # training: no conv + BN fusion (batch statistics); BN + ReLU6 run as one op
     ref.train()
     torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
 

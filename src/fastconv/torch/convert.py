@@ -70,7 +70,8 @@ def convert(model: nn.Module, inplace: bool = False, *, verbose: bool = False) -
     ``nn.Conv2d``, ``nn.ConvTranspose2d``, ``nn.BatchNorm1d/2d``, ``nn.MaxPool2d``,
     ``nn.AvgPool2d``, ``nn.AdaptiveAvgPool2d``, ``nn.Linear``, and ``nn.Sequential``, which
     then runs each Conv2d → BatchNorm2d (→ ReLU/ReLU6) run of its children as one fused
-    convolution in eval mode) becomes its :mod:`fastconv.torch.nn` drop-in, keeping its
+    convolution in eval mode, and each BatchNorm → ReLU/ReLU6 pair as one BatchNorm op in
+    training) becomes its :mod:`fastconv.torch.nn` drop-in, keeping its
     parameters, buffers, hooks and training mode; everything else (activations, additions, a user's own layers, layers
     on another device or dtype) runs as before. ``inplace=False`` converts a deep copy.
 
