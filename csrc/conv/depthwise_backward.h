@@ -37,6 +37,9 @@ struct Plane {
   int64_t Wd;       // row length of the zero-padded grad_y copy
   int64_t x_phase_elems;  // the x phase planes; the padded-row scratch follows them
   int64_t x_elems, dy_elems, dx_elems;
+  // Where filter column j's run of x starts in the phase planes: (phase * H) * Wq + shift,
+  // with phase (j * dw) % sw and shift (j * dw) / sw.
+  std::vector<int64_t> xoff;
 
   explicit Plane(const ConvNdArgs<T>& a) {
     constexpr int L = Vec<T>::kWidth;
@@ -54,6 +57,7 @@ struct Plane {
     x_elems = x_phase_elems + per_thread_floats(sw * Wq);
     dy_elems = per_thread_floats(mult * Ho * Wd);
     dx_elems = per_thread_floats(sw * Wu_len);
+    for (int64_t j = 0; j < kw; ++j) xoff.push_back(((j * dw) % sw) * H * Wq + (j * dw) / sw);
   }
 };
 
@@ -87,17 +91,17 @@ void copy_x_phases(const Plane<T>& g, const T* x, T* xph, T* row) {
   }
 }
 
-// grad_w[i, 0 .. kw) += the plane's contribution for filter row i. `xoff[j]` is
-// where filter column j's x phase run starts within a phase row block:
-// (phase * H) * Wq + shift. KW > 0 fixes kw at compile time, so that the
+// grad_w[i, 0 .. kw) += the plane's contribution for filter row i (column j's x
+// run at g.xoff[j] in each phase row). KW > 0 fixes kw at compile time, so that the
 // accumulators live in registers; each grad_y vector is loaded once for the
 // whole filter row, and two vectors of a row go at once so that 2 * KW
 // independent FMA chains hide the FMA latency. KW = 0 takes kw at run time.
 template <class T, int KW>
-void weight_grad_row(const Plane<T>& g, int64_t i, const T* dy, const T* xph, const int64_t* xoff, T* grad_w) {
+void weight_grad_row(const Plane<T>& g, int64_t i, const T* dy, const T* xph, T* grad_w) {
   using V = Vec<T>;
   constexpr int L = V::kWidth;
   const int64_t kw = KW > 0 ? KW : g.kw;
+  const int64_t* xoff = g.xoff.data();
   if constexpr (KW > 0) {
     V a0[KW], a1[KW];
 #pragma GCC unroll 8
@@ -143,20 +147,20 @@ void weight_grad_row(const Plane<T>& g, int64_t i, const T* dy, const T* xph, co
 }
 
 template <class T>
-void weight_grad_plane(const Plane<T>& g, const T* dy, const T* xph, const int64_t* xoff, T* grad_w) {
+void weight_grad_plane(const Plane<T>& g, const T* dy, const T* xph, T* grad_w) {
   for (int64_t i = 0; i < g.kh; ++i) {
     switch (g.kw) {
       case 3:
-        weight_grad_row<T, 3>(g, i, dy, xph, xoff, grad_w);
+        weight_grad_row<T, 3>(g, i, dy, xph, grad_w);
         break;
       case 5:
-        weight_grad_row<T, 5>(g, i, dy, xph, xoff, grad_w);
+        weight_grad_row<T, 5>(g, i, dy, xph, grad_w);
         break;
       case 7:
-        weight_grad_row<T, 7>(g, i, dy, xph, xoff, grad_w);
+        weight_grad_row<T, 7>(g, i, dy, xph, grad_w);
         break;
       default:
-        weight_grad_row<T, 0>(g, i, dy, xph, xoff, grad_w);
+        weight_grad_row<T, 0>(g, i, dy, xph, grad_w);
     }
   }
 }
@@ -276,8 +280,6 @@ void depthwise_backward(const ConvBackward<T>& b) {
     T* dyp = xph + g.x_elems;
     T* dxs = dyp + g.dy_elems;
     const PhaseTaps pt(g.kw, g.dw, g.sw);
-    std::vector<int64_t> xoff(g.kw);
-    for (int64_t j = 0; j < g.kw; ++j) xoff[j] = ((j * g.dw) % g.sw) * g.H * g.Wq + (j * g.dw) / g.sw;
     std::vector<std::pair<const T*, const T*>> rows;
     std::vector<std::pair<T, const T*>> tap_runs;
     rows.reserve(g.kh * g.mult);
@@ -290,7 +292,7 @@ void depthwise_backward(const ConvBackward<T>& b) {
         const T* dy = b.grad_y + (n * a.c_out + c * g.mult) * out_plane;
         if (gw) {
           copy_x_phases(g, b.x + (n * a.c_in + c) * in_plane, xph, xph + g.x_phase_elems);
-          for (int64_t m = 0; m < g.mult; ++m) weight_grad_plane(g, dy + m * out_plane, xph, xoff.data(), gw + m * taps);
+          for (int64_t m = 0; m < g.mult; ++m) weight_grad_plane(g, dy + m * out_plane, xph, gw + m * taps);
         }
         if (b.grad_x) {
           copy_dy_padded(g, dy, out_plane, dyp);
