@@ -343,7 +343,6 @@ def _accumulate(a, b):
     return a + b
 
 
-
 def _gpu_data(arr, dtype):
     """A GPU array as a Tensor's data: its Numba view (no copy, no dtype conversion)."""
     from .cuda import _interop

@@ -77,9 +77,9 @@ def convert(model: nn.Module, inplace: bool = False, *, verbose: bool = False) -
 
     Conv2d → BatchNorm2d pairs elsewhere (a ResNet block's ``conv1``/``bn1``) are found by
     tracing ``model.forward`` with ``torch.fx``: where a convolution's output goes to one
-    BatchNorm2d and nowhere else, inference runs the two as one convolution too. Neither
-    fusion applies in training, under ``torch.compile``, or while a forward hook is
-    registered on either layer (or globally); a model that cannot be traced runs unfused.
+    BatchNorm2d and nowhere else, inference runs the two as one convolution too. These pairs
+    do not fuse in training, under ``torch.compile``, or while a forward hook is registered on
+    either layer (or globally); a model that cannot be traced runs them unfused.
     The pairs are found once: after replacing a model's layers or rewiring its forward,
     convert it again (``inplace=True``) to find them anew.
 
