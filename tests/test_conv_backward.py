@@ -117,6 +117,42 @@ def test_direct_convolution_gradients(isa, rng, n, c_in, c_out, size, kernel, kw
         assert close(g, r), (name, float(np.abs(g - r).max()))
 
 
+# A 1x1 convolution with stride 1 and no padding: on large enough planes its weight gradient
+# runs on the direct kernel reading x and grad_y where they lie (no copies), a plane's last
+# vector masked. Planes that are not a whole number of vectors, both thread splits, planes
+# longer than one cache pass, and groups.
+@pytest.mark.parametrize("n,c_in,c_out,size,groups", [
+    (1, 5, 7, (23, 29), 1),     # the threads share one image
+    (3, 6, 9, (24, 25), 1),     # the threads take whole images
+    (1, 256, 4, (48, 47), 1),   # more than one cache pass over the plane
+    (3, 96, 5, (40, 39), 1),
+    (2, 8, 6, (23, 23), 2),
+])
+def test_pointwise_weight_gradient_over_large_planes(isa, rng, n, c_in, c_out, size, groups):
+    x = rng.standard_normal((n, c_in, *size)).astype(np.float32)
+    w = rng.standard_normal((c_out, c_in // groups, 1, 1)).astype(np.float32)
+    gy = rng.standard_normal((n, c_out, *size)).astype(np.float32)
+    g = ops.conv2d_backward(gy, x, w, groups=groups, needs=(False, True, False))[1]
+    r = conv_backward(gy, x, w, groups=groups)[1]
+    assert close(g, r), float(np.abs(g - r).max())
+
+
+def test_pointwise_weight_gradient_keeps_each_plane_to_itself(isa, rng):
+    # Read in place, a plane's last vector runs on into the next channel's plane: an Inf at
+    # the start of grad_y's channel 1 or x's channel 2 may reach only that channel's gradients.
+    x = rng.standard_normal((2, 4, 23, 29)).astype(np.float32)
+    w = rng.standard_normal((3, 4, 1, 1)).astype(np.float32)
+    gy = rng.standard_normal((2, 3, 23, 29)).astype(np.float32)
+    ref = conv_backward(gy, x, w)[1]
+    gy_inf, x_inf = gy.copy(), x.copy()
+    gy_inf[:, 1, 0, 0] = np.inf
+    x_inf[:, 2, 0, 0] = np.inf
+    g = ops.conv2d_backward(gy_inf, x, w, needs=(False, True, False))[1]
+    assert np.isinf(g[1]).any() and close(g[[0, 2]], ref[[0, 2]])
+    g = ops.conv2d_backward(gy, x_inf, w, needs=(False, True, False))[1]
+    assert np.isinf(g[:, 2]).any() and close(g[:, [0, 1, 3]], ref[:, [0, 1, 3]])
+
+
 # A 1x1 convolution over planes narrower than four micro-kernel tiles runs, forward and backward
 # data, as one GEMM whose columns run through every image of the batch. These shapes put one image
 # or many (a 1x1 plane) in a tile, and planes on both sides of the size where that stops.

@@ -32,7 +32,9 @@ namespace FC_NS {
 // of at least 100 outputs per output channel. Scalar: 0.4-0.7 everywhere, so never.
 // 1x1 convolutions gain less (one tap per input channel): at batch 8, 14x14 planes
 // (13 vectors per image) ran 0.78-1.04 and 7x7 ones 0.39-0.67, while 28x28 and larger
-// ran 1.0-2.4; so on AVX-512 a 1x1 kernel also needs 32 vectors per image.
+// ran 1.0-2.4; so on AVX-512 a 1x1 kernel also needs 32 vectors per image. Reading the
+// planes in place (WgradPlan::raw) made 28x28 and larger 1.2-2.2x faster again, but
+// left 14x14 at 0.96-1.20 and 7x7 at 0.42-0.87 of the GEMM, so the rule stands.
 #if defined(__AVX512F__)
 constexpr int kWgradMR = 4, kWgradNT = 6;
 #elif defined(__AVX2__)
@@ -48,6 +50,11 @@ constexpr int kWgradMR = 4, kWgradNT = 4;
 struct WgradPlan {
   static constexpr int L = VecF::kWidth;
   PhaseLayout phase;
+  // A 1x1 convolution with stride 1 and no padding: its phase layout is the input
+  // itself (one phase, wq = w) and its flat outputs are grad_y's planes, so the
+  // tiles read x and grad_y where they lie, P = h * w floats a channel, and nothing
+  // is copied. The copies cost more than the sums of one tap.
+  bool raw;
   int64_t taps, cin_g, cout_g, K;  // K = cin_g * taps: columns of a group's gradient
   int64_t vecs;                    // vectors of flat outputs per image
   int64_t gy_stride;               // floats per channel of the flat grad_y
@@ -61,13 +68,16 @@ struct WgradPlan {
 
   explicit WgradPlan(const Conv2dArgs& a)
       : phase(a, L),
+        raw(a.kh == 1 && a.kw == 1 && a.stride_h == 1 && a.stride_w == 1 && a.pad_top == 0 && a.pad_left == 0 &&
+            a.h_out == a.h && a.w_out == a.w),
         taps(a.kh * a.kw),
         cin_g(a.c_in / a.groups),
         cout_g(a.c_out / a.groups),
         K(cin_g * taps),
         vecs(ceil_div(phase.flat_outputs, L)),
-        gy_stride(vecs * L),
-        x_image(per_thread_floats(checked_mul(a.c_in, phase.channel_stride))),
+        gy_stride(raw ? phase.flat_outputs : vecs * L),
+        x_image(raw ? checked_mul(a.c_in, phase.channel_stride)
+                    : per_thread_floats(checked_mul(a.c_in, phase.channel_stride))),
         gy_image(checked_mul(a.c_out, gy_stride)),
         co_blocks(ceil_div(cout_g, kWgradMR)),
         k_groups(ceil_div(K, kWgradNT)),
@@ -118,8 +128,9 @@ struct WgradPlan {
 // `gy_image` and `x_image` floats further. The sums start from `part` (MR x NT
 // vectors) and go back there; without `part` they start at zero and are added to
 // dw[i * ldw + k]. Rows and columns past m and nt repeat the last valid one; their
-// sums are dropped.
-template <int MR, int NT>
+// sums are dropped. kMaskGy masks grad_y's partial vectors as well as x's: in the raw
+// layout their other lanes hold the next channel (the flat grad_y has zeros there).
+template <int MR, int NT, bool kMaskGy>
 inline void wgrad_tile(const float* gy, int64_t gy_stride, int m, const float* const* x, int nt, int64_t images,
                        int64_t gy_image, int64_t x_image, const unsigned* masks, int64_t v0, int64_t v1, VecF* part,
                        float* dw, int64_t ldw) {
@@ -141,9 +152,9 @@ inline void wgrad_tile(const float* gy, int64_t gy_stride, int m, const float* c
       const int64_t off = v * L;
       const unsigned bits = masks[v];
       VecF gv[MR];
-#pragma GCC unroll 8
-      for (int i = 0; i < MR; ++i) gv[i] = VecF::load(g[i] + off);
       if (bits == kAll) {
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; ++i) gv[i] = VecF::load(g[i] + off);
 #pragma GCC unroll 8
         for (int k = 0; k < NT; ++k) {
           const VecF xv = VecF::load(xs[k] + off);
@@ -151,6 +162,8 @@ inline void wgrad_tile(const float* gy, int64_t gy_stride, int m, const float* c
           for (int i = 0; i < MR; ++i) acc[i][k] = VecF::fmadd(gv[i], xv, acc[i][k]);
         }
       } else {
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; ++i) gv[i] = kMaskGy ? VecF::load_mask(g[i] + off, bits) : VecF::load(g[i] + off);
 #pragma GCC unroll 8
         for (int k = 0; k < NT; ++k) {
           const VecF xv = VecF::load_mask(xs[k] + off, bits);
@@ -211,9 +224,14 @@ inline void wgrad_task(const WgradPlan& p, const float* phases, const float* gy,
           const int64_t col = k0 + k;
           x[k] = group_in + n * p.x_image + (col / p.taps) * p.phase.channel_stride + p.offs.data()[col % p.taps];
         }
-        wgrad_tile<MR, NT>(gy_rows + n * p.gy_image, p.gy_stride, m, x, nt, staged ? 1 : images, p.gy_image,
-                           p.x_image, p.masks.data(), v0, v1, staged ? part + (kg - kg0) * MR * NT : nullptr,
-                           dw_rows + k0, p.K);
+        VecF* tile_part = staged ? part + (kg - kg0) * MR * NT : nullptr;
+        const int64_t tile_images = staged ? 1 : images;
+        if (p.raw)
+          wgrad_tile<MR, NT, true>(gy_rows + n * p.gy_image, p.gy_stride, m, x, nt, tile_images, p.gy_image,
+                                   p.x_image, p.masks.data(), v0, v1, tile_part, dw_rows + k0, p.K);
+        else
+          wgrad_tile<MR, NT, false>(gy_rows + n * p.gy_image, p.gy_stride, m, x, nt, tile_images, p.gy_image,
+                                    p.x_image, p.masks.data(), v0, v1, tile_part, dw_rows + k0, p.K);
       }
     }
   }
@@ -242,8 +260,8 @@ inline void fill_flat_grad(const Conv2dArgs& a, const WgradPlan& p, const float*
 // weight shape, geometry); gy is grad_y, dw the (c_out, c_in / groups, kh, kw) output.
 // Image by image with at least as many images as threads, each thread takes whole
 // images into a private gradient, and the private gradients are added at the end.
-// Otherwise, per slice, the threads fill its phase-split input and flat grad_y, then
-// share its tasks, each owning its gradient elements: every element is then summed
+// Otherwise, per slice, the threads fill its phase-split input and flat grad_y (raw
+// planes need neither), then share its tasks, each owning its gradient elements: every element is then summed
 // in the same order whatever the thread count.
 inline bool conv2d_weight_grad_direct(const Conv2dArgs& a, const float* gy, float* dw) {
   constexpr int MR = kWgradMR, NT = kWgradNT;
@@ -265,28 +283,47 @@ inline bool conv2d_weight_grad_direct(const Conv2dArgs& a, const float* gy, floa
 
   const int64_t w_elems = a.c_out * p.K;
   if (p.images == 1 && a.n >= threads && threads > 1) {
-    const int64_t x_floats = p.x_image + p.phase.slack;
+    // Raw planes need no copies: only the staged sums and the private gradient.
+    const int64_t x_floats = p.raw ? 0 : per_thread_floats(p.x_image + p.phase.slack);
+    const int64_t gy_floats = p.raw ? 0 : p.gy_image;
     const int64_t mine_floats = per_thread_floats(w_elems);
-    const int64_t per_thread = per_thread_floats(x_floats) + p.gy_image + part_floats + mine_floats;
+    const int64_t per_thread = x_floats + gy_floats + part_floats + mine_floats;
     AlignedBuffer buf(checked_mul(threads, per_thread), true);
     auto mine_of = [&](int u) { return buf.data() + u * per_thread + per_thread - mine_floats; };
 #pragma omp parallel num_threads(threads)
     {
       float* ph = buf.data() + omp_get_thread_num() * per_thread;
-      float* flat = ph + per_thread_floats(x_floats);
-      VecF* part = reinterpret_cast<VecF*>(flat + p.gy_image);
+      float* flat = ph + x_floats;
+      VecF* part = reinterpret_cast<VecF*>(flat + gy_floats);
       float* mine = mine_of(omp_get_thread_num());
       // A static split: which images a private gradient sums must not vary from call to call.
 #pragma omp for schedule(static)
       for (int64_t n = 0; n < a.n; ++n) {
-        for (int64_t c = 0; c < per_image_fills; ++c) fill(n, c, ph, flat, false);
-        for (int64_t t = 0; t < tasks; ++t) wgrad_task(p, ph, flat, 1, t, part, mine);
+        const float* xs = p.raw ? a.x + n * p.x_image : ph;
+        const float* gys = p.raw ? gy + n * p.gy_image : flat;
+        if (!p.raw)
+          for (int64_t c = 0; c < per_image_fills; ++c) fill(n, c, ph, flat, false);
+        for (int64_t t = 0; t < tasks; ++t) wgrad_task(p, xs, gys, 1, t, part, mine);
       }
       sum_thread_parts(mine_of(0), per_thread, threads, w_elems, dw);
     }
     return true;
   }
   std::memset(dw, 0, sizeof(float) * w_elems);
+  AlignedBuffer parts(checked_mul(threads, part_floats));
+  if (p.raw) {
+    for (int64_t n0 = 0; n0 < a.n; n0 += p.images) {
+      const int64_t images = imin(p.images, a.n - n0);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+      {
+        VecF* part = reinterpret_cast<VecF*>(parts.data() + omp_get_thread_num() * part_floats);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < tasks; ++t)
+          wgrad_task(p, a.x + n0 * p.x_image, gy + n0 * p.gy_image, images, t, part, dw);
+      }
+    }
+    return true;
+  }
   // The fills write only input positions, and with shared padding columns (phase.h)
   // a row's reads run on into the next row, channel or image, or the slack past the
   // last, where the padding must read as zero. The first slice's fills clear their
@@ -297,7 +334,6 @@ inline bool conv2d_weight_grad_direct(const Conv2dArgs& a, const float* gy, floa
     std::memset(phases.data() + i * p.x_image + x_used, 0, sizeof(float) * (p.x_image - x_used));
   std::memset(phases.data() + p.images * p.x_image, 0, sizeof(float) * p.phase.slack);
   AlignedBuffer flat_gy(checked_mul(p.images, p.gy_image));
-  AlignedBuffer parts(checked_mul(threads, part_floats));
   for (int64_t n0 = 0; n0 < a.n; n0 += p.images) {
     const int64_t images = imin(p.images, a.n - n0);
 #pragma omp parallel num_threads(threads) if (threads > 1)
