@@ -52,6 +52,27 @@ def test_bad_arguments(kwargs, exc, match):
         conv2d(**args)
 
 
+def test_a_remembered_geometry_is_reused_only_for_the_same_arguments():
+    # conv2d remembers the validated geometry of plain int/str/tuple arguments; equal-comparing
+    # arguments of other types (1.0 == True == 1) and other shapes are still validated.
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    first = conv2d(x, w, stride=1, padding=1)
+    np.testing.assert_array_equal(conv2d(x, w, stride=1, padding=1), first)
+    assert conv2d(x, w, stride=(2, 2), padding=1).shape == (2, 6, 4, 4)
+    with pytest.raises(TypeError, match="stride must be an int"):
+        conv2d(x, w, stride=1.0, padding=1)
+    with pytest.raises(TypeError, match="stride must be an int, got bool"):
+        conv2d(x, w, stride=True, padding=1)
+    with pytest.raises(TypeError, match="padding must be an int"):
+        conv2d(x, w, stride=1, padding=(1.0, 1))
+    with pytest.raises(ValueError, match="input has 2 channels but weight expects 4"):
+        conv2d(x[:, :2].copy(), w, stride=1, padding=1)
+    with pytest.raises(ValueError, match="kernel height .* larger than the padded input"):
+        conv2d(x[:, :, :2].copy(), w, stride=1, padding=0)
+
+
 def test_sizes_whose_product_overflows_are_refused_before_allocation():
     # Padding within the per-argument bound but an output far beyond any memory.
     x = np.zeros((1, 1, 1, 1), np.float32)

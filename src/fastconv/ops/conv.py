@@ -82,6 +82,21 @@ def conv2d_output_shape(
     return tuple(_output_size(n, k[i], s[i], before[i], after[i], d[i], _AXES[i + 1]) for i, n in enumerate((h, w)))
 
 
+def _plain(value) -> bool:
+    """Whether ``value`` is a str, an int or a tuple of ints, exactly (no bool, float or
+    int subclass): then equal values are the same argument, and one validation holds for all."""
+    t = type(value)
+    return t is int or t is str or (t is tuple and all(type(v) is int for v in value))
+
+
+# Validated geometry by (nd, input shape, weight shape, stride, padding, dilation, groups),
+# for plain arguments only (see _plain): a model runs the same few convolutions on every
+# call, and validating their arguments again cost more than a small convolution itself.
+_GEOMETRY: dict = {}
+_GEOMETRY_MAX = 4096
+_GEOMETRY_FIELDS = ("groups", "stride", "dilation", "pad_before", "pad_after", "c_in", "c_out", "kernel", "out_shape")
+
+
 class _Conv:
     """A validated convolution: arrays, geometry and output shape (nd = 1, 2 or 3 spatial axes)."""
 
@@ -90,6 +105,22 @@ class _Conv:
         self.x = float_array(input, input_name, nd + 2)
         self.dtype = self.x.dtype
         self.w = float_array(weight, "weight", nd + 2, self.dtype)
+        key = None
+        if _plain(stride) and _plain(padding) and _plain(dilation) and type(groups) is int:
+            key = (nd, self.x.shape, self.w.shape, stride, padding, dilation, groups)
+            known = _GEOMETRY.get(key)
+            if known is not None:
+                self.groups, self.stride, self.dilation, self.pad_before, self.pad_after, self.c_in, self.c_out, \
+                    self.kernel, self.out_shape = known
+                return
+        self._validate(stride, padding, dilation, groups)
+        if key is not None:
+            if len(_GEOMETRY) >= _GEOMETRY_MAX:
+                _GEOMETRY.clear()
+            _GEOMETRY[key] = tuple(getattr(self, f) for f in _GEOMETRY_FIELDS)
+
+    def _validate(self, stride, padding, dilation, groups) -> None:
+        nd = self.nd
         groups = as_int(groups, "groups")
         if groups < 1:
             raise ValueError(f"groups must be >= 1, got {groups}")
