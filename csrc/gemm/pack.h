@@ -46,29 +46,35 @@ struct PackBStrided {
     using V = Vec<T>;
     constexpr int NR = gemm_nr<T>();
     constexpr int L = V::kWidth;
+    if (cs == 1) {
+      // Row by row, each row's nc values read in order: a few long streams that the
+      // hardware prefetcher follows, where sliver by sliver would run kc short ones at once.
+      for (int64_t p = 0; p < kc; ++p) {
+        const T* row = b + (p0 + p) * rs + j0;
+        for (int64_t s = 0; s < nc; s += NR) {
+          const int cols = static_cast<int>(imin(NR, nc - s));
+          T* out = dst + s * kc + p * NR;
+#pragma GCC unroll 8
+          for (int v = 0; v < NR / L; ++v) {
+            const int lanes = cols - v * L;
+            const V x = lanes >= L ? V::load(row + s + v * L)
+                                   : lanes > 0 ? V::load_partial(row + s + v * L, lanes) : V::zero();
+            x.store(out + v * L);
+          }
+        }
+      }
+      return;
+    }
     for (int64_t s = 0; s < nc; s += NR) {
       const int cols = static_cast<int>(imin(NR, nc - s));
       T* d = dst + s * kc;
       const T* src = b + p0 * rs + (j0 + s) * cs;
-      if (cs == 1) {
-        for (int64_t p = 0; p < kc; ++p) {
-          const T* row = src + p * rs;
-          T* out = d + p * NR;
-#pragma GCC unroll 8
-          for (int v = 0; v < NR / L; ++v) {
-            const int lanes = cols - v * L;
-            const V x = lanes >= L ? V::load(row + v * L) : lanes > 0 ? V::load_partial(row + v * L, lanes) : V::zero();
-            x.store(out + v * L);
-          }
-        }
-      } else {
-        for (int j = 0; j < cols; ++j) {
-          const T* col = src + j * cs;
-          for (int64_t p = 0; p < kc; ++p) d[p * NR + j] = col[p * rs];
-        }
-        for (int j = cols; j < NR; ++j)
-          for (int64_t p = 0; p < kc; ++p) d[p * NR + j] = T(0);
+      for (int j = 0; j < cols; ++j) {
+        const T* col = src + j * cs;
+        for (int64_t p = 0; p < kc; ++p) d[p * NR + j] = col[p * rs];
       }
+      for (int j = cols; j < NR; ++j)
+        for (int64_t p = 0; p < kc; ++p) d[p * NR + j] = T(0);
     }
   }
 };
