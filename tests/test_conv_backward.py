@@ -95,6 +95,49 @@ def test_depthwise_backward_with_multipliers(isa, rng, mult, stride, padding, di
         assert close(g, r)
 
 
+
+# With vertical stride 1, one filter per channel and at most 9 taps, the depthwise weight
+# gradient runs over each plane flat (x and grad_y on rows of one length, one register chain
+# per tap over every image). Kernels of 1 to 9 taps, column strides and dilations, padding
+# on either side, planes narrower and wider than a vector.
+@pytest.mark.parametrize("stride,padding,dilation,size,kernel", [
+    (1, 1, 1, (7, 7), (3, 3)),
+    (1, 1, 1, (14, 14), (3, 3)),
+    ((1, 2), 1, 1, (9, 20), (3, 3)),
+    (1, (0, 2), (2, 1), (12, 9), (2, 3)),
+    (1, 0, 1, (5, 40), (1, 1)),
+    (1, 1, 1, (6, 6), (1, 3)),
+    ((1, 3), 2, (1, 3), (8, 30), (3, 1)),
+    (1, "same", 1, (10, 10), (2, 4)),
+    (1, 0, 1, (3, 3), (3, 3)),
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_depthwise_weight_gradient_over_flat_planes(isa, rng, stride, padding, dilation, size, kernel, dtype):
+    c = 4
+    x = rng.standard_normal((3, c, *size)).astype(dtype)
+    w = rng.standard_normal((c, 1, *kernel)).astype(dtype)
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=c)
+    gy = rng.standard_normal(conv(x, w, **kw).shape).astype(dtype)
+    g = ops.conv2d_backward(gy, x, w, needs=(False, True, False), **kw)[1]
+    r = conv_backward(gy, x, w, **kw)[1]
+    assert close(g, r, 1e-4 if dtype == np.float32 else 1e-10), float(np.abs(g - r).max())
+
+
+def test_depthwise_weight_gradient_keeps_each_tap_to_what_it_reads(isa, rng):
+    # 3x3, padding 1: filter column 2 never reads input column 0, column 0 never reads the last
+    # column, and filter row 2 never reads input row 0. An Inf there may reach only the taps
+    # that read it, though the flat form's vectors run across those positions.
+    x = rng.standard_normal((2, 3, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((3, 1, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((2, 3, 14, 14)).astype(np.float32)
+    ref = conv_backward(gy, x, w, padding=1, groups=3)[1]
+    for index, clean in (((Ellipsis, 0), (Ellipsis, 2)), ((Ellipsis, 13), (Ellipsis, 0)),
+                         ((Ellipsis, 0, slice(None)), (Ellipsis, 2, slice(None)))):
+        bad = x.copy()
+        bad[index] = np.inf
+        g = ops.conv2d_backward(gy, bad, w, padding=1, groups=3, needs=(False, True, False))[1]
+        assert not np.isfinite(g).all() and close(g[clean], ref[clean]), index
+
 # float32 2-D weight gradients on large enough planes run on the direct weight-gradient
 # kernel (on AVX-512 and AVX2; the scalar path keeps the GEMM); stride-1 data gradients
 # run on the direct forward kernel. These shapes cover its layouts and thread splits.

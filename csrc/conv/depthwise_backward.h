@@ -6,7 +6,12 @@
 // - grad_w[o, i, j] = sum over outputs of grad_y[oh, ow] * x[oh*sh + i*dh - ph,
 //   ow*sw + j*dw - pw]. The x plane is first copied, zero-padded, into its
 //   column stride phases (phase p holds padded columns p, p + sw, ...), so every
-//   tap reads a contiguous run of x for a contiguous run of ow.
+//   tap reads a contiguous run of x for a contiguous run of ow. With stride_h 1,
+//   one filter per channel and at most 9 taps it runs flat instead: x and grad_y
+//   on rows of one length, so that each tap is one long vector chain over the
+//   plane and every image of the channel (in place, without copies, when the
+//   stride is 1 both ways and output rows keep the input's width); short rows
+//   then still fill the vectors.
 // - grad_x is gathered, not scattered: grad_x[ih, iw] = sum of w[o, i, j] *
 //   grad_y[oh, ow] over the taps that reach it. For each column phase of the
 //   padded input the taps with that phase read a contiguous, zero-padded grad_y
@@ -16,15 +21,18 @@
 
 #include <cstdint>
 #include <cstring>
-#include <utility>
 #include <vector>
 
+#include "conv/phase.h"
 #include "simd/vec_math.h"
 
 namespace fastconv {
 namespace FC_NS {
 
 namespace depthwise_detail {
+
+// Kernels of at most this many taps take the flat weight gradient (one register chain per tap).
+constexpr int kFlatTaps = 9;
 
 // The plane geometry and the per-thread buffers' layout.
 template <class T>
@@ -37,9 +45,31 @@ struct Plane {
   int64_t Wd;       // row length of the zero-padded grad_y copy
   int64_t x_phase_elems;  // the x phase planes; the padded-row scratch follows them
   int64_t x_elems, dy_elems, dx_elems;
-  // Where filter column j's run of x starts in the phase planes: (phase * H) * Wq + shift,
+  // The weight gradient's flat form (flat_weight_grad_channel): with stride_h 1, one filter
+  // per channel and at most kFlatTaps taps. The x phase planes then hold xrows = Ho + (kh - 1)
+  // * dh rows, row R being input row R - ph (zero outside the input), and grad_y is copied to
+  // rows of Wq values (zero past Wo), so that tap t reads x at q + flat_off[t] for grad_y's
+  // flat index q = oh * Wq + ow. Otherwise xrows = H and row R is input row R.
+  bool flat;
+  int64_t xrows, xrow0;
+  int64_t flat_len, flat_vecs, flat_dy_elems;
+  std::vector<unsigned> flat_masks;  // per vector of q: its lanes that are outputs (ow < Wo, q < flat_len)
+  std::vector<int64_t> flat_off;     // per tap i * kw + j
+  // In place: with stride 1 both ways and Wo == W, grad_y's planes already have x's row
+  // length, so the flat form reads both where they lie (q = oh * W + ow), tap t at x offset
+  // flat_off[t] = (i * dh - ph) * W + j * dw - pw; per vector and tap, place_masks has the
+  // lanes whose x position is inside the input (the rest is padding: zero) and whose q is
+  // inside the plane. No copies at all.
+  bool in_place;
+  std::vector<unsigned> place_masks;  // [vector * kFlatTaps + tap]
+  // Where filter column j's run of x starts in the phase planes: (phase * xrows) * Wq + shift,
   // with phase (j * dw) % sw and shift (j * dw) / sw.
   std::vector<int64_t> xoff;
+  // The taps that reach grad_x row ih in column phase p (of the padded input):
+  // entries [tap_begin[ih * sw + p], tap_begin[ih * sw + p + 1]) of tap_w (the
+  // filter element, mult * kh * kw per channel) and tap_dy (where the tap's run
+  // starts in the padded grad_y copy). The same for every channel and image.
+  std::vector<int64_t> tap_begin, tap_w, tap_dy;
 
   explicit Plane(const ConvNdArgs<T>& a) {
     constexpr int L = Vec<T>::kWidth;
@@ -49,42 +79,112 @@ struct Plane {
     mult = a.c_out / a.c_in;
     reach = (kw - 1) * dw / sw;
     Wq = Wo + reach;
+    flat = sh == 1 && mult == 1 && kh * kw <= kFlatTaps;
+    xrows = flat ? Ho + (kh - 1) * dh : H;
+    xrow0 = flat ? ph : 0;
     Wu = ceil_div(pw + W, sw);
     // Room for the full-vector reads of data_grad_row and for every grad_y column.
     Wu_len = round_up(Wu, L);
     Wd = reach + imax(Wu_len + L, Wo);
-    x_phase_elems = per_thread_floats(sw * H * Wq);
+    x_phase_elems = per_thread_floats(sw * xrows * Wq);
     x_elems = x_phase_elems + per_thread_floats(sw * Wq);
     dy_elems = per_thread_floats(mult * Ho * Wd);
     dx_elems = per_thread_floats(sw * Wu_len);
-    for (int64_t j = 0; j < kw; ++j) xoff.push_back(((j * dw) % sw) * H * Wq + (j * dw) / sw);
+    for (int64_t j = 0; j < kw; ++j) xoff.push_back(((j * dw) % sw) * xrows * Wq + (j * dw) / sw);
+    in_place = flat && sw == 1 && Wo == W;
+    flat_len = Ho * (in_place ? W : Wq);
+    flat_vecs = ceil_div(flat_len, L);
+    flat_dy_elems = flat && !in_place ? per_thread_floats(flat_vecs * L) : 0;
+    if (flat && !in_place) {
+      for (int64_t v = 0; v < flat_vecs; ++v) {
+        unsigned bits = 0;
+        for (int l = 0; l < L; ++l) {
+          const int64_t q = v * L + l;
+          if (q < flat_len && q % Wq < Wo) bits |= 1u << l;
+        }
+        flat_masks.push_back(bits);
+      }
+      for (int64_t i = 0; i < kh; ++i)
+        for (int64_t j = 0; j < kw; ++j) flat_off.push_back(xoff[j] + i * dh * Wq);
+      // Room for a kernel's register tile wider than its taps: the extra chains repeat the last tap.
+      while (flat_off.size() < static_cast<size_t>(kFlatTaps)) flat_off.push_back(flat_off.back());
+    }
+    if (in_place) {
+      for (int64_t t = 0; t < kFlatTaps; ++t) {
+        const int64_t i = imin(t / kw, kh - 1), j = t < kh * kw ? t % kw : kw - 1;  // past the taps: the last
+        flat_off.push_back((i * dh - ph) * W + j * dw - pw);
+      }
+      // Per vector, the lanes whose x row is inside the input for each filter row i, and whose
+      // x column is for each filter column j; a tap's mask is the AND of its row's and its
+      // column's. A vector's lanes run through a few row pieces (one division each).
+      std::vector<unsigned> row_bits(flat_vecs * kh, 0u), col_bits(flat_vecs * kw, 0u);
+      for (int64_t v = 0; v < flat_vecs; ++v) {
+        const int64_t v_end = imin((v + 1) * L, flat_len);
+        for (int64_t q = v * L; q < v_end;) {
+          const int64_t oh = q / W, ow = q % W, len = imin(v_end - q, W - ow), lane = q - v * L;
+          for (int64_t i = 0; i < kh; ++i) {
+            const int64_t r = oh + i * dh - ph;
+            if (r >= 0 && r < H) row_bits[v * kh + i] |= lane_range_bits(lane, lane + len);
+          }
+          for (int64_t j = 0; j < kw; ++j) {  // columns ow .. ow + len reading x columns lo .. hi
+            const int64_t lo = imax(ow, pw - j * dw), hi = imin(ow + len, W + pw - j * dw);
+            if (lo < hi) col_bits[v * kw + j] |= lane_range_bits(lane + lo - ow, lane + hi - ow);
+          }
+          q += len;
+        }
+      }
+      place_masks.assign(flat_vecs * kFlatTaps, 0u);
+      for (int64_t v = 0; v < flat_vecs; ++v)
+        for (int64_t t = 0; t < kFlatTaps; ++t) {
+          const int64_t i = imin(t / kw, kh - 1), j = t < kh * kw ? t % kw : kw - 1;
+          place_masks[v * kFlatTaps + t] = row_bits[v * kh + i] & col_bits[v * kw + j];
+        }
+    }
+    tap_begin.push_back(0);
+    for (int64_t ih = 0; ih < H; ++ih)
+      for (int64_t p = 0; p < sw; ++p) {
+        for (int64_t i = 0; i < kh; ++i) {
+          const int64_t y = ih + ph - i * dh;  // grad_y row y / sh reaches ih through filter row i
+          if (y < 0 || y % sh != 0 || y / sh >= Ho) continue;
+          for (int64_t m = 0; m < mult; ++m)
+            for (int64_t j = 0; j < kw; ++j) {
+              if ((j * dw) % sw != p) continue;
+              tap_w.push_back((m * kh + i) * kw + j);
+              tap_dy.push_back((m * Ho + y / sh) * Wd + reach - (j * dw) / sw);
+            }
+        }
+        tap_begin.push_back(static_cast<int64_t>(tap_w.size()));
+      }
   }
 };
 
-// xph[p][r][u] = x[r][u * sw + p - pw], 0 outside the row. `row` is scratch for
-// one zero-padded input row of sw * Wq elements. Rows are short, so the copies
+// xph[p][r + xrow0][u] = x[r][u * sw + p - pw], 0 outside the row; rows past
+// xrows are left out, and the buffer's other rows are not written. `row` is scratch
+// for one zero-padded input row of sw * Wq elements. Rows are short, so the copies
 // are inline vector loops rather than libc calls.
 template <class T>
 void copy_x_phases(const Plane<T>& g, const T* x, T* xph, T* row) {
   const int64_t len = g.sw * g.Wq, body = imax(0, imin(g.W, len - g.pw));
   const int64_t lead = imin(g.pw, len);
-  for (int64_t r = 0; r < g.H; ++r) {
+  const int64_t r_end = imin(g.H, g.xrows - g.xrow0);
+  for (int64_t r = 0; r < r_end; ++r) {
+    const int64_t R = r + g.xrow0;
     if (g.sw == 1) {
-      row = xph + r * g.Wq;  // the padded row is the only phase
+      row = xph + R * g.Wq;  // the padded row is the only phase
     }
     fill_floats(row, T(0), lead);
     copy_floats(row + lead, x + r * g.W, body);
     fill_floats(row + lead + body, T(0), len - lead - body);
     if (g.sw == 2) {  // the common stride, with a constant step the compiler vectorises
-      T* __restrict even = xph + r * g.Wq;
-      T* __restrict odd = xph + (g.H + r) * g.Wq;
+      T* __restrict even = xph + R * g.Wq;
+      T* __restrict odd = xph + (g.xrows + R) * g.Wq;
       for (int64_t u = 0; u < g.Wq; ++u) {
         even[u] = row[2 * u];
         odd[u] = row[2 * u + 1];
       }
     } else if (g.sw > 2) {
       for (int64_t p = 0; p < g.sw; ++p) {
-        T* dst = xph + (p * g.H + r) * g.Wq;
+        T* dst = xph + (p * g.xrows + R) * g.Wq;
         for (int64_t u = 0; u < g.Wq; ++u) dst[u] = row[u * g.sw + p];
       }
     }
@@ -165,6 +265,111 @@ void weight_grad_plane(const Plane<T>& g, const T* dy, const T* xph, T* grad_w) 
   }
 }
 
+// grad_w (the channel's kh * kw <= TAPS values) = the flat form's sums over n images
+// (g.flat): one vector chain per tap, two vectors of q at a time, one horizontal sum
+// per tap at the end. `xph` (the phase planes) and `dyf` (grad_y on rows of Wq) must
+// hold zeros wherever the copies below do not write: they write the same positions
+// for every image.
+template <class T, int TAPS>
+void flat_weight_grad_channel(const Plane<T>& g, const T* x, int64_t x_image, const T* dy, int64_t dy_image,
+                              int64_t n, T* xph, T* dyf, T* grad_w) {
+  using V = Vec<T>;
+  constexpr int L = V::kWidth;
+  constexpr unsigned kAll = L >= 32 ? ~0u : (1u << L) - 1u;
+  const int64_t* off = g.flat_off.data();
+  const unsigned* masks = g.flat_masks.data();
+  V a0[TAPS], a1[TAPS];
+#pragma GCC unroll 16
+  for (int t = 0; t < TAPS; ++t) a0[t] = a1[t] = V::zero();
+  for (int64_t img = 0; img < n; ++img) {
+    copy_x_phases(g, x + img * x_image, xph, xph + g.x_phase_elems);
+    for (int64_t oh = 0; oh < g.Ho; ++oh) copy_floats(dyf + oh * g.Wq, dy + img * dy_image + oh * g.Wo, g.Wo);
+    int64_t v = 0;
+    for (; v + 1 < g.flat_vecs; v += 2) {
+      const unsigned m0 = masks[v], m1 = masks[v + 1];
+      const T* x0 = xph + v * L;
+      const V d0 = V::load(dyf + v * L), d1 = V::load(dyf + v * L + L);
+      if ((m0 & m1) == kAll) {
+#pragma GCC unroll 16
+        for (int t = 0; t < TAPS; ++t) {
+          a0[t] = V::fmadd(d0, V::load(x0 + off[t]), a0[t]);
+          a1[t] = V::fmadd(d1, V::load(x0 + off[t] + L), a1[t]);
+        }
+      } else {
+#pragma GCC unroll 16
+        for (int t = 0; t < TAPS; ++t) {
+          a0[t] = V::fmadd(d0, V::load_mask(x0 + off[t], m0), a0[t]);
+          a1[t] = V::fmadd(d1, V::load_mask(x0 + off[t] + L, m1), a1[t]);
+        }
+      }
+    }
+    if (v < g.flat_vecs) {
+      const V d0 = V::load(dyf + v * L);
+#pragma GCC unroll 16
+      for (int t = 0; t < TAPS; ++t) a0[t] = V::fmadd(d0, V::load_mask(xph + v * L + off[t], masks[v]), a0[t]);
+    }
+  }
+  const int taps = static_cast<int>(g.kh * g.kw);
+#pragma GCC unroll 16
+  for (int t = 0; t < TAPS; ++t)
+    if (t < taps) grad_w[t] = reduce_add(V::add(a0[t], a1[t]));
+}
+
+// The in-place flat form (g.in_place): as flat_weight_grad_channel, reading x and grad_y
+// where they lie, every x load masked by its tap's lanes, and grad_y's last vector by the plane.
+template <class T, int TAPS>
+void in_place_weight_grad_channel(const Plane<T>& g, const T* x, int64_t x_image, const T* dy, int64_t dy_image,
+                                  int64_t n, T* grad_w) {
+  using V = Vec<T>;
+  constexpr int L = V::kWidth;
+  const int64_t* off = g.flat_off.data();
+  const unsigned* masks = g.place_masks.data();
+  const int64_t full = g.flat_len / L;  // vectors wholly inside the plane
+  V a0[TAPS], a1[TAPS];
+#pragma GCC unroll 16
+  for (int t = 0; t < TAPS; ++t) a0[t] = a1[t] = V::zero();
+  for (int64_t img = 0; img < n; ++img) {
+    const T* xi = x + img * x_image;
+    const T* dyi = dy + img * dy_image;
+    int64_t v = 0;
+    for (; v + 1 < full; v += 2) {
+      const unsigned* m0 = masks + v * kFlatTaps;
+      const unsigned* m1 = m0 + kFlatTaps;
+      const V d0 = V::load(dyi + v * L), d1 = V::load(dyi + v * L + L);
+#pragma GCC unroll 16
+      for (int t = 0; t < TAPS; ++t) {
+        a0[t] = V::fmadd(d0, V::load_mask(xi + v * L + off[t], m0[t]), a0[t]);
+        a1[t] = V::fmadd(d1, V::load_mask(xi + v * L + L + off[t], m1[t]), a1[t]);
+      }
+    }
+    for (; v < g.flat_vecs; ++v) {
+      const unsigned* m0 = masks + v * kFlatTaps;
+      const V d0 = load_n<V>(dyi + v * L, g.flat_len - v * L);
+#pragma GCC unroll 16
+      for (int t = 0; t < TAPS; ++t) a0[t] = V::fmadd(d0, V::load_mask(xi + v * L + off[t], m0[t]), a0[t]);
+    }
+  }
+  const int taps = static_cast<int>(g.kh * g.kw);
+#pragma GCC unroll 16
+  for (int t = 0; t < TAPS; ++t)
+    if (t < taps) grad_w[t] = reduce_add(V::add(a0[t], a1[t]));
+}
+
+template <class T>
+void flat_weight_grad(const Plane<T>& g, const T* x, int64_t x_image, const T* dy, int64_t dy_image, int64_t n,
+                      T* xph, T* dyf, T* grad_w) {
+  if (g.in_place) {
+    if (g.kh * g.kw <= 4) return in_place_weight_grad_channel<T, 4>(g, x, x_image, dy, dy_image, n, grad_w);
+    return in_place_weight_grad_channel<T, kFlatTaps>(g, x, x_image, dy, dy_image, n, grad_w);
+  }
+  const int64_t taps = g.kh * g.kw;
+  if (taps == 1) return flat_weight_grad_channel<T, 1>(g, x, x_image, dy, dy_image, n, xph, dyf, grad_w);
+  if (taps <= 2) return flat_weight_grad_channel<T, 2>(g, x, x_image, dy, dy_image, n, xph, dyf, grad_w);
+  if (taps <= 4) return flat_weight_grad_channel<T, 4>(g, x, x_image, dy, dy_image, n, xph, dyf, grad_w);
+  if (taps <= 6) return flat_weight_grad_channel<T, 6>(g, x, x_image, dy, dy_image, n, xph, dyf, grad_w);
+  flat_weight_grad_channel<T, kFlatTaps>(g, x, x_image, dy, dy_image, n, xph, dyf, grad_w);
+}
+
 // dyp[m][oh][reach + ow] = grad_y[m][oh][ow], zero elsewhere.
 template <class T>
 void copy_dy_padded(const Plane<T>& g, const T* dy, int64_t plane_stride, T* dyp) {
@@ -177,55 +382,26 @@ void copy_dy_padded(const Plane<T>& g, const T* dy, int64_t plane_stride, T* dyp
     }
 }
 
-// The filter columns j grouped by the padded-input column phase (j * dw) % sw
-// they feed, with their grad_y column shift (j * dw) / sw: phase p's taps are
-// entries [begin[p], begin[p + 1]) of j and shift.
-struct PhaseTaps {
-  std::vector<int64_t> begin, j, shift;
-
-  PhaseTaps(int64_t kw, int64_t dw, int64_t sw) : begin(sw + 1, 0) {
-    for (int64_t p = 0; p < sw; ++p) {
-      begin[p] = static_cast<int64_t>(j.size());
-      for (int64_t t = 0; t < kw; ++t)
-        if ((t * dw) % sw == p) {
-          j.push_back(t);
-          shift.push_back((t * dw) / sw);
-        }
-    }
-    begin[sw] = static_cast<int64_t>(j.size());
-  }
-};
-
 // One row ih of grad_x from the padded grad_y planes; w holds the mult filters
-// of this channel. `rows` and `taps` are scratch: the (grad_y row, filter row)
-// pairs that reach row ih, and for one phase the (weight, grad_y run) pairs.
+// of this channel, and g.tap_* list the taps that reach the row, phase by phase.
 // Four vectors of a phase row go at once, four independent FMA chains.
 template <class T>
-void data_grad_row(const Plane<T>& g, const PhaseTaps& pt, int64_t ih, const T* dyp, const T* w, T* dxs,
-                   T* dx_row, std::vector<std::pair<const T*, const T*>>& rows,
-                   std::vector<std::pair<T, const T*>>& taps) {
+void data_grad_row(const Plane<T>& g, int64_t ih, const T* dyp, const T* w, T* dxs, T* dx_row) {
   using V = Vec<T>;
   constexpr int L = V::kWidth;
-  rows.clear();
-  for (int64_t i = 0; i < g.kh; ++i) {
-    const int64_t y = ih + g.ph - i * g.dh;
-    if (y < 0 || y % g.sh != 0 || y / g.sh >= g.Ho) continue;
-    for (int64_t m = 0; m < g.mult; ++m)
-      rows.emplace_back(dyp + (m * g.Ho + y / g.sh) * g.Wd + g.reach, w + (m * g.kh + i) * g.kw);
-  }
   const bool direct = g.sw == 1;  // the only phase is the padded row: write grad_x in place
   for (int64_t p = 0; p < g.sw; ++p) {
-    taps.clear();
-    for (const auto& rw : rows)
-      for (int64_t t = pt.begin[p]; t < pt.begin[p + 1]; ++t) taps.emplace_back(rw.second[pt.j[t]], rw.first - pt.shift[t]);
+    const int64_t t0 = g.tap_begin[ih * g.sw + p], t1 = g.tap_begin[ih * g.sw + p + 1];
+    const int64_t* tw = g.tap_w.data();
+    const int64_t* tdy = g.tap_dy.data();
     const int64_t u0 = direct ? g.pw : 0, u1 = direct ? g.pw + g.W : g.Wu;
     T* out = direct ? dx_row - g.pw : dxs + p * g.Wu_len;
     int64_t u = u0;
     for (; u + 3 * L < u1; u += 4 * L) {
       V a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
-      for (const auto& tp : taps) {
-        const V wv = V::set1(tp.first);
-        const T* src = tp.second + u;
+      for (int64_t t = t0; t < t1; ++t) {
+        const V wv = V::set1(w[tw[t]]);
+        const T* src = dyp + tdy[t] + u;
         a0 = V::fmadd(wv, V::load(src), a0);
         a1 = V::fmadd(wv, V::load(src + L), a1);
         a2 = V::fmadd(wv, V::load(src + 2 * L), a2);
@@ -238,7 +414,7 @@ void data_grad_row(const Plane<T>& g, const PhaseTaps& pt, int64_t ih, const T* 
     }
     for (; u < u1; u += L) {
       V acc = V::zero();
-      for (const auto& tp : taps) acc = V::fmadd(V::set1(tp.first), V::load(tp.second + u), acc);
+      for (int64_t t = t0; t < t1; ++t) acc = V::fmadd(V::set1(w[tw[t]]), V::load(dyp + tdy[t] + u), acc);
       store_n(acc, out + u, direct ? u1 - u : L);
     }
   }
@@ -271,7 +447,8 @@ void depthwise_backward(const ConvBackward<T>& b) {
   const int64_t taps = g.kh * g.kw, in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
   const int64_t work = a.n * a.c_out * out_plane * taps;
   const int threads = static_cast<int>(imin(work < (1 << 16) ? 1 : a.threads, a.c_in));
-  const int64_t per_thread = g.x_elems + g.dy_elems + g.dx_elems;
+  const bool flat = b.grad_w && g.flat;
+  const int64_t per_thread = g.x_elems + g.dy_elems + g.dx_elems + g.flat_dy_elems;
   Scratch<T> scratch(checked_mul(per_thread, threads));
 
 #pragma omp parallel num_threads(threads) if (threads > 1)
@@ -279,18 +456,22 @@ void depthwise_backward(const ConvBackward<T>& b) {
     T* xph = scratch.data() + omp_get_thread_num() * per_thread;
     T* dyp = xph + g.x_elems;
     T* dxs = dyp + g.dy_elems;
-    const PhaseTaps pt(g.kw, g.dw, g.sw);
-    std::vector<std::pair<const T*, const T*>> rows;
-    std::vector<std::pair<T, const T*>> tap_runs;
-    rows.reserve(g.kh * g.mult);
-    tap_runs.reserve(g.kh * g.mult * g.kw);
+    T* dyf = dxs + g.dx_elems;
+    if (flat && !g.in_place) {  // the flat form's padding: zero once, never written by its copies
+      std::memset(xph, 0, sizeof(T) * g.x_phase_elems);
+      std::memset(dyf, 0, sizeof(T) * g.flat_dy_elems);
+    }
 #pragma omp for schedule(static)
     for (int64_t c = 0; c < a.c_in; ++c) {
       T* gw = b.grad_w ? b.grad_w + c * g.mult * taps : nullptr;
-      if (gw) std::memset(gw, 0, sizeof(T) * g.mult * taps);
+      if (flat)  // one filter per channel (g.flat): grad_y's channel c is the filter's
+        flat_weight_grad(g, b.x + c * in_plane, a.c_in * in_plane, b.grad_y + c * out_plane, a.c_out * out_plane,
+                         a.n, xph, dyf, gw);
+      else if (gw)
+        std::memset(gw, 0, sizeof(T) * g.mult * taps);
       for (int64_t n = 0; n < a.n; ++n) {
         const T* dy = b.grad_y + (n * a.c_out + c * g.mult) * out_plane;
-        if (gw) {
+        if (gw && !flat) {
           copy_x_phases(g, b.x + (n * a.c_in + c) * in_plane, xph, xph + g.x_phase_elems);
           for (int64_t m = 0; m < g.mult; ++m) weight_grad_plane(g, dy + m * out_plane, xph, gw + m * taps);
         }
@@ -298,7 +479,7 @@ void depthwise_backward(const ConvBackward<T>& b) {
           copy_dy_padded(g, dy, out_plane, dyp);
           T* dx = b.grad_x + (n * a.c_in + c) * in_plane;
           for (int64_t ih = 0; ih < g.H; ++ih)
-            data_grad_row(g, pt, ih, dyp, b.weight + c * g.mult * taps, dxs, dx + ih * g.W, rows, tap_runs);
+            data_grad_row(g, ih, dyp, b.weight + c * g.mult * taps, dxs, dx + ih * g.W);
         }
       }
     }

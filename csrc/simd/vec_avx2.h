@@ -91,6 +91,12 @@ struct VecD {
   static VecD set1(double x) { return {_mm256_set1_pd(x)}; }
   static VecD load(const double* p) { return {_mm256_loadu_pd(p)}; }
   static VecD load_partial(const double* p, int n) { return {_mm256_maskload_pd(p, mask(n))}; }
+  // Loads the lanes whose bit is set in `bits` (others are zero and never touched).
+  static VecD load_mask(const double* p, unsigned bits) {
+    const __m256i m = _mm256_set_epi64x(-static_cast<long long>((bits >> 3) & 1u), -static_cast<long long>((bits >> 2) & 1u),
+                                        -static_cast<long long>((bits >> 1) & 1u), -static_cast<long long>(bits & 1u));
+    return {_mm256_maskload_pd(p, m)};
+  }
   void store(double* p) const { _mm256_storeu_pd(p, v); }
   void store_partial(double* p, int n) const { _mm256_maskstore_pd(p, mask(n), v); }
   static VecD fmadd(VecD a, VecD b, VecD c) { return {_mm256_fmadd_pd(a.v, b.v, c.v)}; }

@@ -72,6 +72,10 @@ struct VecD {
   static VecD set1(double x) { return {_mm512_set1_pd(x)}; }
   static VecD load(const double* p) { return {_mm512_loadu_pd(p)}; }
   static VecD load_partial(const double* p, int n) { return {_mm512_maskz_loadu_pd(mask(n), p)}; }
+  // Loads the lanes whose bit is set in `bits` (others are zero and never touched).
+  static VecD load_mask(const double* p, unsigned bits) {
+    return {_mm512_maskz_loadu_pd(static_cast<__mmask8>(bits), p)};
+  }
   void store(double* p) const { _mm512_storeu_pd(p, v); }
   void store_partial(double* p, int n) const { _mm512_mask_storeu_pd(p, mask(n), v); }
   static VecD fmadd(VecD a, VecD b, VecD c) { return {_mm512_fmadd_pd(a.v, b.v, c.v)}; }
