@@ -4,10 +4,13 @@
 // and vectorises.
 #include "pool/pool.h"
 
+#include "conv/phase.h"  // lanes_inside
+
 #include <omp.h>
 
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 namespace fastconv {
@@ -116,12 +119,43 @@ inline void max_tap(const T* __restrict xr, T* __restrict yr, I* __restrict ir, 
   }
 }
 
+// One output row of a float max pool with stride 2 along W and no indices: each vector
+// of outputs is kept in a register over every tap of the window, and a tap's inputs for
+// it (every other element from its first) come from two loads and a deinterleave, where
+// the generic sweep above made strided element loads. Positions outside the row load as
+// -inf, so they never win; NaN wins as in max_tap.
+inline void max_row_stride2(const PoolArgs& a, const float* xp, const int64_t* rows, int nrows, float* yr) {
+  using V = VecF;
+  constexpr int L = V::kWidth;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const int64_t wo = a.out[2], w = a.in[2];
+  for (int64_t ow = 0; ow < wo; ow += L) {
+    V m = V::set1(kNegInf);
+    for (int r = 0; r < nrows; ++r) {
+      const float* xr = xp + rows[r];
+      for (int64_t kx = 0; kx < a.kernel[2]; ++kx) {
+        const int64_t c = 2 * ow + kx * a.dil[2] - a.pad[2];  // the tap's input column for lane 0
+        const bool inside = c >= 0 && c + 2 * L <= w;
+        const V lo = inside ? V::load(xr + c) : V::load_mask_or(xr + c, lanes_inside(c, w), kNegInf);
+        const V hi = inside ? V::load(xr + c + L) : V::load_mask_or(xr + c + L, lanes_inside(c + L, w), kNegInf);
+        V even, odd;
+        V::deinterleave2(lo, hi, &even, &odd);
+        m = V::max_nan(m, even);
+      }
+    }
+    store_n(m, yr + ow, wo - ow);
+  }
+}
+
 template <class T, class I>
 void max_pool_rows(const PoolArgs& a, const T* x, T* y, int64_t* indices) {
   const int64_t wo = a.out[2], sw = a.stride[2], in_vol = a.in_volume(), out_vol = a.out_volume();
   for_each_output_row<char>(a, 0, [&](int64_t p, int64_t orow, int64_t, int64_t, const int64_t* rows, int nrows,
                                       char*) {
     T* yr = y + p * out_vol + orow * wo;
+    if constexpr (std::is_same_v<T, float>) {
+      if (!indices && sw == 2) return max_row_stride2(a, x + p * in_vol, rows, nrows, yr);
+    }
     int64_t* ir64 = indices ? indices + p * out_vol + orow * wo : nullptr;
     // The int32 row of indices lives in the first half of the int64 output row and
     // is widened in place, back to front, at the end.

@@ -29,6 +29,16 @@ struct VecF {
   }
   // Loads the lanes whose bit is set in `bits` (others are zero and never touched).
   static VecF load_mask(const float* p, unsigned bits) { return {_mm256_maskload_ps(p, bits_mask(bits))}; }
+  // As load_mask, with `fill` in the lanes not loaded.
+  static VecF load_mask_or(const float* p, unsigned bits, float fill) {
+    const __m256i m = bits_mask(bits);
+    return {_mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m))};
+  }
+  // The larger of a and b, NaN where either is NaN.
+  static VecF max_nan(VecF a, VecF b) {
+    const __m256 r = _mm256_max_ps(a.v, b.v);  // b where either is NaN
+    return {_mm256_blendv_ps(r, a.v, _mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q))};
+  }
   static VecF fmadd(VecF a, VecF b, VecF c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
   static VecF add(VecF a, VecF b) { return {_mm256_add_ps(a.v, b.v)}; }
   static VecF clamp_min(VecF v, float lo) { return {_mm256_max_ps(_mm256_set1_ps(lo), v.v)}; }

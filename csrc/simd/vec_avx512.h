@@ -28,6 +28,15 @@ struct VecF {
   }
   // Loads the lanes whose bit is set in `bits` (others are zero and never touched).
   static VecF load_mask(const float* p, unsigned bits) { return {_mm512_maskz_loadu_ps(static_cast<__mmask16>(bits), p)}; }
+  // As load_mask, with `fill` in the lanes not loaded.
+  static VecF load_mask_or(const float* p, unsigned bits, float fill) {
+    return {_mm512_mask_loadu_ps(_mm512_set1_ps(fill), static_cast<__mmask16>(bits), p)};
+  }
+  // The larger of a and b, NaN where either is NaN.
+  static VecF max_nan(VecF a, VecF b) {
+    const __m512 r = _mm512_max_ps(a.v, b.v);  // b where either is NaN
+    return {_mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q), a.v)};
+  }
   static VecF fmadd(VecF a, VecF b, VecF c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
   static VecF add(VecF a, VecF b) { return {_mm512_add_ps(a.v, b.v)}; }
   // max/min with the constant first: vmaxps returns the second operand when

@@ -28,6 +28,9 @@ struct VecScalar {
     odd->v = hi.v;
   }
   static VecScalar load_mask(const T* p, unsigned bits) { return {(bits & 1u) ? *p : T(0)}; }
+  static VecScalar load_mask_or(const T* p, unsigned bits, T fill) { return {(bits & 1u) ? *p : fill}; }
+  // The larger of a and b, NaN where either is NaN.
+  static VecScalar max_nan(VecScalar a, VecScalar b) { return {(b.v > a.v || b.v != b.v) ? b.v : a.v}; }
   static VecScalar fmadd(VecScalar a, VecScalar b, VecScalar c) { return {a.v * b.v + c.v}; }
   static VecScalar add(VecScalar a, VecScalar b) { return {a.v + b.v}; }
   // Written so that a NaN input is returned unchanged.
