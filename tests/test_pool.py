@@ -126,24 +126,31 @@ def test_max_pool_without_indices_and_nan(isa, rng):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(width=st.integers(1, 70), kernel=st.integers(1, 4), dilation=st.integers(1, 2), ceil_mode=st.booleans(),
        data=st.data())
-def test_max_pool_stride_2_without_indices(width, kernel, dilation, ceil_mode, data):
-    # float32 max pooling with stride 2 along W and no indices runs a vector row kernel (two loads and a
-    # deinterleave per tap): rows of any width, on both sides of the vector lengths, NaN and -inf included.
+def test_pooling_with_stride_2_along_rows(width, kernel, dilation, ceil_mode, data):
+    # float32 max pooling without indices and average pooling, with stride 2 along W, run a vector row
+    # kernel (two loads and a deinterleave per tap): rows of any width, on both sides of the vector
+    # lengths; for max, NaN and -inf included.
     padding = data.draw(st.integers(0, kernel // 2))
     if dilation * (kernel - 1) + 1 > width + 2 * padding:
         return
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
     x = rng.integers(-4, 5, (2, 3, 5, width)).astype(np.float32)
-    x[rng.random(x.shape) < 0.02] = np.nan
-    x[rng.random(x.shape) < 0.02] = -np.inf
+    special = x.copy()
+    special[rng.random(x.shape) < 0.02] = np.nan
+    special[rng.random(x.shape) < 0.02] = -np.inf
     args = ((2, kernel), (1, 2), (1, padding), (1, dilation), ceil_mode)
-    ref, _ = pool(x, "max", *args)
+    ref, _ = pool(special, "max", *args)
+    include_pad, divisor = data.draw(st.booleans()), data.draw(st.sampled_from([None, 3]))
+    avg_args = ((2, kernel), (1, 2), (1, padding), ceil_mode, include_pad, divisor)
+    ref_avg, _ = pool(x, "avg", *avg_args[:3], (1, 1), *avg_args[3:])
     for isa in ISAS:
         with fastconv.use_isa(isa):
-            y = ops.max_pool2d(x, *args)
-            y_indexed, _ = ops.max_pool2d(x, *args, return_indices=True)
+            y = ops.max_pool2d(special, *args)
+            y_indexed, _ = ops.max_pool2d(special, *args, return_indices=True)
+            y_avg = ops.avg_pool2d(x, *avg_args)
         assert np.array_equal(y, ref, equal_nan=True), isa
         assert np.array_equal(y, y_indexed, equal_nan=True), isa
+        assert close(y_avg, ref_avg), isa
 
 @pytest.mark.parametrize("out", [1, 3, (2, 5), (7, None), (4, 4)])
 def test_adaptive_pools(isa, rng, out):

@@ -119,32 +119,38 @@ inline void max_tap(const T* __restrict xr, T* __restrict yr, I* __restrict ir, 
   }
 }
 
-// One output row of a float max pool with stride 2 along W and no indices: each vector
-// of outputs is kept in a register over every tap of the window, and a tap's inputs for
-// it (every other element from its first) come from two loads and a deinterleave, where
-// the generic sweep above made strided element loads. Positions outside the row load as
-// -inf, so they never win; NaN wins as in max_tap.
-inline void max_row_stride2(const PoolArgs& a, const float* xp, const int64_t* rows, int nrows, float* yr) {
+// One output row of a float pool with stride 2 along W (max without indices, or
+// average): each vector of outputs is kept in a register over every tap of the window,
+// and a tap's inputs for it (every other element from its first) come from two loads
+// and a deinterleave, where the generic sweeps make strided element loads. Positions
+// outside the row load as `fill` (-inf for max, so they never win, NaN still winning
+// as in max_tap; 0 for the average). Taps are combined in the generic sweeps' order.
+template <class Combine>
+inline VecF pool_vector_stride2(const PoolArgs& a, const float* xp, const int64_t* rows, int nrows, int64_t ow,
+                                float fill, Combine combine) {
   using V = VecF;
   constexpr int L = V::kWidth;
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  const int64_t wo = a.out[2], w = a.in[2];
-  for (int64_t ow = 0; ow < wo; ow += L) {
-    V m = V::set1(kNegInf);
-    for (int r = 0; r < nrows; ++r) {
-      const float* xr = xp + rows[r];
-      for (int64_t kx = 0; kx < a.kernel[2]; ++kx) {
-        const int64_t c = 2 * ow + kx * a.dil[2] - a.pad[2];  // the tap's input column for lane 0
-        const bool inside = c >= 0 && c + 2 * L <= w;
-        const V lo = inside ? V::load(xr + c) : V::load_mask_or(xr + c, lanes_inside(c, w), kNegInf);
-        const V hi = inside ? V::load(xr + c + L) : V::load_mask_or(xr + c + L, lanes_inside(c + L, w), kNegInf);
-        V even, odd;
-        V::deinterleave2(lo, hi, &even, &odd);
-        m = V::max_nan(m, even);
-      }
+  const int64_t w = a.in[2];
+  V acc = V::set1(fill);
+  for (int r = 0; r < nrows; ++r) {
+    const float* xr = xp + rows[r];
+    for (int64_t kx = 0; kx < a.kernel[2]; ++kx) {
+      const int64_t c = 2 * ow + kx * a.dil[2] - a.pad[2];  // the tap's input column for lane 0
+      const bool inside = c >= 0 && c + 2 * L <= w;
+      const V lo = inside ? V::load(xr + c) : V::load_mask_or(xr + c, lanes_inside(c, w), fill);
+      const V hi = inside ? V::load(xr + c + L) : V::load_mask_or(xr + c + L, lanes_inside(c + L, w), fill);
+      V even, odd;
+      V::deinterleave2(lo, hi, &even, &odd);
+      acc = combine(acc, even);
     }
-    store_n(m, yr + ow, wo - ow);
   }
+  return acc;
+}
+
+inline void max_row_stride2(const PoolArgs& a, const float* xp, const int64_t* rows, int nrows, float* yr) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  for (int64_t ow = 0; ow < a.out[2]; ow += VecF::kWidth)
+    store_n(pool_vector_stride2(a, xp, rows, nrows, ow, kNegInf, VecF::max_nan), yr + ow, a.out[2] - ow);
 }
 
 template <class T, class I>
@@ -215,6 +221,16 @@ void avg_pool_forward(const PoolArgs& a, const T* x, T* y) {
                                       char*) {
     T* __restrict yr = y + p * out_vol + orow * wo;
     const T* xp = x + p * in_vol;
+    if constexpr (std::is_same_v<T, float>) {
+      if (sw == 2) {
+        const VecF hd = VecF::set1(div.row(od, oh));
+        for (int64_t ow = 0; ow < wo; ow += VecF::kWidth) {
+          const VecF sum = pool_vector_stride2(a, xp, rows, nrows, ow, 0.0f, VecF::add);
+          store_n(VecF::div(sum, VecF::mul(hd, load_n<VecF>(div.col.data() + ow, wo - ow))), yr + ow, wo - ow);
+        }
+        return;
+      }
+    }
     for (int64_t ow = 0; ow < wo; ++ow) yr[ow] = 0;
     for (int r = 0; r < nrows; ++r) {
       const T* __restrict xr = xp + rows[r];
