@@ -96,3 +96,27 @@ def pool(x, mode, kernel, stride, padding, dilation, ceil_mode, count_include_pa
                 div = np.prod([len(v) for v in valid])
             y[(Ellipsis,) + o] = vals.sum(-1) / div
     return y, (idx if mode == "max" else None)
+
+
+def avg_pool_backward(g, shape, kernel, stride, padding, ceil_mode, count_include_pad=True, divisor_override=None):
+    """The adjoint of ``pool(x, 'avg', ...)`` by definition: each output's gradient spread evenly
+    (by its divisor) over the input positions its window covers. ``shape`` is x's."""
+    g = np.asarray(g, np.float64)
+    nd = len(shape) - 2
+    sizes = tuple(shape[2:])
+    dilation = (1,) * nd
+    outs = [pool_output_size(sizes[i], kernel[i], stride[i], padding[i], dilation[i], ceil_mode) for i in range(nd)]
+    gx = np.zeros(tuple(shape[:2]) + (int(np.prod(sizes)),))
+    for o in itertools.product(*(range(v) for v in outs)):
+        starts = [o[i] * stride[i] - padding[i] for i in range(nd)]
+        valid = [[starts[i] + t for t in range(kernel[i]) if 0 <= starts[i] + t < sizes[i]] for i in range(nd)]
+        flat = [np.ravel_multi_index(c, sizes) for c in itertools.product(*valid)]
+        if divisor_override:
+            div = divisor_override
+        elif count_include_pad:
+            div = np.prod([min(starts[i] + kernel[i], sizes[i] + padding[i]) - starts[i] for i in range(nd)])
+        else:
+            div = np.prod([len(v) for v in valid])
+        for f in flat:
+            gx[:, :, f] += g[(Ellipsis,) + o] / div
+    return gx.reshape(shape)

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import fastconv
 from fastconv import ops
-from reference import close, numerical_grad, pool
+from reference import avg_pool_backward, close, numerical_grad, pool
 
 try:
     import torch
@@ -127,9 +127,9 @@ def test_max_pool_without_indices_and_nan(isa, rng):
 @given(width=st.integers(1, 70), kernel=st.integers(1, 4), dilation=st.integers(1, 2), ceil_mode=st.booleans(),
        data=st.data())
 def test_pooling_with_stride_2_along_rows(width, kernel, dilation, ceil_mode, data):
-    # float32 max pooling without indices and average pooling, with stride 2 along W, run a vector row
-    # kernel (two loads and a deinterleave per tap): rows of any width, on both sides of the vector
-    # lengths; for max, NaN and -inf included.
+    # float32 max pooling without indices and average pooling (forward and backward), with stride 2
+    # along W, run vector row kernels (a deinterleave, or an interleave, per tap): rows of any width, on
+    # both sides of the vector lengths; for max, NaN and -inf included.
     padding = data.draw(st.integers(0, kernel // 2))
     if dilation * (kernel - 1) + 1 > width + 2 * padding:
         return
@@ -143,14 +143,18 @@ def test_pooling_with_stride_2_along_rows(width, kernel, dilation, ceil_mode, da
     include_pad, divisor = data.draw(st.booleans()), data.draw(st.sampled_from([None, 3]))
     avg_args = ((2, kernel), (1, 2), (1, padding), ceil_mode, include_pad, divisor)
     ref_avg, _ = pool(x, "avg", *avg_args[:3], (1, 1), *avg_args[3:])
+    g = rng.standard_normal(ref_avg.shape).astype(np.float32)
+    ref_gx = avg_pool_backward(g, x.shape, *avg_args)
     for isa in ISAS:
         with fastconv.use_isa(isa):
             y = ops.max_pool2d(special, *args)
             y_indexed, _ = ops.max_pool2d(special, *args, return_indices=True)
             y_avg = ops.avg_pool2d(x, *avg_args)
+            gx = ops.avg_pool2d_backward(g, x.shape, *avg_args)
         assert np.array_equal(y, ref, equal_nan=True), isa
         assert np.array_equal(y, y_indexed, equal_nan=True), isa
         assert close(y_avg, ref_avg), isa
+        assert close(gx, ref_gx), isa
 
 @pytest.mark.parametrize("out", [1, 3, (2, 5), (7, None), (4, 4)])
 def test_adaptive_pools(isa, rng, out):
