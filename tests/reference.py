@@ -63,6 +63,16 @@ def pool_output_size(size, k, s, p, d, ceil_mode):
     return out
 
 
+def _avg_divisor(starts, valid, kernel, sizes, padding, count_include_pad, divisor_override):
+    """PyTorch's average-pooling divisor of the window starting at ``starts`` (``valid``: its taps
+    inside the input, per axis)."""
+    if divisor_override:
+        return divisor_override
+    if count_include_pad:
+        return np.prod([min(starts[i] + kernel[i], sizes[i] + padding[i]) - starts[i] for i in range(len(sizes))])
+    return np.prod([len(v) for v in valid])
+
+
 def pool(x, mode, kernel, stride, padding, dilation, ceil_mode, count_include_pad=True, divisor_override=None):
     """Max ('max') or average ('avg') pooling by definition, one output at a time (small inputs).
     Returns (y, flat argmax indices or None)."""
@@ -88,13 +98,8 @@ def pool(x, mode, kernel, stride, padding, dilation, ceil_mode, count_include_pa
             y[(Ellipsis,) + o] = np.take_along_axis(vals, arg[..., None], -1)[..., 0]
             idx[(Ellipsis,) + o] = np.asarray(flat)[arg]
         else:
-            if divisor_override:
-                div = divisor_override
-            elif count_include_pad:
-                div = np.prod([min(starts[i] + kernel[i], sizes[i] + padding[i]) - starts[i] for i in range(nd)])
-            else:
-                div = np.prod([len(v) for v in valid])
-            y[(Ellipsis,) + o] = vals.sum(-1) / div
+            y[(Ellipsis,) + o] = vals.sum(-1) / _avg_divisor(starts, valid, kernel, sizes, padding, count_include_pad,
+                                                             divisor_override)
     return y, (idx if mode == "max" else None)
 
 
@@ -111,12 +116,7 @@ def avg_pool_backward(g, shape, kernel, stride, padding, ceil_mode, count_includ
         starts = [o[i] * stride[i] - padding[i] for i in range(nd)]
         valid = [[starts[i] + t for t in range(kernel[i]) if 0 <= starts[i] + t < sizes[i]] for i in range(nd)]
         flat = [np.ravel_multi_index(c, sizes) for c in itertools.product(*valid)]
-        if divisor_override:
-            div = divisor_override
-        elif count_include_pad:
-            div = np.prod([min(starts[i] + kernel[i], sizes[i] + padding[i]) - starts[i] for i in range(nd)])
-        else:
-            div = np.prod([len(v) for v in valid])
+        div = _avg_divisor(starts, valid, kernel, sizes, padding, count_include_pad, divisor_override)
         for f in flat:
             gx[:, :, f] += g[(Ellipsis,) + o] / div
     return gx.reshape(shape)

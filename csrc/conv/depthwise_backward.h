@@ -53,15 +53,16 @@ struct Plane {
   bool flat;
   int64_t xrows, xrow0;
   int64_t flat_len, flat_vecs, flat_dy_elems;
-  std::vector<unsigned> flat_masks;  // per vector of q: its lanes that are outputs (ow < Wo, q < flat_len)
-  std::vector<int64_t> flat_off;     // per tap i * kw + j
+  std::vector<int64_t> flat_off;  // per tap t = i * kw + j (kFlatTaps entries, the last repeated)
+  // Per vector of q and tap: the lanes the tap reads x for, [v * kFlatTaps + t]. In the
+  // copies, the lanes that are outputs (ow < Wo, q < flat_len), the same for every tap.
+  std::vector<unsigned> flat_masks;
   // In place: with stride 1 both ways and Wo == W, grad_y's planes already have x's row
   // length, so the flat form reads both where they lie (q = oh * W + ow), tap t at x offset
-  // flat_off[t] = (i * dh - ph) * W + j * dw - pw; per vector and tap, place_masks has the
-  // lanes whose x position is inside the input (the rest is padding: zero) and whose q is
-  // inside the plane. No copies at all.
+  // flat_off[t] = (i * dh - ph) * W + j * dw - pw, its masks keeping the lanes whose x
+  // position is inside the input (the rest is padding: zero) and whose q is inside the
+  // plane. No copies at all.
   bool in_place;
-  std::vector<unsigned> place_masks;  // [vector * kFlatTaps + tap]
   // Where filter column j's run of x starts in the phase planes: (phase * xrows) * Wq + shift,
   // with phase (j * dw) % sw and shift (j * dw) / sw.
   std::vector<int64_t> xoff;
@@ -102,7 +103,7 @@ struct Plane {
           const int64_t q = v * L + l;
           if (q < flat_len && q % Wq < Wo) bits |= 1u << l;
         }
-        flat_masks.push_back(bits);
+        flat_masks.insert(flat_masks.end(), kFlatTaps, bits);
       }
       for (int64_t i = 0; i < kh; ++i)
         for (int64_t j = 0; j < kw; ++j) flat_off.push_back(xoff[j] + i * dh * Wq);
@@ -133,11 +134,11 @@ struct Plane {
           q += len;
         }
       }
-      place_masks.assign(flat_vecs * kFlatTaps, 0u);
+      flat_masks.assign(flat_vecs * kFlatTaps, 0u);
       for (int64_t v = 0; v < flat_vecs; ++v)
         for (int64_t t = 0; t < kFlatTaps; ++t) {
           const int64_t i = imin(t / kw, kh - 1), j = t < kh * kw ? t % kw : kw - 1;
-          place_masks[v * kFlatTaps + t] = row_bits[v * kh + i] & col_bits[v * kw + j];
+          flat_masks[v * kFlatTaps + t] = row_bits[v * kh + i] & col_bits[v * kw + j];
         }
     }
     tap_begin.push_back(0);
@@ -265,89 +266,56 @@ void weight_grad_plane(const Plane<T>& g, const T* dy, const T* xph, T* grad_w) 
   }
 }
 
+// Adds one plane's products to the flat form's accumulators: tap t's chain (a0[t], a1[t])
+// takes dy[q] * x[q + flat_off[t]] over the plane, two vectors of q at a time, each x load
+// masked by the tap's lanes and grad_y's last vector by the plane.
+template <class T, int TAPS>
+__attribute__((always_inline)) inline void flat_plane_sums(const Plane<T>& g, const T* x, const T* dy, Vec<T>* a0,
+                                                           Vec<T>* a1) {
+  using V = Vec<T>;
+  constexpr int L = V::kWidth;
+  const int64_t* off = g.flat_off.data();
+  const unsigned* masks = g.flat_masks.data();
+  const int64_t full = g.flat_len / L;  // vectors wholly inside the plane
+  int64_t v = 0;
+  for (; v + 1 < full; v += 2) {
+    const unsigned* m0 = masks + v * kFlatTaps;
+    const unsigned* m1 = m0 + kFlatTaps;
+    const V d0 = V::load(dy + v * L), d1 = V::load(dy + v * L + L);
+#pragma GCC unroll 16
+    for (int t = 0; t < TAPS; ++t) {
+      a0[t] = V::fmadd(d0, V::load_mask(x + v * L + off[t], m0[t]), a0[t]);
+      a1[t] = V::fmadd(d1, V::load_mask(x + v * L + L + off[t], m1[t]), a1[t]);
+    }
+  }
+  for (; v < g.flat_vecs; ++v) {
+    const unsigned* m0 = masks + v * kFlatTaps;
+    const V d0 = load_n<V>(dy + v * L, g.flat_len - v * L);
+#pragma GCC unroll 16
+    for (int t = 0; t < TAPS; ++t) a0[t] = V::fmadd(d0, V::load_mask(x + v * L + off[t], m0[t]), a0[t]);
+  }
+}
+
 // grad_w (the channel's kh * kw <= TAPS values) = the flat form's sums over n images
-// (g.flat): one vector chain per tap, two vectors of q at a time, one horizontal sum
-// per tap at the end. `xph` (the phase planes) and `dyf` (grad_y on rows of Wq) must
-// hold zeros wherever the copies below do not write: they write the same positions
-// for every image.
+// (g.flat), one horizontal sum per tap at the end. In place it reads x and grad_y
+// where they lie; otherwise each image is first copied into `xph` (the phase planes)
+// and `dyf` (grad_y on rows of Wq), which must hold zeros wherever the copies do not
+// write: they write the same positions for every image.
 template <class T, int TAPS>
 void flat_weight_grad_channel(const Plane<T>& g, const T* x, int64_t x_image, const T* dy, int64_t dy_image,
                               int64_t n, T* xph, T* dyf, T* grad_w) {
   using V = Vec<T>;
-  constexpr int L = V::kWidth;
-  constexpr unsigned kAll = L >= 32 ? ~0u : (1u << L) - 1u;
-  const int64_t* off = g.flat_off.data();
-  const unsigned* masks = g.flat_masks.data();
   V a0[TAPS], a1[TAPS];
 #pragma GCC unroll 16
   for (int t = 0; t < TAPS; ++t) a0[t] = a1[t] = V::zero();
   for (int64_t img = 0; img < n; ++img) {
+    if (g.in_place) {
+      flat_plane_sums<T, TAPS>(g, x + img * x_image, dy + img * dy_image, a0, a1);
+      continue;
+    }
     copy_x_phases(g, x + img * x_image, xph, xph + g.x_phase_elems);
     for (int64_t oh = 0; oh < g.Ho; ++oh) copy_floats(dyf + oh * g.Wq, dy + img * dy_image + oh * g.Wo, g.Wo);
-    int64_t v = 0;
-    for (; v + 1 < g.flat_vecs; v += 2) {
-      const unsigned m0 = masks[v], m1 = masks[v + 1];
-      const T* x0 = xph + v * L;
-      const V d0 = V::load(dyf + v * L), d1 = V::load(dyf + v * L + L);
-      if ((m0 & m1) == kAll) {
-#pragma GCC unroll 16
-        for (int t = 0; t < TAPS; ++t) {
-          a0[t] = V::fmadd(d0, V::load(x0 + off[t]), a0[t]);
-          a1[t] = V::fmadd(d1, V::load(x0 + off[t] + L), a1[t]);
-        }
-      } else {
-#pragma GCC unroll 16
-        for (int t = 0; t < TAPS; ++t) {
-          a0[t] = V::fmadd(d0, V::load_mask(x0 + off[t], m0), a0[t]);
-          a1[t] = V::fmadd(d1, V::load_mask(x0 + off[t] + L, m1), a1[t]);
-        }
-      }
-    }
-    if (v < g.flat_vecs) {
-      const V d0 = V::load(dyf + v * L);
-#pragma GCC unroll 16
-      for (int t = 0; t < TAPS; ++t) a0[t] = V::fmadd(d0, V::load_mask(xph + v * L + off[t], masks[v]), a0[t]);
-    }
-  }
-  const int taps = static_cast<int>(g.kh * g.kw);
-#pragma GCC unroll 16
-  for (int t = 0; t < TAPS; ++t)
-    if (t < taps) grad_w[t] = reduce_add(V::add(a0[t], a1[t]));
-}
-
-// The in-place flat form (g.in_place): as flat_weight_grad_channel, reading x and grad_y
-// where they lie, every x load masked by its tap's lanes, and grad_y's last vector by the plane.
-template <class T, int TAPS>
-void in_place_weight_grad_channel(const Plane<T>& g, const T* x, int64_t x_image, const T* dy, int64_t dy_image,
-                                  int64_t n, T* grad_w) {
-  using V = Vec<T>;
-  constexpr int L = V::kWidth;
-  const int64_t* off = g.flat_off.data();
-  const unsigned* masks = g.place_masks.data();
-  const int64_t full = g.flat_len / L;  // vectors wholly inside the plane
-  V a0[TAPS], a1[TAPS];
-#pragma GCC unroll 16
-  for (int t = 0; t < TAPS; ++t) a0[t] = a1[t] = V::zero();
-  for (int64_t img = 0; img < n; ++img) {
-    const T* xi = x + img * x_image;
-    const T* dyi = dy + img * dy_image;
-    int64_t v = 0;
-    for (; v + 1 < full; v += 2) {
-      const unsigned* m0 = masks + v * kFlatTaps;
-      const unsigned* m1 = m0 + kFlatTaps;
-      const V d0 = V::load(dyi + v * L), d1 = V::load(dyi + v * L + L);
-#pragma GCC unroll 16
-      for (int t = 0; t < TAPS; ++t) {
-        a0[t] = V::fmadd(d0, V::load_mask(xi + v * L + off[t], m0[t]), a0[t]);
-        a1[t] = V::fmadd(d1, V::load_mask(xi + v * L + L + off[t], m1[t]), a1[t]);
-      }
-    }
-    for (; v < g.flat_vecs; ++v) {
-      const unsigned* m0 = masks + v * kFlatTaps;
-      const V d0 = load_n<V>(dyi + v * L, g.flat_len - v * L);
-#pragma GCC unroll 16
-      for (int t = 0; t < TAPS; ++t) a0[t] = V::fmadd(d0, V::load_mask(xi + v * L + off[t], m0[t]), a0[t]);
-    }
+    flat_plane_sums<T, TAPS>(g, xph, dyf, a0, a1);
   }
   const int taps = static_cast<int>(g.kh * g.kw);
 #pragma GCC unroll 16
@@ -358,10 +326,6 @@ void in_place_weight_grad_channel(const Plane<T>& g, const T* x, int64_t x_image
 template <class T>
 void flat_weight_grad(const Plane<T>& g, const T* x, int64_t x_image, const T* dy, int64_t dy_image, int64_t n,
                       T* xph, T* dyf, T* grad_w) {
-  if (g.in_place) {
-    if (g.kh * g.kw <= 4) return in_place_weight_grad_channel<T, 4>(g, x, x_image, dy, dy_image, n, grad_w);
-    return in_place_weight_grad_channel<T, kFlatTaps>(g, x, x_image, dy, dy_image, n, grad_w);
-  }
   const int64_t taps = g.kh * g.kw;
   if (taps == 1) return flat_weight_grad_channel<T, 1>(g, x, x_image, dy, dy_image, n, xph, dyf, grad_w);
   if (taps <= 2) return flat_weight_grad_channel<T, 2>(g, x, x_image, dy, dy_image, n, xph, dyf, grad_w);
