@@ -44,16 +44,17 @@ def test_matmul_block_edges(isa, m, n, k):
 
 # Products of 1 to 8 rows take the few-row kernels (csrc/gemm/skinny.h): dot products when B's columns
 # and A's rows are contiguous (x @ weight.T), row updates when B's rows are (grad @ weight); 9 rows and
-# other layouts take the packed GEMM. Column and depth tails, depth beyond one 256-term block, both
+# other layouts take the packed GEMM, which up to 36 rows (6 micro-kernel rows) reads B's full slivers
+# in place when B's rows are contiguous. Column and depth tails, depth beyond one 256-term block, both
 # bias modes, the activations and C += A @ B, in float32 and float64.
-@pytest.mark.parametrize("m", range(1, 10))
+@pytest.mark.parametrize("m", [*range(1, 10), 20, 36, 37])
 @pytest.mark.parametrize("layout", ["b_columns", "b_rows", "a_strided"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_few_row_products_on_every_path(m, layout, dtype):
     from fastconv.ops._device import kernels
 
     rng = np.random.default_rng(m)
-    for k, n in [(1, 3), (5, 1), (17, 70), (300, 33), (600, 129)]:
+    for k, n in [(1, 3), (5, 1), (17, 70), (300, 33), (600, 129), (70, 1100)]:
         a = rng.standard_normal((k, m) if layout == "a_strided" else (m, k)).astype(dtype)
         a = a.T if layout == "a_strided" else a
         b = rng.standard_normal((n, k) if layout != "b_rows" else (k, n)).astype(dtype)

@@ -42,6 +42,11 @@ struct PackBStrided {
   const T* b;
   int64_t rs, cs;
 
+  // Where the micro-kernel can read B's rows in place (unit column stride): row p0 of
+  // column j0, rows rs apart; null otherwise.
+  const T* in_place(int64_t j0, int64_t p0) const { return cs == 1 ? b + p0 * rs + j0 : nullptr; }
+  int64_t row_stride() const { return rs; }
+
   void operator()(T* dst, int64_t j0, int64_t nc, int64_t p0, int64_t kc) const {
     using V = Vec<T>;
     constexpr int NR = gemm_nr<T>();

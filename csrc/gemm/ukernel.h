@@ -1,5 +1,6 @@
 // The GEMM micro-kernel: an MR x (NV * width) register tile of C, accumulated
-// over kc steps of a packed A sliver (kc x MR) and a packed B sliver (kc x NR).
+// over kc steps of a packed A sliver (kc x MR) and a B sliver (kc x NR), packed
+// or read in place (rows ldb apart).
 // The epilogue (accumulate into C, bias, activation) is applied to the
 // accumulators before the only store. Written once for float and double.
 #pragma once
@@ -46,9 +47,11 @@ inline void store_tile_row(const Vec<T>* acc, T* crow, int n, bool accumulate, c
   }
 }
 
+// `ldb`: the distance between B's rows, NV * width for a packed sliver.
 template <int MR, int NV, class T>
 inline void gemm_ukernel(int64_t kc, const T* __restrict a, const T* __restrict b, T* c, int64_t ldc, int m, int n,
-                         bool accumulate, const EpilogueT<T>* epi, int64_t row0, int64_t col0) {
+                         bool accumulate, const EpilogueT<T>* epi, int64_t row0, int64_t col0,
+                         int64_t ldb = NV * Vec<T>::kWidth) {
   using V = Vec<T>;
   constexpr int L = V::kWidth;
   V acc[MR][NV];
@@ -69,7 +72,7 @@ inline void gemm_ukernel(int64_t kc, const T* __restrict a, const T* __restrict 
       for (int v = 0; v < NV; ++v) acc[i][v] = V::fmadd(av, bv[v], acc[i][v]);
     }
     a += MR;
-    b += NV * L;
+    b += ldb;
   }
 
 #pragma GCC unroll 16
