@@ -60,17 +60,6 @@ struct PhaseLayout {
   }
 };
 
-// Bit mask of lanes lo .. hi - 1 (0 <= lo < hi <= 32).
-inline unsigned lane_range_bits(int64_t lo, int64_t hi) {
-  return ((hi >= 32 ? 0u : (1u << hi)) - 1u) & ~((1u << lo) - 1u);
-}
-
-// Lanes l of a vector starting at column `col` that fall inside [0, w).
-inline unsigned lanes_inside(int64_t col, int64_t w) {
-  const int64_t lo = imax(0, -col), hi = imin(VecF::kWidth, w - col);
-  return hi <= lo ? 0u : lane_range_bits(lo, hi);
-}
-
 // Both column phases of one input row for stride 2: even[j] = xpad[2j], odd[j] = xpad[2j + 1]
 // for j < wq. Masked loads supply the zero padding; no scalar edge loop.
 inline void fill_row_stride2(const float* src, int64_t w, int64_t pad_left, int64_t wq, float* even, float* odd) {

@@ -4,8 +4,6 @@
 // and vectorises.
 #include "pool/pool.h"
 
-#include "conv/phase.h"  // lanes_inside
-
 #include <omp.h>
 
 #include <cstring>

@@ -84,6 +84,17 @@ inline void fill_floats(T* dst, T value, int64_t n) {
   if (i < n) v.store_partial(dst + i, static_cast<int>(n - i));
 }
 
+// Bit mask of lanes lo .. hi - 1 (0 <= lo < hi <= 32).
+inline unsigned lane_range_bits(int64_t lo, int64_t hi) {
+  return ((hi >= 32 ? 0u : (1u << hi)) - 1u) & ~((1u << lo) - 1u);
+}
+
+// Lanes l of a float vector starting at column `col` that fall inside [0, w).
+inline unsigned lanes_inside(int64_t col, int64_t w) {
+  const int64_t lo = imax(0, -col), hi = imin(VecF::kWidth, w - col);
+  return hi <= lo ? 0u : lane_range_bits(lo, hi);
+}
+
 // The first min(n, kWidth) elements at p as a vector (the rest zero), and the store that mirrors it.
 template <class V>
 inline V load_n(const typename V::Scalar* p, int64_t n) {
