@@ -23,7 +23,6 @@
 #include <cstring>
 #include <vector>
 
-#include "conv/phase.h"
 #include "simd/vec_math.h"
 
 namespace fastconv {
@@ -45,11 +44,11 @@ struct Plane {
   int64_t Wd;       // row length of the zero-padded grad_y copy
   int64_t x_phase_elems;  // the x phase planes; the padded-row scratch follows them
   int64_t x_elems, dy_elems, dx_elems;
-  // The weight gradient's flat form (flat_weight_grad_channel): with stride_h 1, one filter
-  // per channel and at most kFlatTaps taps. The x phase planes then hold xrows = Ho + (kh - 1)
-  // * dh rows, row R being input row R - ph (zero outside the input), and grad_y is copied to
-  // rows of Wq values (zero past Wo), so that tap t reads x at q + flat_off[t] for grad_y's
-  // flat index q = oh * Wq + ow. Otherwise xrows = H and row R is input row R.
+  // The weight gradient's flat form (flat_weight_grad_channel), when grad_w is asked for, with
+  // stride_h 1, one filter per channel and at most kFlatTaps taps. The x phase planes then hold
+  // xrows = Ho + (kh - 1) * dh rows, row R being input row R - ph (zero outside the input), and
+  // grad_y is copied to rows of Wq values (zero past Wo), so that tap t reads x at q + flat_off[t]
+  // for grad_y's flat index q = oh * Wq + ow. Otherwise xrows = H and row R is input row R.
   bool flat;
   int64_t xrows, xrow0;
   int64_t flat_len, flat_vecs, flat_dy_elems;
@@ -72,7 +71,9 @@ struct Plane {
   // starts in the padded grad_y copy). The same for every channel and image.
   std::vector<int64_t> tap_begin, tap_w, tap_dy;
 
-  explicit Plane(const ConvNdArgs<T>& a) {
+  // Builds the tables of the gradients asked for: the data gradient's taps per row,
+  // the flat weight gradient's offsets and masks.
+  Plane(const ConvNdArgs<T>& a, bool data_grad, bool weight_grad) {
     constexpr int L = Vec<T>::kWidth;
     H = a.in[1], W = a.in[2], Ho = a.out[1], Wo = a.out[2];
     kh = a.kernel[1], kw = a.kernel[2], sh = a.stride[1], sw = a.stride[2];
@@ -80,7 +81,7 @@ struct Plane {
     mult = a.c_out / a.c_in;
     reach = (kw - 1) * dw / sw;
     Wq = Wo + reach;
-    flat = sh == 1 && mult == 1 && kh * kw <= kFlatTaps;
+    flat = weight_grad && sh == 1 && mult == 1 && kh * kw <= kFlatTaps;
     xrows = flat ? Ho + (kh - 1) * dh : H;
     xrow0 = flat ? ph : 0;
     Wu = ceil_div(pw + W, sw);
@@ -96,51 +97,56 @@ struct Plane {
     flat_len = Ho * (in_place ? W : Wq);
     flat_vecs = ceil_div(flat_len, L);
     flat_dy_elems = flat && !in_place ? per_thread_floats(flat_vecs * L) : 0;
-    if (flat && !in_place) {
-      for (int64_t v = 0; v < flat_vecs; ++v) {
-        unsigned bits = 0;
-        for (int l = 0; l < L; ++l) {
-          const int64_t q = v * L + l;
-          if (q < flat_len && q % Wq < Wo) bits |= 1u << l;
-        }
-        flat_masks.insert(flat_masks.end(), kFlatTaps, bits);
-      }
-      for (int64_t i = 0; i < kh; ++i)
-        for (int64_t j = 0; j < kw; ++j) flat_off.push_back(xoff[j] + i * dh * Wq);
-      // Room for a kernel's register tile wider than its taps: the extra chains repeat the last tap.
-      while (flat_off.size() < static_cast<size_t>(kFlatTaps)) flat_off.push_back(flat_off.back());
-    }
-    if (in_place) {
+    if (flat) {
+      // Tap t = i * kw + j; past the taps (a register tile wider than them) the last tap repeats.
+      auto tap = [&](int64_t t, int64_t* i, int64_t* j) {
+        const int64_t c = imin(t, kh * kw - 1);
+        *i = c / kw;
+        *j = c % kw;
+      };
       for (int64_t t = 0; t < kFlatTaps; ++t) {
-        const int64_t i = imin(t / kw, kh - 1), j = t < kh * kw ? t % kw : kw - 1;  // past the taps: the last
-        flat_off.push_back((i * dh - ph) * W + j * dw - pw);
+        int64_t i, j;
+        tap(t, &i, &j);
+        flat_off.push_back(in_place ? (i * dh - ph) * W + j * dw - pw : xoff[j] + i * dh * Wq);
       }
-      // Per vector, the lanes whose x row is inside the input for each filter row i, and whose
-      // x column is for each filter column j; a tap's mask is the AND of its row's and its
-      // column's. A vector's lanes run through a few row pieces (one division each).
-      std::vector<unsigned> row_bits(flat_vecs * kh, 0u), col_bits(flat_vecs * kw, 0u);
-      for (int64_t v = 0; v < flat_vecs; ++v) {
-        const int64_t v_end = imin((v + 1) * L, flat_len);
-        for (int64_t q = v * L; q < v_end;) {
-          const int64_t oh = q / W, ow = q % W, len = imin(v_end - q, W - ow), lane = q - v * L;
-          for (int64_t i = 0; i < kh; ++i) {
-            const int64_t r = oh + i * dh - ph;
-            if (r >= 0 && r < H) row_bits[v * kh + i] |= lane_range_bits(lane, lane + len);
+      if (in_place) {
+        // Per vector, the lanes whose x row is inside the input for each filter row i, and whose
+        // x column is for each filter column j; a tap's mask is the AND of its row's and its
+        // column's. A vector's lanes run through a few row pieces (one division each).
+        std::vector<unsigned> row_bits(flat_vecs * kh, 0u), col_bits(flat_vecs * kw, 0u);
+        for (int64_t v = 0; v < flat_vecs; ++v) {
+          const int64_t v_end = imin((v + 1) * L, flat_len);
+          for (int64_t q = v * L; q < v_end;) {
+            const int64_t oh = q / W, ow = q % W, len = imin(v_end - q, W - ow), lane = q - v * L;
+            for (int64_t i = 0; i < kh; ++i) {
+              const int64_t r = oh + i * dh - ph;
+              if (r >= 0 && r < H) row_bits[v * kh + i] |= lane_range_bits(lane, lane + len);
+            }
+            for (int64_t j = 0; j < kw; ++j) {  // columns ow .. ow + len reading x columns lo .. hi
+              const int64_t lo = imax(ow, pw - j * dw), hi = imin(ow + len, W + pw - j * dw);
+              if (lo < hi) col_bits[v * kw + j] |= lane_range_bits(lane + lo - ow, lane + hi - ow);
+            }
+            q += len;
           }
-          for (int64_t j = 0; j < kw; ++j) {  // columns ow .. ow + len reading x columns lo .. hi
-            const int64_t lo = imax(ow, pw - j * dw), hi = imin(ow + len, W + pw - j * dw);
-            if (lo < hi) col_bits[v * kw + j] |= lane_range_bits(lane + lo - ow, lane + hi - ow);
+        }
+        for (int64_t v = 0; v < flat_vecs; ++v)
+          for (int64_t t = 0; t < kFlatTaps; ++t) {
+            int64_t i, j;
+            tap(t, &i, &j);
+            flat_masks.push_back(row_bits[v * kh + i] & col_bits[v * kw + j]);
           }
-          q += len;
+      } else {
+        for (int64_t v = 0; v < flat_vecs; ++v) {  // the copies' output lanes, the same for every tap
+          unsigned bits = 0;
+          for (int l = 0; l < L; ++l) {
+            const int64_t q = v * L + l;
+            if (q < flat_len && q % Wq < Wo) bits |= 1u << l;
+          }
+          flat_masks.insert(flat_masks.end(), kFlatTaps, bits);
         }
       }
-      flat_masks.assign(flat_vecs * kFlatTaps, 0u);
-      for (int64_t v = 0; v < flat_vecs; ++v)
-        for (int64_t t = 0; t < kFlatTaps; ++t) {
-          const int64_t i = imin(t / kw, kh - 1), j = t < kh * kw ? t % kw : kw - 1;
-          flat_masks[v * kFlatTaps + t] = row_bits[v * kh + i] & col_bits[v * kw + j];
-        }
     }
+    if (!data_grad) return;
     tap_begin.push_back(0);
     for (int64_t ih = 0; ih < H; ++ih)
       for (int64_t p = 0; p < sw; ++p) {
@@ -407,11 +413,10 @@ template <class T>
 void depthwise_backward(const ConvBackward<T>& b) {
   using namespace depthwise_detail;
   const ConvNdArgs<T>& a = b.g;
-  const Plane<T> g(a);
+  const Plane<T> g(a, b.grad_x != nullptr, b.grad_w != nullptr);
   const int64_t taps = g.kh * g.kw, in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
   const int64_t work = a.n * a.c_out * out_plane * taps;
   const int threads = static_cast<int>(imin(work < (1 << 16) ? 1 : a.threads, a.c_in));
-  const bool flat = b.grad_w && g.flat;
   const int64_t per_thread = g.x_elems + g.dy_elems + g.dx_elems + g.flat_dy_elems;
   Scratch<T> scratch(checked_mul(per_thread, threads));
 
@@ -421,21 +426,21 @@ void depthwise_backward(const ConvBackward<T>& b) {
     T* dyp = xph + g.x_elems;
     T* dxs = dyp + g.dy_elems;
     T* dyf = dxs + g.dx_elems;
-    if (flat && !g.in_place) {  // the flat form's padding: zero once, never written by its copies
+    if (g.flat && !g.in_place) {  // the flat form's padding: zero once, never written by its copies
       std::memset(xph, 0, sizeof(T) * g.x_phase_elems);
       std::memset(dyf, 0, sizeof(T) * g.flat_dy_elems);
     }
 #pragma omp for schedule(static)
     for (int64_t c = 0; c < a.c_in; ++c) {
       T* gw = b.grad_w ? b.grad_w + c * g.mult * taps : nullptr;
-      if (flat)  // one filter per channel (g.flat): grad_y's channel c is the filter's
+      if (g.flat)  // one filter per channel: grad_y's channel c is the filter's
         flat_weight_grad(g, b.x + c * in_plane, a.c_in * in_plane, b.grad_y + c * out_plane, a.c_out * out_plane,
                          a.n, xph, dyf, gw);
       else if (gw)
         std::memset(gw, 0, sizeof(T) * g.mult * taps);
       for (int64_t n = 0; n < a.n; ++n) {
         const T* dy = b.grad_y + (n * a.c_out + c * g.mult) * out_plane;
-        if (gw && !flat) {
+        if (gw && !g.flat) {
           copy_x_phases(g, b.x + (n * a.c_in + c) * in_plane, xph, xph + g.x_phase_elems);
           for (int64_t m = 0; m < g.mult; ++m) weight_grad_plane(g, dy + m * out_plane, xph, gw + m * taps);
         }
