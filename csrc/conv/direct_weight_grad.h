@@ -261,8 +261,8 @@ inline void fill_flat_grad(const Conv2dArgs& a, const WgradPlan& p, const float*
 // Image by image with at least as many images as threads, each thread takes whole
 // images into a private gradient, and the private gradients are added at the end.
 // Otherwise, per slice, the threads fill its phase-split input and flat grad_y (raw
-// planes need neither), then share its tasks, each owning its gradient elements: every element is then summed
-// in the same order whatever the thread count.
+// planes need neither), then share its tasks, each owning its gradient elements:
+// every element is then summed in the same order whatever the thread count.
 inline bool conv2d_weight_grad_direct(const Conv2dArgs& a, const float* gy, float* dw) {
   constexpr int MR = kWgradMR, NT = kWgradNT;
   const WgradPlan p(a);
@@ -311,41 +311,36 @@ inline bool conv2d_weight_grad_direct(const Conv2dArgs& a, const float* gy, floa
   }
   std::memset(dw, 0, sizeof(float) * w_elems);
   AlignedBuffer parts(checked_mul(threads, part_floats));
-  if (p.raw) {
-    for (int64_t n0 = 0; n0 < a.n; n0 += p.images) {
-      const int64_t images = imin(p.images, a.n - n0);
-#pragma omp parallel num_threads(threads) if (threads > 1)
-      {
-        VecF* part = reinterpret_cast<VecF*>(parts.data() + omp_get_thread_num() * part_floats);
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t t = 0; t < tasks; ++t)
-          wgrad_task(p, a.x + n0 * p.x_image, gy + n0 * p.gy_image, images, t, part, dw);
-      }
-    }
-    return true;
+  // Raw planes are read where they lie. Otherwise the fills write only input positions,
+  // and with shared padding columns (phase.h) a row's reads run on into the next row,
+  // channel or image, or the slack past the last, where the padding must read as zero.
+  // The first slice's fills clear their channels (in parallel); the few floats between
+  // images and the slack are cleared here.
+  AlignedBuffer phases, flat_gy;
+  if (!p.raw) {
+    const int64_t x_used = a.c_in * p.phase.channel_stride;
+    phases = AlignedBuffer(checked_mul(p.images, p.x_image) + p.phase.slack);
+    for (int64_t i = 0; i < p.images; ++i)
+      std::memset(phases.data() + i * p.x_image + x_used, 0, sizeof(float) * (p.x_image - x_used));
+    std::memset(phases.data() + p.images * p.x_image, 0, sizeof(float) * p.phase.slack);
+    flat_gy = AlignedBuffer(checked_mul(p.images, p.gy_image));
   }
-  // The fills write only input positions, and with shared padding columns (phase.h)
-  // a row's reads run on into the next row, channel or image, or the slack past the
-  // last, where the padding must read as zero. The first slice's fills clear their
-  // channels (in parallel); the few floats between images and the slack are cleared here.
-  const int64_t x_used = a.c_in * p.phase.channel_stride;
-  AlignedBuffer phases(checked_mul(p.images, p.x_image) + p.phase.slack);
-  for (int64_t i = 0; i < p.images; ++i)
-    std::memset(phases.data() + i * p.x_image + x_used, 0, sizeof(float) * (p.x_image - x_used));
-  std::memset(phases.data() + p.images * p.x_image, 0, sizeof(float) * p.phase.slack);
-  AlignedBuffer flat_gy(checked_mul(p.images, p.gy_image));
   for (int64_t n0 = 0; n0 < a.n; n0 += p.images) {
     const int64_t images = imin(p.images, a.n - n0);
+    const float* xs = p.raw ? a.x + n0 * p.x_image : phases.data();
+    const float* gys = p.raw ? gy + n0 * p.gy_image : flat_gy.data();
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
       VecF* part = reinterpret_cast<VecF*>(parts.data() + omp_get_thread_num() * part_floats);
+      if (!p.raw) {  // the same branch on every thread, so every thread meets the loop
 #pragma omp for schedule(static)
-      for (int64_t job = 0; job < images * per_image_fills; ++job) {
-        const int64_t i = job / per_image_fills;
-        fill(n0 + i, job % per_image_fills, phases.data() + i * p.x_image, flat_gy.data() + i * p.gy_image, n0 == 0);
+        for (int64_t job = 0; job < images * per_image_fills; ++job) {
+          const int64_t i = job / per_image_fills;
+          fill(n0 + i, job % per_image_fills, phases.data() + i * p.x_image, flat_gy.data() + i * p.gy_image, n0 == 0);
+        }
       }
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t t = 0; t < tasks; ++t) wgrad_task(p, phases.data(), flat_gy.data(), images, t, part, dw);
+      for (int64_t t = 0; t < tasks; ++t) wgrad_task(p, xs, gys, images, t, part, dw);
     }
   }
   return true;
