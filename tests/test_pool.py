@@ -122,14 +122,13 @@ def test_max_pool_without_indices_and_nan(isa, rng):
     assert close(np.nan_to_num(y), np.nan_to_num(ref))
 
 
-
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(width=st.integers(1, 70), kernel=st.integers(1, 4), dilation=st.integers(1, 2), ceil_mode=st.booleans(),
        data=st.data())
 def test_pooling_with_stride_2_along_rows(width, kernel, dilation, ceil_mode, data):
-    # float32 max pooling without indices and average pooling (forward and backward), with stride 2
-    # along W, run vector row kernels (a deinterleave, or an interleave, per tap): rows of any width, on
-    # both sides of the vector lengths; for max, NaN and -inf included.
+    # float32 max pooling without indices and average pooling, with stride 2 along W, run a vector row
+    # kernel (two loads and a deinterleave per tap): rows of any width, on both sides of the vector
+    # lengths; for max, NaN and -inf included. The average's backward is checked on the same rows.
     padding = data.draw(st.integers(0, kernel // 2))
     if dilation * (kernel - 1) + 1 > width + 2 * padding:
         return
@@ -155,6 +154,7 @@ def test_pooling_with_stride_2_along_rows(width, kernel, dilation, ceil_mode, da
         assert np.array_equal(y, y_indexed, equal_nan=True), isa
         assert close(y_avg, ref_avg), isa
         assert close(gx, ref_gx), isa
+
 
 @pytest.mark.parametrize("out", [1, 3, (2, 5), (7, None), (4, 4)])
 def test_adaptive_pools(isa, rng, out):

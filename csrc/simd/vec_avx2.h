@@ -103,8 +103,8 @@ struct VecD {
   static VecD load_partial(const double* p, int n) { return {_mm256_maskload_pd(p, mask(n))}; }
   // Loads the lanes whose bit is set in `bits` (others are zero and never touched).
   static VecD load_mask(const double* p, unsigned bits) {
-    const __m256i m = _mm256_set_epi64x(-static_cast<long long>((bits >> 3) & 1u), -static_cast<long long>((bits >> 2) & 1u),
-                                        -static_cast<long long>((bits >> 1) & 1u), -static_cast<long long>(bits & 1u));
+    auto lane = [bits](int l) { return -static_cast<long long>((bits >> l) & 1u); };
+    const __m256i m = _mm256_set_epi64x(lane(3), lane(2), lane(1), lane(0));
     return {_mm256_maskload_pd(p, m)};
   }
   void store(double* p) const { _mm256_storeu_pd(p, v); }
