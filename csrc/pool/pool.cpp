@@ -132,7 +132,9 @@ inline VecF pool_vector_stride2(const PoolArgs& a, const float* xp, const int64_
   V acc = V::set1(fill);
   for (int r = 0; r < nrows; ++r) {
     const float* xr = xp + rows[r];
-    for (int64_t kx = 0; kx < a.kernel[2]; ++kx) {
+    // Without dilation, tap kx + 1 reads the odd lanes of the pair tap kx loads.
+    const int64_t step = a.dil[2] == 1 ? 2 : 1;
+    for (int64_t kx = 0; kx < a.kernel[2]; kx += step) {
       const int64_t c = 2 * ow + kx * a.dil[2] - a.pad[2];  // the tap's input column for lane 0
       const bool inside = c >= 0 && c + 2 * L <= w;
       const V lo = inside ? V::load(xr + c) : V::load_mask_or(xr + c, lanes_inside(c, w), fill);
@@ -140,13 +142,39 @@ inline VecF pool_vector_stride2(const PoolArgs& a, const float* xp, const int64_
       V even, odd;
       V::deinterleave2(lo, hi, &even, &odd);
       acc = combine(acc, even);
+      if (step == 2 && kx + 1 < a.kernel[2]) acc = combine(acc, odd);
     }
   }
   return acc;
 }
 
-inline void max_row_stride2(const PoolArgs& a, const float* xp, const int64_t* rows, int nrows, float* yr) {
+// The window's nrows input rows folded into one row of W columns with `combine`
+// (their maximum or sum), so that the stride-2 sweep then reads a single row: the
+// sweep's vector pairs per output fall from pairs * nrows to pairs, for a pass over
+// the rows. That pays when a row takes two or more pairs (a window 3 or more wide),
+// so only then are the rows folded: the function returns the row set to sweep,
+// `folded` itself (rows = {0}, one row) or the original rows.
+template <class Combine>
+inline const float* fold_rows(const PoolArgs& a, const float* xp, const int64_t*& rows, int& nrows, float* folded,
+                              Combine combine) {
+  static const int64_t kFirst = 0;
+  const int64_t pairs = a.dil[2] == 1 ? ceil_div(a.kernel[2], 2) : a.kernel[2];
+  if (nrows < 2 || pairs < 2) return xp;
+  const int64_t w = a.in[2];
+  for (int64_t c = 0; c < w; c += VecF::kWidth) {
+    VecF v = load_n<VecF>(xp + rows[0] + c, w - c);
+    for (int r = 1; r < nrows; ++r) v = combine(v, load_n<VecF>(xp + rows[r] + c, w - c));
+    store_n(v, folded + c, w - c);
+  }
+  rows = &kFirst;
+  nrows = 1;
+  return folded;
+}
+
+inline void max_row_stride2(const PoolArgs& a, const float* xp, const int64_t* rows, int nrows, float* folded,
+                            float* yr) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  xp = fold_rows(a, xp, rows, nrows, folded, VecF::max_nan);
   for (int64_t ow = 0; ow < a.out[2]; ow += VecF::kWidth)
     store_n(pool_vector_stride2(a, xp, rows, nrows, ow, kNegInf, VecF::max_nan), yr + ow, a.out[2] - ow);
 }
@@ -154,11 +182,11 @@ inline void max_row_stride2(const PoolArgs& a, const float* xp, const int64_t* r
 template <class T, class I>
 void max_pool_rows(const PoolArgs& a, const T* x, T* y, int64_t* indices) {
   const int64_t wo = a.out[2], sw = a.stride[2], in_vol = a.in_volume(), out_vol = a.out_volume();
-  for_each_output_row<char>(a, 0, [&](int64_t p, int64_t orow, int64_t, int64_t, const int64_t* rows, int nrows,
-                                      char*) {
+  for_each_output_row<T>(a, a.in[2], [&](int64_t p, int64_t orow, int64_t, int64_t, const int64_t* rows, int nrows,
+                                         T* scratch) {
     T* yr = y + p * out_vol + orow * wo;
     if constexpr (std::is_same_v<T, float>) {
-      if (!indices && sw == 2) return max_row_stride2(a, x + p * in_vol, rows, nrows, yr);
+      if (!indices && sw == 2) return max_row_stride2(a, x + p * in_vol, rows, nrows, scratch, yr);
     }
     int64_t* ir64 = indices ? indices + p * out_vol + orow * wo : nullptr;
     // The int32 row of indices lives in the first half of the int64 output row and
@@ -215,12 +243,13 @@ template <class T>
 void avg_pool_forward(const PoolArgs& a, const T* x, T* y) {
   const int64_t wo = a.out[2], sw = a.stride[2], in_vol = a.in_volume(), out_vol = a.out_volume();
   const AvgDivisors<T> div(a);
-  for_each_output_row<char>(a, 0, [&](int64_t p, int64_t orow, int64_t od, int64_t oh, const int64_t* rows, int nrows,
-                                      char*) {
+  for_each_output_row<T>(a, a.in[2], [&](int64_t p, int64_t orow, int64_t od, int64_t oh, const int64_t* rows,
+                                         int nrows, T* scratch) {
     T* __restrict yr = y + p * out_vol + orow * wo;
     const T* xp = x + p * in_vol;
     if constexpr (std::is_same_v<T, float>) {
       if (sw == 2) {
+        xp = fold_rows(a, xp, rows, nrows, scratch, VecF::add);
         const VecF hd = VecF::set1(div.row(od, oh));
         for (int64_t ow = 0; ow < wo; ow += VecF::kWidth) {
           const VecF sum = pool_vector_stride2(a, xp, rows, nrows, ow, 0.0f, VecF::add);
@@ -250,35 +279,131 @@ void avg_pool_forward(const PoolArgs& a, const T* x, T* y) {
   });
 }
 
+// The taps of a float average-pooling backward row with stride 1 or 2 along W:
+// column c0 + ph + stride * lane (c0 a multiple of stride * kWidth) takes, from
+// tap kx, output column c0 / stride + shift + lane, where the window start
+// ph + pad - kx * dil is a multiple of the stride (shift being its quotient).
+struct AvgBackwardTap {
+  int ph;
+  int64_t shift;
+};
+
+std::vector<AvgBackwardTap> avg_backward_taps(const PoolArgs& a) {
+  std::vector<AvgBackwardTap> taps;
+  for (int ph = 0; ph < a.stride[2]; ++ph)
+    for (int64_t kx = 0; kx < a.kernel[2]; ++kx) {
+      const int64_t q = ph + a.pad[2] - kx * a.dil[2];
+      if (q % a.stride[2] == 0) taps.push_back({ph, q / a.stride[2]});
+    }
+  return taps;
+}
+
+// One input row of a float average-pooling backward with stride 1 or 2 along W:
+// grad_x[c] is the sum, over the (already divided) gradient rows `rows` and the
+// taps, of row[(c + pad - kx * dil) / stride]. A vector of columns (with stride
+// 2, one per column parity, interleaved at the end) is built in registers from
+// shifted loads of the gradient rows, masked only near the rows' ends, and
+// stored once. `terms` is scratch for 2 * taps * nrows entries.
+struct AvgBackwardTerm {
+  const float* row;
+  int64_t shift;
+};
+
+inline void avg_backward_row_vector(const PoolArgs& a, const std::vector<AvgBackwardTap>& taps,
+                                    const float* const* rows, int nrows, AvgBackwardTerm* terms, float* gx) {
+  using V = VecF;
+  constexpr int L = V::kWidth;
+  const int64_t w = a.in[2], wo = a.out[2], sw = a.stride[2];
+  // The terms of each column parity, and the shifts' range.
+  const int64_t half = static_cast<int64_t>(taps.size()) * nrows;
+  AvgBackwardTerm* even = terms;
+  AvgBackwardTerm* odd = terms + half;
+  int ne = 0, no = 0;
+  int64_t lo = 0, hi = 0;
+  for (const AvgBackwardTap& t : taps) {
+    for (int r = 0; r < nrows; ++r) (t.ph ? odd[no++] : even[ne++]) = {rows[r], t.shift};
+    lo = imin(lo, t.shift);
+    hi = imax(hi, t.shift);
+  }
+  for (int64_t c0 = 0, ob = 0; c0 < w; c0 += sw * L, ob += L) {
+    V e = V::zero(), o = V::zero();
+    if (ob + lo >= 0 && ob + hi + L <= wo) {
+      for (int i = 0; i < ne; ++i) e = V::add(e, V::load(even[i].row + ob + even[i].shift));
+      for (int i = 0; i < no; ++i) o = V::add(o, V::load(odd[i].row + ob + odd[i].shift));
+    } else {
+      for (int i = 0; i < ne; ++i)
+        if (const unsigned bits = lanes_inside(ob + even[i].shift, wo))
+          e = V::add(e, V::load_mask(even[i].row + ob + even[i].shift, bits));
+      for (int i = 0; i < no; ++i)
+        if (const unsigned bits = lanes_inside(ob + odd[i].shift, wo))
+          o = V::add(o, V::load_mask(odd[i].row + ob + odd[i].shift, bits));
+    }
+    if (sw == 1) {
+      store_n(e, gx + c0, w - c0);
+    } else {
+      V l, h;
+      V::interleave2(e, o, &l, &h);
+      store_n(l, gx + c0, w - c0);
+      if (w - c0 > L) store_n(h, gx + c0 + L, w - c0 - L);
+    }
+  }
+}
+
+// Average-pooling backward in gather form: each input row is written once, from
+// the divided gradient rows of the output rows whose windows cover it. grad_x is
+// never zero-filled as a whole and never read back from memory.
 template <class T>
 void avg_pool_backward(const PoolArgs& a, const T* grad_y, T* grad_x) {
-  const int64_t wo = a.out[2], sw = a.stride[2], in_vol = a.in_volume(), out_vol = a.out_volume();
+  const int64_t w = a.in[2], wo = a.out[2], sw = a.stride[2], in_vol = a.in_volume(), out_vol = a.out_volume();
   const AvgDivisors<T> div(a);
-  // A plane's rows run in order on one thread, which zeroes the plane first and
-  // then scatters into it alone.
-  for_each_output_row<T>(a, wo, [&](int64_t p, int64_t orow, int64_t od, int64_t oh, const int64_t* rows, int nrows,
-                                    T* scaled) {
-    T* gx = grad_x + p * in_vol;
-    if (orow == 0) std::memset(gx, 0, sizeof(T) * in_vol);
-    const T* gy = grad_y + p * out_vol + orow * wo;
-    const T hd = div.row(od, oh);
-    for (int64_t ow = 0; ow < wo; ++ow) scaled[ow] = gy[ow] / (hd * div.col[ow]);
-    for (int r = 0; r < nrows; ++r) {
-      T* __restrict gr = gx + rows[r];
-      const T* __restrict sc = scaled;
-      for (int64_t kx = 0; kx < a.kernel[2]; ++kx) {
-        const int64_t off = kx * a.dil[2] - a.pad[2];
-        int64_t lo, hi;
-        tap_range(a, 2, off, &lo, &hi);
-        if (sw == 1) {
+  const std::vector<AvgBackwardTap> taps = avg_backward_taps(a);
+  const int threads = pool_threads(a);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    std::vector<T> scaled(out_vol);
+    std::vector<const T*> cover(a.kernel[0] * a.kernel[1]);
+    std::vector<AvgBackwardTerm> terms(2 * taps.size() * cover.size());
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < a.planes; ++p) {
+      const T* gy = grad_y + p * out_vol;
+      for (int64_t od = 0; od < a.out[0]; ++od)
+        for (int64_t oh = 0; oh < a.out[1]; ++oh) {
+          const int64_t orow = (od * a.out[1] + oh) * wo;
+          const T hd = div.row(od, oh);
 #pragma omp simd
-          for (int64_t ow = lo; ow < hi; ++ow) gr[ow + off] += sc[ow];
-        } else {
-          for (int64_t ow = lo; ow < hi; ++ow) gr[ow * sw + off] += sc[ow];
+          for (int64_t ow = 0; ow < wo; ++ow) scaled[orow + ow] = gy[orow + ow] / (hd * div.col[ow]);
         }
-      }
+      for (int64_t id = 0; id < a.in[0]; ++id)
+        for (int64_t ih = 0; ih < a.in[1]; ++ih) {
+          T* __restrict gx = grad_x + p * in_vol + (id * a.in[1] + ih) * w;
+          // The output rows whose windows hold input row (id, ih), in window order.
+          int n = 0;
+          for (int64_t kz = 0; kz < a.kernel[0]; ++kz) {
+            const int64_t tz = id + a.pad[0] - kz * a.dil[0];
+            if (tz < 0 || tz % a.stride[0] || tz / a.stride[0] >= a.out[0]) continue;
+            for (int64_t ky = 0; ky < a.kernel[1]; ++ky) {
+              const int64_t ty = ih + a.pad[1] - ky * a.dil[1];
+              if (ty < 0 || ty % a.stride[1] || ty / a.stride[1] >= a.out[1]) continue;
+              cover[n++] = scaled.data() + ((tz / a.stride[0]) * a.out[1] + ty / a.stride[1]) * wo;
+            }
+          }
+          if constexpr (std::is_same_v<T, float>) {
+            if (sw <= 2) {
+              avg_backward_row_vector(a, taps, cover.data(), n, terms.data(), gx);
+              continue;
+            }
+          }
+          std::memset(gx, 0, sizeof(T) * w);
+          for (int r = 0; r < n; ++r)
+            for (int64_t kx = 0; kx < a.kernel[2]; ++kx) {
+              const int64_t off = kx * a.dil[2] - a.pad[2];
+              int64_t lo, hi;
+              tap_range(a, 2, off, &lo, &hi);
+              for (int64_t ow = lo; ow < hi; ++ow) gx[ow * sw + off] += cover[r][ow];
+            }
+        }
     }
-  });
+  }
 }
 
 namespace {

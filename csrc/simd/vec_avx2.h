@@ -27,6 +27,13 @@ struct VecF {
     even->v = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
     odd->v = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0)));
   }
+  // The inverse of deinterleave2: lo = e0 o0 e1 o1 e2 o2 e3 o3, hi = e4 o4 ... e7 o7.
+  static void interleave2(VecF even, VecF odd, VecF* lo, VecF* hi) {
+    const __m256 l = _mm256_unpacklo_ps(even.v, odd.v);  // e0 o0 e1 o1 | e4 o4 e5 o5
+    const __m256 h = _mm256_unpackhi_ps(even.v, odd.v);  // e2 o2 e3 o3 | e6 o6 e7 o7
+    lo->v = _mm256_permute2f128_ps(l, h, 0x20);
+    hi->v = _mm256_permute2f128_ps(l, h, 0x31);
+  }
   // Loads the lanes whose bit is set in `bits` (others are zero and never touched).
   static VecF load_mask(const float* p, unsigned bits) { return {_mm256_maskload_ps(p, bits_mask(bits))}; }
   // As load_mask, with `fill` in the lanes not loaded.

@@ -26,6 +26,13 @@ struct VecF {
     even->v = _mm512_permutex2var_ps(a, ie, b);
     odd->v = _mm512_permutex2var_ps(a, io, b);
   }
+  // The inverse of deinterleave2: lo = e0 o0 e1 o1 ... e7 o7, hi = e8 o8 ... e15 o15.
+  static void interleave2(VecF even, VecF odd, VecF* lo, VecF* hi) {
+    const __m512i il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i ih = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    lo->v = _mm512_permutex2var_ps(even.v, il, odd.v);
+    hi->v = _mm512_permutex2var_ps(even.v, ih, odd.v);
+  }
   // Loads the lanes whose bit is set in `bits` (others are zero and never touched).
   static VecF load_mask(const float* p, unsigned bits) { return {_mm512_maskz_loadu_ps(static_cast<__mmask16>(bits), p)}; }
   // As load_mask, with `fill` in the lanes not loaded.

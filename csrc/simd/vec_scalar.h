@@ -27,6 +27,10 @@ struct VecScalar {
     even->v = lo.v;
     odd->v = hi.v;
   }
+  static void interleave2(VecScalar even, VecScalar odd, VecScalar* lo, VecScalar* hi) {
+    lo->v = even.v;
+    hi->v = odd.v;
+  }
   static VecScalar load_mask(const T* p, unsigned bits) { return {(bits & 1u) ? *p : T(0)}; }
   static VecScalar load_mask_or(const T* p, unsigned bits, T fill) { return {(bits & 1u) ? *p : fill}; }
   // The larger of a and b, NaN where either is NaN.
