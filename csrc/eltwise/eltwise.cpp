@@ -386,11 +386,15 @@ void cross_entropy_backward(int64_t n, int64_t c, int64_t inner, const T* logits
       for (int64_t k = 0; k < c; ++k) gz[k * inner] = 0;
       continue;
     }
-    const T lse = logsumexp(z, c, inner), g = grad_loss[s], floor = eps / T(c);
-    if (inner == 1) {
-      const V vlse = V::set1(lse), vfloor = V::set1(floor), vg = V::set1(g);
-      map_vec(0, c, z, gz, [&](V v) { return V::mul(V::sub(vexp(V::sub(v, vlse)), vfloor), vg); });
+    const T g = grad_loss[s], floor = eps / T(c);
+    const T m = inner == 1 ? row_max(z, c) : T(0);
+    if (inner == 1 && std::isfinite(m)) {
+      // One exponential per logit: the terms e^(z - max) go to gz on the way to their
+      // sum, which then scales them in place (p = e^(z - max) / sum).
+      const V scale = V::set1(g / row_sum_exp(z, c, m, gz)), shift = V::set1(-floor * g);
+      map_vec(0, c, gz, gz, [&](V e) { return V::fmadd(e, scale, shift); });
     } else {
+      const T lse = logsumexp(z, c, inner);
       for (int64_t k = 0; k < c; ++k) gz[k * inner] = (std::exp(z[k * inner] - lse) - floor) * g;
     }
     gz[tg * inner] -= (T(1) - eps) * g;
