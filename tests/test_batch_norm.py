@@ -74,6 +74,51 @@ def test_batch_norm_matches_the_definition(shape, training, affine, dtype, seed)
             assert close(gb, g.astype(np.float64).sum(axis=(0,) + tuple(range(2, len(shape)))))
 
 
+def reference_bn_backward(g, x, w, mean, invstd, training):
+    """dx, dw, db of BatchNorm by their definitions, in float64."""
+    g, x = g.astype(np.float64), x.astype(np.float64)
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    xhat = (x - mean.reshape(shape)) * invstd.reshape(shape)
+    db, dw = g.sum(axis=axes), (g * xhat).sum(axis=axes)
+    if training:
+        m = x.size // x.shape[1]
+        g = g - (db / m).reshape(shape) - xhat * (dw / m).reshape(shape)
+    return g * (invstd * w).reshape(shape), dw, db
+
+
+@pytest.mark.parametrize("shape", [(8, 50, 64, 64), (2, 3, 256, 256), (4, 37, 15, 15), (3, 300, 7, 7)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_channel_groups_on_several_threads(rng, shape, dtype):
+    # Tensors large enough for both threads, whose channels fall into groups of several channels (a
+    # partial one last), or of one channel each when a channel's data exceeds the groups' cache
+    # budget: every pass walks a group n-major, and the statistics, y and the gradients must come out
+    # as the definitions give them, with and without a fused activation.
+    x = (rng.standard_normal(shape) * 4 + 2).astype(dtype)
+    c = shape[1]
+    w, b = rng.standard_normal(c).astype(dtype) * 3, rng.standard_normal(c).astype(dtype) + 2
+    rm0, rv0 = rng.standard_normal(c).astype(dtype), rng.random(c).astype(dtype) + 0.5
+    g = rng.standard_normal(shape).astype(dtype)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    for training in (True, False):
+        ref_y, ref_rm, ref_rv, mean, invstd = reference_bn(x, rm0, rv0, w, b, training, 0.1, 1e-5)
+        rm, rv = rm0.copy(), rv0.copy()
+        out = ops.batch_norm(x, rm, rv, w, b, training=training, activation="relu6")
+        y = out[0] if training else out
+        assert close(y, np.clip(ref_y, 0, 6), tol) and close(rm, ref_rm, tol) and close(rv, ref_rv, tol)
+        sm, si = (out[1], out[2]) if training else (rm0, (1 / np.sqrt(rv0.astype(np.float64) + 1e-5)).astype(dtype))
+        if training:
+            assert close(sm, mean, tol) and close(si, invstd, tol)
+        stats = (sm.astype(np.float64), si.astype(np.float64))
+        masked = np.where((y > 0) & (y < 6), g, 0)
+        for got, want in ((ops.batch_norm_backward(g, x, w, sm, si, training=training),
+                           reference_bn_backward(g, x, w, *stats, training)),
+                          (ops.batch_norm_backward(g, x, w, sm, si, training=training, activation="relu6", output=y),
+                           reference_bn_backward(masked, x, w, *stats, training))):
+            for a, e in zip(got, want):
+                assert close(a, e, tol), (training, shape)
+
+
 def _activate(y, activation):
     return np.maximum(y, 0) if activation == "relu" else np.clip(y, 0, 6)
 
