@@ -93,6 +93,56 @@ def test_drop_in_layer_matches_torch(name, mode):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)
 
 
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_calls_without_autograd_skip_the_dispatcher_with_the_same_results(name, mode, monkeypatch):
+    # With no gradient to record, eager CPU calls run the ops' implementations directly (torch's
+    # dispatcher costs ~30 us a call); a dispatch mode, or an input that requires grad, still gets the
+    # ops. All three give the same results (training normalises with the batch's statistics, whatever
+    # the running ones), and the first call leaves the state torch's does.
+    make, shape = LAYERS[name]
+    torch.manual_seed(0)
+    ref = make()
+    _perturb_bn(ref)
+    ours = ft.convert(ref).train(mode == "train")
+    ref.train(mode == "train")
+    direct = []
+    for op, impl in list(ft._ops.IMPLEMENTATIONS.items()):
+        monkeypatch.setitem(ft._ops.IMPLEMENTATIONS, op,
+                            lambda *a, _impl=impl, _name=op._name: direct.append(_name) or _impl(*a))
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = ref(x)
+        got = ours(x)
+        assert direct, "no kernel ran without the dispatcher"
+        for (k, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)
+        ran, seen = len(direct), []
+        with _count_fastconv_ops(seen):
+            in_mode = ours(x)
+        assert seen and len(direct) == ran, "a dispatch mode must see every op"
+    with_grad = ours(x.clone().requires_grad_())
+    assert len(direct) == ran, "autograd must go through the dispatcher"
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for other in (in_mode, with_grad.detach()):  # in training, each call also moves the running statistics
+        torch.testing.assert_close(other, got, rtol=0, atol=0)
+
+
+def test_a_jit_trace_without_autograd_records_the_fastconv_ops():
+    # torch.jit.trace records what goes through the dispatcher: tracing takes the ops' path, so the
+    # trace runs fastconv's kernels on new inputs instead of replaying constants.
+    ref = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                        nn.Linear(36, 2)).eval()
+    _perturb_bn(ref)
+    ours = ft.convert(ref)
+    with torch.no_grad():
+        traced = torch.jit.trace(ours, torch.randn(2, 3, 8, 8), check_trace=False)
+        assert {"fastconv::conv2d", "fastconv::max_pool2d", "fastconv::linear"} <= {n.kind() for n in
+                                                                                      traced.inlined_graph.nodes()}
+        x = torch.randn(2, 3, 8, 8)
+        torch.testing.assert_close(traced(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
 def test_drop_in_modules_load_torch_checkpoints_and_keep_constructor_signatures():
     ref = nn.Conv2d(3, 8, 5, stride=2, padding=2, bias=False)
     ours = ft.nn.Conv2d(3, 8, 5, stride=2, padding=2, bias=False)

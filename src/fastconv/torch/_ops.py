@@ -32,6 +32,25 @@ _CONV_FORWARD = {1: ops.conv1d, 2: ops.conv2d}
 _CONV_BACKWARD = {1: ops.conv1d_backward, 2: ops.conv2d_backward}
 
 
+# Each non-mutating op's Python implementation, for fastconv.torch.functional to call directly where
+# going through torch's dispatcher would change nothing but the time (see functional._direct).
+IMPLEMENTATIONS: dict = {}
+
+
+def _op(name: str, mutates_args=(), **kwargs):
+    """``torch.library.custom_op`` in the fastconv namespace; a non-mutating op's implementation is
+    also kept in :data:`IMPLEMENTATIONS`."""
+
+    def register(fn):
+        op = torch.library.custom_op(f"{_LIB}::{name}", mutates_args=mutates_args, device_types=_DEVICES,
+                                     **kwargs)(fn)
+        if not mutates_args:
+            IMPLEMENTATIONS[op] = fn
+        return op
+
+    return register
+
+
 # --------------------------------------------------------------------------- numpy bridge
 
 
@@ -131,21 +150,21 @@ def _conv_backward(grad_output, input, weight, output, stride, padding, dilation
     return _t(gx, input), _t(gw, weight), _t(gb, weight)
 
 
-@torch.library.custom_op(f"{_LIB}::conv2d", mutates_args=(), device_types=_DEVICES)
+@_op("conv2d")
 def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
            dilation: List[int], groups: int, same: bool, activation: Optional[str], algo: str) -> Tensor:
     """2-D convolution with a fused activation; ``same`` selects PyTorch's padding='same'."""
     return _conv_forward(input, weight, bias, stride, padding, dilation, groups, same, activation, algo)
 
 
-@torch.library.custom_op(f"{_LIB}::conv1d", mutates_args=(), device_types=_DEVICES)
+@_op("conv1d")
 def conv1d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
            dilation: List[int], groups: int, same: bool, activation: Optional[str], algo: str) -> Tensor:
     """1-D convolution with a fused activation (the 2-D kernels with H = 1)."""
     return _conv_forward(input, weight, bias, stride, padding, dilation, groups, same, activation, algo)
 
 
-@torch.library.custom_op(f"{_LIB}::conv2d_backward", mutates_args=(), device_types=_DEVICES)
+@_op("conv2d_backward")
 def conv2d_backward(grad_output: Tensor, input: Tensor, weight: Tensor, output: Optional[Tensor],
                     stride: List[int], padding: List[int], dilation: List[int], groups: int, same: bool,
                     activation: Optional[str], output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
@@ -154,7 +173,7 @@ def conv2d_backward(grad_output: Tensor, input: Tensor, weight: Tensor, output: 
                           output_mask)
 
 
-@torch.library.custom_op(f"{_LIB}::conv1d_backward", mutates_args=(), device_types=_DEVICES)
+@_op("conv1d_backward")
 def conv1d_backward(grad_output: Tensor, input: Tensor, weight: Tensor, output: Optional[Tensor],
                     stride: List[int], padding: List[int], dilation: List[int], groups: int, same: bool,
                     activation: Optional[str], output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
@@ -207,7 +226,7 @@ _register_conv(conv1d, conv1d_backward)
 # --------------------------------------------------------------------------- depthwise and depthwise-separable
 
 
-@torch.library.custom_op(f"{_LIB}::depthwise_conv2d", mutates_args=(), device_types=_DEVICES)
+@_op("depthwise_conv2d")
 def depthwise_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
                      dilation: List[int], same: bool, activation: Optional[str]) -> Tensor:
     """Depthwise convolution (groups = C_in, weight (C_in * multiplier, 1, KH, KW)) on the depthwise kernel."""
@@ -232,7 +251,7 @@ def _depthwise_backward(ctx, grad):
 depthwise_conv2d.register_autograd(_depthwise_backward, setup_context=_depthwise_setup)
 
 
-@torch.library.custom_op(f"{_LIB}::depthwise_separable_conv2d", mutates_args=(), device_types=_DEVICES)
+@_op("depthwise_separable_conv2d")
 def depthwise_separable_conv2d(input: Tensor, dw_weight: Tensor, pw_weight: Tensor, dw_bias: Optional[Tensor],
                                pw_bias: Optional[Tensor], stride: List[int], padding: List[int],
                                dilation: List[int], same: bool, activation: Optional[str]) -> Tuple[Tensor, Tensor]:
@@ -287,7 +306,7 @@ def _transpose_np_args(stride, padding, output_padding, groups, dilation):
     return tuple(stride), tuple(padding), tuple(output_padding), groups, tuple(dilation)
 
 
-@torch.library.custom_op(f"{_LIB}::conv_transpose2d", mutates_args=(), device_types=_DEVICES)
+@_op("conv_transpose2d")
 def conv_transpose2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
                      output_padding: List[int], groups: int, dilation: List[int]) -> Tensor:
     """Transposed 2-D convolution (the convolution's backward-data kernel)."""
@@ -296,7 +315,7 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stri
     return _torch(y)
 
 
-@torch.library.custom_op(f"{_LIB}::conv_transpose2d_backward", mutates_args=(), device_types=_DEVICES)
+@_op("conv_transpose2d_backward")
 def conv_transpose2d_backward(grad_output: Tensor, input: Tensor, weight: Tensor, stride: List[int],
                               padding: List[int], output_padding: List[int], groups: int, dilation: List[int],
                               output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
@@ -338,13 +357,13 @@ conv_transpose2d.register_autograd(_transpose_backward, setup_context=_transpose
 # --------------------------------------------------------------------------- linear
 
 
-@torch.library.custom_op(f"{_LIB}::linear", mutates_args=(), device_types=_DEVICES)
+@_op("linear")
 def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor], activation: Optional[str]) -> Tensor:
     """``input @ weight.T + bias`` on the packed GEMM, with a fused activation."""
     return _torch(ops.linear(_np(input), _np(weight), _np(bias), activation=activation))
 
 
-@torch.library.custom_op(f"{_LIB}::linear_backward", mutates_args=(), device_types=_DEVICES)
+@_op("linear_backward")
 def linear_backward(grad_output: Tensor, input: Tensor, weight: Tensor, output: Optional[Tensor],
                     activation: Optional[str], output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
     """(grad_input, grad_weight, grad_bias) of :func:`linear`."""
@@ -383,7 +402,7 @@ linear.register_autograd(_linear_backward, setup_context=_linear_setup)
 # --------------------------------------------------------------------------- pooling
 
 
-@torch.library.custom_op(f"{_LIB}::max_pool2d", mutates_args=(), device_types=_DEVICES)
+@_op("max_pool2d")
 def max_pool2d(input: Tensor, kernel_size: List[int], stride: List[int], padding: List[int], dilation: List[int],
                ceil_mode: bool) -> Tuple[Tensor, Tensor]:
     """2-D max pooling; returns (output, int64 indices into each H x W plane). Empty ``stride`` = kernel_size."""
@@ -392,14 +411,14 @@ def max_pool2d(input: Tensor, kernel_size: List[int], stride: List[int], padding
     return _torch(y), _torch(idx)
 
 
-@torch.library.custom_op(f"{_LIB}::adaptive_max_pool2d", mutates_args=(), device_types=_DEVICES)
+@_op("adaptive_max_pool2d")
 def adaptive_max_pool2d(input: Tensor, output_size: List[int]) -> Tuple[Tensor, Tensor]:
     """Adaptive 2-D max pooling; returns (output, indices) as :func:`max_pool2d`."""
     y, idx = ops.adaptive_max_pool2d(_np(input), tuple(output_size), return_indices=True)
     return _torch(y), _torch(idx)
 
 
-@torch.library.custom_op(f"{_LIB}::max_pool2d_backward", mutates_args=(), device_types=_DEVICES)
+@_op("max_pool2d_backward")
 def max_pool2d_backward(grad_output: Tensor, indices: Tensor, input_size: List[int]) -> Tensor:
     """Gradient of max pooling's (and adaptive max pooling's) input, from the forward's indices."""
     return _torch(ops.max_pool2d_backward(_np(grad_output), _np(indices), tuple(input_size)))
@@ -440,7 +459,7 @@ max_pool2d.register_autograd(_make_max_backward(5), setup_context=_max_setup)
 adaptive_max_pool2d.register_autograd(_make_max_backward(1), setup_context=_max_setup)
 
 
-@torch.library.custom_op(f"{_LIB}::avg_pool2d", mutates_args=(), device_types=_DEVICES)
+@_op("avg_pool2d")
 def avg_pool2d(input: Tensor, kernel_size: List[int], stride: List[int], padding: List[int], ceil_mode: bool,
                count_include_pad: bool, divisor_override: Optional[int]) -> Tensor:
     """2-D average pooling, PyTorch's divisor rules. Empty ``stride`` = kernel_size."""
@@ -448,7 +467,7 @@ def avg_pool2d(input: Tensor, kernel_size: List[int], stride: List[int], padding
                                            ceil_mode, count_include_pad, divisor_override))
 
 
-@torch.library.custom_op(f"{_LIB}::avg_pool2d_backward", mutates_args=(), device_types=_DEVICES)
+@_op("avg_pool2d_backward")
 def avg_pool2d_backward(grad_output: Tensor, input_size: List[int], kernel_size: List[int], stride: List[int],
                         padding: List[int], ceil_mode: bool, count_include_pad: bool,
                         divisor_override: Optional[int]) -> Tensor:
@@ -480,13 +499,13 @@ def _avg_backward(ctx, grad):
 avg_pool2d.register_autograd(_avg_backward, setup_context=_avg_setup)
 
 
-@torch.library.custom_op(f"{_LIB}::adaptive_avg_pool2d", mutates_args=(), device_types=_DEVICES)
+@_op("adaptive_avg_pool2d")
 def adaptive_avg_pool2d(input: Tensor, output_size: List[int]) -> Tensor:
     """Adaptive 2-D average pooling to ``output_size`` (H_out, W_out)."""
     return _torch(ops.adaptive_avg_pool2d(_np(input), tuple(output_size)))
 
 
-@torch.library.custom_op(f"{_LIB}::adaptive_avg_pool2d_backward", mutates_args=(), device_types=_DEVICES)
+@_op("adaptive_avg_pool2d_backward")
 def adaptive_avg_pool2d_backward(grad_output: Tensor, input_size: List[int]) -> Tensor:
     """Gradient of :func:`adaptive_avg_pool2d`'s input."""
     return _torch(ops.adaptive_avg_pool2d_backward(_np(grad_output), tuple(input_size)))
@@ -516,7 +535,7 @@ adaptive_avg_pool2d.register_autograd(_adaptive_avg_backward, setup_context=_ada
 # --------------------------------------------------------------------------- BatchNorm
 
 
-@torch.library.custom_op(f"{_LIB}::batch_norm", mutates_args=(), device_types=_DEVICES)
+@_op("batch_norm")
 def batch_norm(input: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], running_mean: Optional[Tensor],
                running_var: Optional[Tensor], training: bool, eps: float,
                activation: Optional[str]) -> Tuple[Tensor, Tensor, Tensor]:
@@ -539,8 +558,7 @@ def batch_norm(input: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], 
     return _torch(y), running_mean.detach().clone(), invstd
 
 
-@torch.library.custom_op(f"{_LIB}::update_running_stats", mutates_args=("running_mean", "running_var"),
-                         device_types=_DEVICES)
+@_op("update_running_stats", mutates_args=("running_mean", "running_var"))
 def update_running_stats(running_mean: Tensor, running_var: Tensor, save_mean: Tensor, save_invstd: Tensor,
                          count: int, momentum: float, eps: float) -> None:
     """BatchNorm's running-statistics update, in place (declared): ``r = (1 - momentum) * r + momentum * batch``
@@ -556,7 +574,7 @@ def _(running_mean, running_var, save_mean, save_invstd, count, momentum, eps):
     return None
 
 
-@torch.library.custom_op(f"{_LIB}::batch_norm_backward", mutates_args=(), device_types=_DEVICES)
+@_op("batch_norm_backward")
 def batch_norm_backward(grad_output: Tensor, input: Tensor, weight: Optional[Tensor], save_mean: Tensor,
                         save_invstd: Tensor, training: bool, activation: Optional[str], output: Optional[Tensor],
                         output_mask: List[bool]) -> Tuple[Tensor, Tensor, Tensor]:
@@ -610,7 +628,7 @@ def _folded(weight, bias, running_mean, running_var, bn_weight, bn_bias, eps):
                               _np(bn_bias), eps)
 
 
-@torch.library.custom_op(f"{_LIB}::conv2d_bn", mutates_args=(), device_types=_DEVICES)
+@_op("conv2d_bn")
 def conv2d_bn(input: Tensor, weight: Tensor, bias: Optional[Tensor], running_mean: Tensor, running_var: Tensor,
               bn_weight: Optional[Tensor], bn_bias: Optional[Tensor], eps: float, stride: List[int],
               padding: List[int], dilation: List[int], groups: int, same: bool, activation: Optional[str]) -> Tensor:
@@ -625,7 +643,7 @@ def conv2d_bn(input: Tensor, weight: Tensor, bias: Optional[Tensor], running_mea
     return _torch(y)
 
 
-@torch.library.custom_op(f"{_LIB}::conv2d_bn_backward", mutates_args=(), device_types=_DEVICES)
+@_op("conv2d_bn_backward")
 def conv2d_bn_backward(grad_output: Tensor, input: Tensor, weight: Tensor, bias: Optional[Tensor],
                        running_mean: Tensor, running_var: Tensor, bn_weight: Optional[Tensor],
                        bn_bias: Optional[Tensor], eps: float, output: Optional[Tensor], stride: List[int],

@@ -3,7 +3,9 @@
 Same names and arguments as ``torch.nn.functional`` (plus fastconv's fused
 ``activation=``); they normalise ints/tuples/'same'/'valid', check that the tensors are
 float32 or float64 CPU tensors of one dtype, and call the op. Gradients flow through
-fastconv's backward kernels.
+fastconv's backward kernels. A call that records no gradient, on plain CPU tensors and
+with nothing watching the dispatcher, runs the op's implementation directly (see
+:func:`_direct`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from . import _ops
 IntOrSeq = Union[int, Sequence[int]]
 _DTYPES = (torch.float32, torch.float64)
 _ACTIVATIONS = (None, "relu", "relu6")
+_PLAIN = (Tensor, torch.nn.Parameter)  # not a subclass that could intercept the op
 
 __all__ = ["conv1d", "conv2d", "depthwise_conv2d", "depthwise_separable_conv2d", "conv_transpose2d", "linear",
            "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "batch_norm", "conv2d_bn"]
@@ -52,6 +55,31 @@ def _check(op: str, **tensors: Optional[Tensor]) -> None:
         elif t.dtype != dtype:
             raise TypeError(f"fastconv.torch.{op}: {name} has dtype {t.dtype} but the input is {dtype}; all tensors "
                             f"of an op share one dtype")
+
+
+def _direct(args) -> bool:
+    """Whether an op may run its Python implementation directly instead of through torch's dispatcher:
+    where nothing can tell the two apart, the call skips the dispatcher's ~30 us (a large share of a
+    small layer's time in batch-1 inference). That needs plain CPU tensors and no gradient to record,
+    and no torch.compile, torch.jit tracing, dispatch or function mode, functorch transform, autocast
+    or profiler, each of which must see (or changes) the op. Mutating ops always dispatch (the
+    dispatcher bumps the mutated tensors' version counters)."""
+    if (torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None
+            or torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled()
+            or torch._C._are_functorch_transforms_active() or torch._C._is_any_autocast_enabled()
+            or torch.autograd._profiler_enabled()):
+        return False
+    grad = torch.is_grad_enabled()
+    for a in args:
+        if isinstance(a, Tensor) and (type(a) not in _PLAIN or a.device.type != "cpu" or (grad and a.requires_grad)):
+            return False
+    return True
+
+
+def _call(op, *args):
+    """``op(*args)``, directly where :func:`_direct` allows."""
+    impl = _ops.IMPLEMENTATIONS.get(op)
+    return impl(*args) if impl is not None and _direct(args) else op(*args)
 
 
 def _batched_dims(batched_dims: int):
@@ -107,8 +135,8 @@ def _conv_padding(padding, nd):
 def _conv(nd, op, input, weight, bias, stride, padding, dilation, groups, activation, algo):
     _check(f"conv{nd}d", input=input, weight=weight, bias=bias)
     pad, same = _conv_padding(padding, nd)
-    return op(input, weight, bias, _ints(stride, nd, "stride"), pad, _ints(dilation, nd, "dilation"), int(groups),
-              same, _activation(activation), algo)
+    return _call(op, input, weight, bias, _ints(stride, nd, "stride"), pad, _ints(dilation, nd, "dilation"),
+                 int(groups), same, _activation(activation), algo)
 
 
 @_batched_dims(4)
@@ -138,8 +166,8 @@ def depthwise_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = Non
     on fastconv's depthwise kernel."""
     _check("depthwise_conv2d", input=input, weight=weight, bias=bias)
     pad, same = _conv_padding(padding, 2)
-    return _ops.depthwise_conv2d(input, weight, bias, _ints(stride, 2, "stride"), pad,
-                                               _ints(dilation, 2, "dilation"), same, _activation(activation))
+    return _call(_ops.depthwise_conv2d, input, weight, bias, _ints(stride, 2, "stride"), pad,
+                 _ints(dilation, 2, "dilation"), same, _activation(activation))
 
 
 @_batched_dims(4)
@@ -152,10 +180,8 @@ def depthwise_separable_conv2d(input: Tensor, dw_weight: Tensor, pw_weight: Tens
     _check("depthwise_separable_conv2d", input=input, dw_weight=dw_weight, pw_weight=pw_weight, dw_bias=dw_bias,
            pw_bias=pw_bias)
     pad, same = _conv_padding(padding, 2)
-    out, _ = _ops.depthwise_separable_conv2d(input, dw_weight, pw_weight, dw_bias, pw_bias,
-                                                           _ints(stride, 2, "stride"), pad,
-                                                           _ints(dilation, 2, "dilation"), same,
-                                                           _activation(activation))
+    out, _ = _call(_ops.depthwise_separable_conv2d, input, dw_weight, pw_weight, dw_bias, pw_bias,
+                   _ints(stride, 2, "stride"), pad, _ints(dilation, 2, "dilation"), same, _activation(activation))
     return out
 
 
@@ -165,17 +191,15 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = Non
                      dilation: IntOrSeq = 1) -> Tensor:
     """``torch.nn.functional.conv_transpose2d`` on fastconv's backward-data kernel."""
     _check("conv_transpose2d", input=input, weight=weight, bias=bias)
-    return _ops.conv_transpose2d(input, weight, bias, _ints(stride, 2, "stride"),
-                                               _ints(padding, 2, "padding"),
-                                               _ints(output_padding, 2, "output_padding"), int(groups),
-                                               _ints(dilation, 2, "dilation"))
+    return _call(_ops.conv_transpose2d, input, weight, bias, _ints(stride, 2, "stride"), _ints(padding, 2, "padding"),
+                 _ints(output_padding, 2, "output_padding"), int(groups), _ints(dilation, 2, "dilation"))
 
 
 def linear(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, *,
            activation: Optional[str] = None) -> Tensor:
     """``torch.nn.functional.linear`` (``input @ weight.T + bias``) on fastconv's packed GEMM."""
     _check("linear", input=input, weight=weight, bias=bias)
-    return _ops.linear(input, weight, bias, _activation(activation))
+    return _call(_ops.linear, input, weight, bias, _activation(activation))
 
 
 @_batched_dims(4)
@@ -185,8 +209,8 @@ def max_pool2d(input: Tensor, kernel_size: IntOrSeq, stride: Optional[IntOrSeq] 
     _check("max_pool2d", input=input)
     k = _ints(kernel_size, 2, "kernel_size")
     s = _pool_stride(stride, k)
-    y, idx = _ops.max_pool2d(input, k, s, _ints(padding, 2, "padding"),
-                                           _ints(dilation, 2, "dilation"), bool(ceil_mode))
+    y, idx = _call(_ops.max_pool2d, input, k, s, _ints(padding, 2, "padding"), _ints(dilation, 2, "dilation"),
+                   bool(ceil_mode))
     return (y, idx) if return_indices else y
 
 
@@ -198,8 +222,8 @@ def avg_pool2d(input: Tensor, kernel_size: IntOrSeq, stride: Optional[IntOrSeq] 
     _check("avg_pool2d", input=input)
     k = _ints(kernel_size, 2, "kernel_size")
     s = _pool_stride(stride, k)
-    return _ops.avg_pool2d(input, k, s, _ints(padding, 2, "padding"), bool(ceil_mode),
-                                         bool(count_include_pad), divisor_override)
+    return _call(_ops.avg_pool2d, input, k, s, _ints(padding, 2, "padding"), bool(ceil_mode), bool(count_include_pad),
+                 divisor_override)
 
 
 def _adaptive_size(input: Tensor, output_size) -> List[int]:
@@ -215,14 +239,14 @@ def _adaptive_size(input: Tensor, output_size) -> List[int]:
 def adaptive_avg_pool2d(input: Tensor, output_size) -> Tensor:
     """``torch.nn.functional.adaptive_avg_pool2d`` (``None`` in ``output_size`` keeps that size)."""
     _check("adaptive_avg_pool2d", input=input)
-    return _ops.adaptive_avg_pool2d(input, _adaptive_size(input, output_size))
+    return _call(_ops.adaptive_avg_pool2d, input, _adaptive_size(input, output_size))
 
 
 @_batched_dims(4)
 def adaptive_max_pool2d(input: Tensor, output_size, return_indices: bool = False):
     """``torch.nn.functional.adaptive_max_pool2d``."""
     _check("adaptive_max_pool2d", input=input)
-    y, idx = _ops.adaptive_max_pool2d(input, _adaptive_size(input, output_size))
+    y, idx = _call(_ops.adaptive_max_pool2d, input, _adaptive_size(input, output_size))
     return (y, idx) if return_indices else y
 
 
@@ -234,12 +258,11 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
     _check("batch_norm", input=input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
     if not training and (running_mean is None or running_var is None):
         raise ValueError("batch_norm in eval mode (training=False) needs running_mean and running_var")
-    y, mean, invstd = _ops.batch_norm(input, weight, bias, running_mean, running_var, bool(training),
-                                      float(eps), _activation(activation))
+    y, mean, invstd = _call(_ops.batch_norm, input, weight, bias, running_mean, running_var, bool(training),
+                            float(eps), _activation(activation))
     if training and running_mean is not None:
         count = input.numel() // input.shape[1]  # > 1: the op refuses a batch with one value per channel
-        _ops.update_running_stats(running_mean, running_var, mean, invstd, count, float(momentum),
-                                                float(eps))
+        _ops.update_running_stats(running_mean, running_var, mean, invstd, count, float(momentum), float(eps))
     return y
 
 
@@ -252,6 +275,6 @@ def conv2d_bn(input: Tensor, weight: Tensor, bias: Optional[Tensor], running_mea
     _check("conv2d_bn", input=input, weight=weight, bias=bias, running_mean=running_mean, running_var=running_var,
            bn_weight=bn_weight, bn_bias=bn_bias)
     pad, same = _conv_padding(padding, 2)
-    return _ops.conv2d_bn(input, weight, bias, running_mean, running_var, bn_weight, bn_bias,
-                                        float(eps), _ints(stride, 2, "stride"), pad, _ints(dilation, 2, "dilation"),
-                                        int(groups), same, _activation(activation))
+    return _call(_ops.conv2d_bn, input, weight, bias, running_mean, running_var, bn_weight, bn_bias, float(eps),
+                 _ints(stride, 2, "stride"), pad, _ints(dilation, 2, "dilation"), int(groups), same,
+                 _activation(activation))
