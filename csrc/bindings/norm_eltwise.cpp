@@ -198,6 +198,29 @@ void add(const Backend& be, const py::array& a, const py::array& b, py::array& y
   });
 }
 
+void sgd_step(const Backend& be, py::array& param, const py::array& grad, const py::object& momentum_buffer,
+              double lr, double momentum, double dampening, double weight_decay, bool nesterov, bool maximize,
+              bool first) {
+  dispatch_float(param, "param", [&](auto tag) {
+    using T = decltype(tag);
+    const int64_t n = numel(param);
+    T* p = out_ptr<T>(param, "param");
+    const T* g = in_ptr<T>(grad, "grad", n);
+    T* buf = opt_out_ptr<T>(momentum_buffer, "momentum_buffer", n);
+    if (momentum != 0 && !buf) throw py::value_error("momentum needs a momentum_buffer");
+    SgdArgs s;
+    s.lr = lr;
+    s.momentum = momentum;
+    s.dampening = dampening;
+    s.weight_decay = weight_decay;
+    s.nesterov = nesterov;
+    s.maximize = maximize;
+    s.first = first;
+    py::gil_scoped_release release;
+    be.table->of<T>().sgd_step(n, p, g, buf, s, get_num_threads());
+  });
+}
+
 }  // namespace
 
 void register_norm_eltwise(BackendClass& cls) {
@@ -223,6 +246,9 @@ void register_norm_eltwise(BackendClass& cls) {
   cls.def("dropout_backward", &dropout_backward, py::arg("grad_output"), py::arg("mask"), py::arg("grad_input"),
           py::arg("scale"));
   cls.def("add", &add, py::arg("a"), py::arg("b"), py::arg("out"));
+  cls.def("sgd_step", &sgd_step, py::arg("param"), py::arg("grad"), py::arg("momentum_buffer"), py::arg("lr"),
+          py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"), py::arg("maximize"),
+          py::arg("first"));
 }
 
 }  // namespace fastconv

@@ -34,6 +34,7 @@ struct KernelSet {
   void (*dropout_forward)(int64_t, const T*, T*, uint8_t*, double, uint64_t, int);
   void (*dropout_backward)(int64_t, const T*, const uint8_t*, T*, double, int);
   void (*add)(int64_t, const T*, const T*, T*, int);
+  void (*sgd_step)(int64_t, T*, const T*, T*, const SgdArgs&, int);
 };
 
 struct KernelTable {

@@ -32,6 +32,7 @@ static KernelSet<T> kernel_set() {
   s.dropout_forward = &dropout_forward<T>;
   s.dropout_backward = &dropout_backward<T>;
   s.add = &add<T>;
+  s.sgd_step = &sgd_step<T>;
   return s;
 }
 

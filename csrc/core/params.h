@@ -119,6 +119,13 @@ struct PoolArgs {
   int64_t out_volume() const { return out[0] * out[1] * out[2]; }
 };
 
+// One torch.optim.SGD step: weight decay, momentum (with dampening, Nesterov), maximize;
+// `first`: the momentum buffer starts as the gradient.
+struct SgdArgs {
+  double lr = 0, momentum = 0, dampening = 0, weight_decay = 0;
+  bool nesterov = false, maximize = false, first = false;
+};
+
 // BatchNorm over x laid out (n, c, s): statistics per channel c over n * s values.
 struct BatchNormArgs {
   int64_t n = 0, c = 0, s = 1;

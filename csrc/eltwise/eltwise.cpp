@@ -455,6 +455,28 @@ void add(int64_t n, const T* a, const T* b, T* y, int threads) {
   });
 }
 
+template <class T>
+void sgd_step(int64_t n, T* p, const T* grad, T* buf, const SgdArgs& s, int threads) {
+  parallel_range(n, threads, [&](int64_t lo, int64_t hi) {
+    // Locals, not the closure's members, so that the loop vectorises.
+    const T lr = static_cast<T>(s.lr), mu = static_cast<T>(s.momentum), wd = static_cast<T>(s.weight_decay);
+    const T keep = static_cast<T>(1.0 - s.dampening);
+    const bool momentum = s.momentum != 0, decay = s.weight_decay != 0;
+    const bool nesterov = s.nesterov, maximize = s.maximize, first = s.first;
+#pragma omp simd
+    for (int64_t i = lo; i < hi; ++i) {
+      T g = maximize ? -grad[i] : grad[i];
+      if (decay) g = g + wd * p[i];
+      if (momentum) {
+        const T b = first ? g : mu * buf[i] + keep * g;
+        buf[i] = b;
+        g = nesterov ? g + mu * b : b;
+      }
+      p[i] = p[i] - lr * g;
+    }
+  });
+}
+
 #define FC_INSTANTIATE_ELTWISE(T)                                                                                  \
   template void activation_forward<T>(EltwiseKind, int64_t, const T*, T*, double, int);                            \
   template void activation_backward<T>(EltwiseKind, int64_t, const T*, const T*, T*, double, int);                 \
@@ -466,7 +488,8 @@ void add(int64_t n, const T* a, const T* b, T* y, int threads) {
                                           int64_t, double, int);                                                   \
   template void dropout_forward<T>(int64_t, const T*, T*, uint8_t*, double, uint64_t, int);                        \
   template void dropout_backward<T>(int64_t, const T*, const uint8_t*, T*, double, int);                           \
-  template void add<T>(int64_t, const T*, const T*, T*, int);
+  template void add<T>(int64_t, const T*, const T*, T*, int);                                                      \
+  template void sgd_step<T>(int64_t, T*, const T*, T*, const SgdArgs&, int);
 FC_INSTANTIATE_ELTWISE(float)
 FC_INSTANTIATE_ELTWISE(double)
 

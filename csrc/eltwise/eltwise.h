@@ -46,5 +46,11 @@ void dropout_backward(int64_t n, const T* grad_y, const uint8_t* mask, T* grad_x
 template <class T>
 void add(int64_t n, const T* a, const T* b, T* y, int threads);
 
+// One SGD step on n parameters p in place, with gradient `grad` and (with momentum)
+// the momentum buffer `buf`, in one pass: torch.optim.SGD's rule, the
+// hyper-parameters cast to T as numpy casts Python floats.
+template <class T>
+void sgd_step(int64_t n, T* p, const T* grad, T* buf, const SgdArgs& s, int threads);
+
 }  // namespace FC_NS
 }  // namespace fastconv

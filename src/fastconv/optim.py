@@ -1,7 +1,8 @@
 """Optimizers and learning-rate schedulers with ``torch.optim``'s names, arguments and update rules.
 
-Each update runs on the parameters' arrays in place, one vectorised numpy expression per
-parameter; parameters whose ``grad`` is None are skipped.
+Each update runs on the parameters' arrays in place: SGD in one pass of fastconv's C++ kernel
+where the arrays allow (contiguous float32/float64), otherwise, and for the other optimizers,
+one vectorised numpy expression per parameter; parameters whose ``grad`` is None are skipped.
 """
 
 from __future__ import annotations
@@ -62,6 +63,20 @@ def _check(name: str, value: float, low: float = 0.0) -> float:
     return value
 
 
+def _fused_ok(p, *state) -> bool:
+    """Whether a CPU step can run in place in fastconv's fused kernel: the parameter and its state
+    arrays (None: not made yet) writeable and C-contiguous, the gradient C-contiguous, all float32
+    or float64 arrays of one dtype and size."""
+    data, grad = p.data, p.grad
+    like = lambda a: isinstance(a, np.ndarray) and a.dtype == data.dtype and a.size == data.size  # noqa: E731
+    return (isinstance(data, np.ndarray) and data.dtype in _FUSED_DTYPES and _device.is_writable_contiguous(data)
+            and like(grad) and grad.flags.c_contiguous
+            and all(a is None or (like(a) and _device.is_writable_contiguous(a)) for a in state))
+
+
+_FUSED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent with momentum (PyTorch's form: v = mu*v + (1-dampening)*g,
     first step v = g), Nesterov momentum and L2 weight decay."""
@@ -81,6 +96,9 @@ class SGD(Optimizer):
             if _device.is_gpu(p.data):
                 self._gpu_step(group, p, state)
                 continue
+            if _fused_ok(p, state.get("momentum_buffer")):
+                self._cpu_step(group, p, state)
+                continue
             g = -p.grad if group["maximize"] else p.grad
             if group["weight_decay"]:
                 g = g + group["weight_decay"] * p.data
@@ -94,6 +112,17 @@ class SGD(Optimizer):
                     buf += (1 - group["dampening"]) * g
                 g = g + mu * buf if group["nesterov"] else buf
             p.data -= (group["lr"] * g).astype(p.dtype, copy=False)
+
+    @staticmethod
+    def _cpu_step(group, p, state) -> None:
+        """The step in one pass of fastconv's C++ kernel (the numpy expression below makes five or more)."""
+        mu = group["momentum"]
+        buf = state.get("momentum_buffer")
+        first = buf is None
+        if mu and first:
+            buf = state["momentum_buffer"] = np.empty_like(p.data)
+        _device.kernels(p.data).sgd_step(p.data, p.grad, buf if mu else None, group["lr"], mu, group["dampening"],
+                                         group["weight_decay"], group["nesterov"], group["maximize"], first)
 
     @staticmethod
     def _gpu_step(group, p, state) -> None:
