@@ -143,6 +143,13 @@ def test_a_jit_trace_without_autograd_records_the_fastconv_ops():
         torch.testing.assert_close(traced(x), ref(x), rtol=1e-5, atol=1e-5)
 
 
+def test_the_profiler_sees_ops_called_without_autograd():
+    model = ft.convert(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1)).eval())
+    with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        model(torch.randn(1, 3, 8, 8))
+    assert {"fastconv::conv2d", "fastconv::adaptive_avg_pool2d"} <= {e.name for e in prof.events()}
+
+
 def test_drop_in_modules_load_torch_checkpoints_and_keep_constructor_signatures():
     ref = nn.Conv2d(3, 8, 5, stride=2, padding=2, bias=False)
     ours = ft.nn.Conv2d(3, 8, 5, stride=2, padding=2, bias=False)

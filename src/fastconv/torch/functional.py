@@ -57,6 +57,20 @@ def _check(op: str, **tensors: Optional[Tensor]) -> None:
                             f"of an op share one dtype")
 
 
+def _watchers():
+    """torch's switches for what would see or change an op's call (see :func:`_direct`); None where this
+    torch lacks one of them, and then every call goes through the dispatcher."""
+    try:
+        return (torch._C._get_tracing_state, torch._C._len_torch_dispatch_stack,
+                torch._C._is_torch_function_mode_enabled, torch._C._are_functorch_transforms_active,
+                torch._C._is_any_autocast_enabled, torch.autograd._profiler_enabled)
+    except AttributeError:
+        return None
+
+
+_WATCHERS = _watchers()
+
+
 def _direct(args) -> bool:
     """Whether an op may run its Python implementation directly instead of through torch's dispatcher:
     where nothing can tell the two apart, the call skips the dispatcher's ~30 us (a large share of a
@@ -64,10 +78,11 @@ def _direct(args) -> bool:
     and no torch.compile, torch.jit tracing, dispatch or function mode, functorch transform, autocast
     or profiler, each of which must see (or changes) the op. Mutating ops always dispatch (the
     dispatcher bumps the mutated tensors' version counters)."""
-    if (torch.compiler.is_compiling() or torch._C._get_tracing_state() is not None
-            or torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled()
-            or torch._C._are_functorch_transforms_active() or torch._C._is_any_autocast_enabled()
-            or torch.autograd._profiler_enabled()):
+    if _WATCHERS is None:
+        return False
+    tracing, dispatch_modes, function_modes, functorch, autocast, profiler = _WATCHERS
+    if (torch.compiler.is_compiling() or tracing() is not None or dispatch_modes() or function_modes() or functorch()
+            or autocast() or profiler()):
         return False
     grad = torch.is_grad_enabled()
     for a in args:
