@@ -87,13 +87,16 @@ def reference_bn_backward(g, x, w, mean, invstd, training):
     return g * (invstd * w).reshape(shape), dw, db
 
 
-@pytest.mark.parametrize("shape", [(8, 50, 64, 64), (2, 3, 256, 256), (4, 37, 15, 15), (3, 300, 7, 7)])
+@pytest.mark.parametrize("shape", [(8, 50, 64, 64), (2, 3, 256, 256), (4, 37, 15, 15), (3, 300, 7, 7), (16, 200, 12),
+                                   (4096, 96), (512, 40, 3), (64, 70, 20)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_channel_groups_on_several_threads(rng, shape, dtype):
-    # Tensors large enough for both threads, whose channels fall into groups of several channels (a
-    # partial one last), or of one channel each when a channel's data exceeds the groups' cache
-    # budget: every pass walks a group n-major, and the statistics, y and the gradients must come out
-    # as the definitions give them, with and without a fused activation.
+def test_both_layouts_on_several_threads(rng, shape, dtype):
+    # Tensors large enough for both threads. Rows of 49 values or more (and of 12 with 16 samples) go
+    # by groups of channels, of several channels (a partial one last) or of one channel each when a
+    # channel's data exceeds the groups' cache budget; (N, C) and short rows go by whole samples,
+    # split between the threads, with per-column sums folded into channels. Either way the
+    # statistics, y and the gradients must come out as the definitions give them, with and without
+    # a fused activation.
     x = (rng.standard_normal(shape) * 4 + 2).astype(dtype)
     c = shape[1]
     w, b = rng.standard_normal(c).astype(dtype) * 3, rng.standard_normal(c).astype(dtype) + 2

@@ -148,11 +148,178 @@ void backward_group(const BatchNormArgs& a, bool training, int64_t c0, int64_t c
     }
 }
 
+// Short rows ((N, C) and (N, C, small L) inputs). A row of s values is too short
+// for the channel-group passes (a call and a masked vector per few values), so
+// these passes run over whole samples instead: sample n's c * s values are one
+// contiguous run, and every value position ("column") j belongs to channel j / s.
+// Threads split the samples; the sums are kept per column in double, one set per
+// thread, and then folded into channels; the per-element passes read per-column
+// coefficients. Those per-column arrays cost O(c * s) per call, which a few
+// samples do not repay once rows hold 8 values: measured on (N, C, L) with
+// L = 1 to 32 (BatchNorm1d on (4096, 1024): 16-23x faster than channel groups;
+// (8, 1024, 8): 1.8x slower forward).
+inline bool short_rows(const BatchNormArgs& a) { return a.s < 8 || (a.s < 32 && a.n >= 32); }
+
+// Calls fn(thread, n0, n1) for each thread's contiguous range of samples.
+template <class Fn>
+void for_each_sample_range(const BatchNormArgs& a, int threads, Fn fn) {
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    fn(t, a.n * t / nt, a.n * (t + 1) / nt);
+  }
+}
+
+// Folds per-thread, per-column sums (threads x 2 x cols) into per-channel ones (2 x c).
+inline std::vector<double> fold_columns(const BatchNormArgs& a, const std::vector<double>& cols, int threads) {
+  const int64_t n_cols = a.c * a.s;
+  std::vector<double> out(2 * a.c, 0.0);
+  for (int t = 0; t < threads; ++t)
+    for (int k = 0; k < 2; ++k)
+      for (int64_t j = 0; j < n_cols; ++j) out[k * a.c + j / a.s] += cols[(2 * t + k) * n_cols + j];
+  return out;
+}
+
+template <class T>
+void forward_short_rows(const BatchNormArgs& a, bool training, const T* x, const T* weight, const T* bias,
+                        T* running_mean, T* running_var, T* y, T* save_mean, T* save_invstd, Activation act) {
+  using V = Vec<T>;
+  constexpr int L = V::kWidth;
+  const int threads = bn_threads(a);
+  const int64_t cols = a.c * a.s;
+  const double count = static_cast<double>(a.n * a.s);
+  std::vector<double> sums;
+  std::vector<double> first(cols, 0.0);  // each column's channel's first value: the variance's shift
+  if (training) {
+    if (count > 0)
+      for (int64_t j = 0; j < cols; ++j) first[j] = static_cast<double>(x[(j / a.s) * a.s]);
+    std::vector<double> per(2 * threads * cols, 0.0);
+    for_each_sample_range(a, threads, [&](int t, int64_t n0, int64_t n1) {
+      double* s1 = per.data() + 2 * t * cols;
+      double* s2 = s1 + cols;
+      const double* sh = first.data();
+      for (int64_t n = n0; n < n1; ++n) {
+        const T* xr = x + n * cols;
+#pragma omp simd
+        for (int64_t j = 0; j < cols; ++j) {
+          const double d = static_cast<double>(xr[j]) - sh[j];
+          s1[j] += d;
+          s2[j] += d * d;
+        }
+      }
+    });
+    sums = fold_columns(a, per, threads);
+  }
+  std::vector<T> scale(cols), shift(cols);
+  for (int64_t c = 0; c < a.c; ++c) {
+    double mean, invstd;
+    if (training) {
+      const double sh = first[c * a.s];
+      const double dm = sums[c] / count;
+      const double raw = sums[a.c + c] / count - dm * dm;
+      const double var = raw < 0.0 ? 0.0 : raw;
+      mean = sh + dm;
+      invstd = 1.0 / std::sqrt(var + a.eps);
+      save_mean[c] = static_cast<T>(mean);
+      save_invstd[c] = static_cast<T>(invstd);
+      if (running_mean) running_mean[c] = static_cast<T>((1 - a.momentum) * running_mean[c] + a.momentum * mean);
+      if (running_var)
+        running_var[c] = static_cast<T>((1 - a.momentum) * running_var[c] + a.momentum * var * count / (count - 1));
+    } else {
+      mean = running_mean[c];
+      invstd = 1.0 / std::sqrt(static_cast<double>(running_var[c]) + a.eps);
+    }
+    const double w = weight ? weight[c] : 1.0, b = bias ? bias[c] : 0.0;
+    for (int64_t i = 0; i < a.s; ++i) {
+      scale[c * a.s + i] = static_cast<T>(w * invstd);
+      shift[c * a.s + i] = static_cast<T>(b - mean * w * invstd);
+    }
+  }
+  for_each_sample_range(a, threads, [&](int, int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n)
+      for (int64_t j = 0; j < cols; j += L) {
+        const int64_t left = cols - j;
+        const V v = V::fmadd(load_n<V>(x + n * cols + j, left), load_n<V>(scale.data() + j, left),
+                             load_n<V>(shift.data() + j, left));
+        store_n(apply_activation(v, act), y + n * cols + j, left);
+      }
+  });
+}
+
+template <Activation A, class T>
+void backward_short_rows(const BatchNormArgs& a, bool training, const T* grad_y, const T* x, const T* weight,
+                         const T* mean, const T* invstd, T* grad_x, T* grad_w, T* grad_b, const T* y) {
+  using V = Vec<T>;
+  constexpr int L = V::kWidth;
+  const int threads = bn_threads(a);
+  const int64_t cols = a.c * a.s;
+  const double count = static_cast<double>(a.n * a.s);
+  std::vector<double> mcol(cols);
+  for (int64_t j = 0; j < cols; ++j) mcol[j] = static_cast<double>(mean[j / a.s]);
+  // sum(dy) and sum(dy * (x - mean)) per column, dy masked by the activation.
+  std::vector<double> per(2 * threads * cols, 0.0);
+  for_each_sample_range(a, threads, [&](int t, int64_t n0, int64_t n1) {
+    double* s1 = per.data() + 2 * t * cols;
+    double* s2 = s1 + cols;
+    const double* m = mcol.data();
+    std::vector<T> staged(A == Activation::none ? 0 : cols);  // a sample's masked grad_y
+    for (int64_t n = n0; n < n1; ++n) {
+      const T* gr = grad_y + n * cols;
+      const T* xr = x + n * cols;
+      if constexpr (A != Activation::none) {
+        for (int64_t j = 0; j < cols; j += L)
+          store_n(masked_grad<A>(load_n<V>(gr + j, cols - j), load_n<V>(y + n * cols + j, cols - j)),
+                  staged.data() + j, cols - j);
+        gr = staged.data();
+      }
+#pragma omp simd
+      for (int64_t j = 0; j < cols; ++j) {
+        const double g = gr[j];
+        s1[j] += g;
+        s2[j] += g * (static_cast<double>(xr[j]) - m[j]);
+      }
+    }
+  });
+  const std::vector<double> sums = fold_columns(a, per, threads);
+  for (int64_t c = 0; c < a.c; ++c) {
+    if (grad_b) grad_b[c] = static_cast<T>(sums[c]);
+    if (grad_w) grad_w[c] = static_cast<T>(sums[a.c + c] * static_cast<double>(invstd[c]));
+  }
+  if (!grad_x) return;
+  // training: dx = (dy - mean(dy) - (x - mean) * invstd^2 * mean(dy * (x - mean))) * invstd * w
+  // eval:     dx = dy * invstd * w
+  std::vector<T> k(cols), mdy(cols), proj(cols), m(cols);
+  for (int64_t j = 0; j < cols; ++j) {
+    const int64_t c = j / a.s;
+    const double is = invstd[c], w = weight ? weight[c] : 1.0;
+    k[j] = static_cast<T>(is * w);
+    m[j] = mean[c];
+    mdy[j] = training ? static_cast<T>(sums[c] / count) : T(0);
+    proj[j] = training ? static_cast<T>(is * is * sums[a.c + c] / count) : T(0);
+  }
+  for_each_sample_range(a, threads, [&](int, int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n)
+      for (int64_t j = 0; j < cols; j += L) {
+        const int64_t left = cols - j, off = n * cols + j;
+        V g = load_n<V>(grad_y + off, left);
+        if constexpr (A != Activation::none) g = masked_grad<A>(g, load_n<V>(y + off, left));
+        if (training) {
+          const V xc = V::sub(load_n<V>(x + off, left), load_n<V>(m.data() + j, left));
+          g = V::sub(V::sub(g, load_n<V>(mdy.data() + j, left)), V::mul(xc, load_n<V>(proj.data() + j, left)));
+        }
+        store_n(V::mul(g, load_n<V>(k.data() + j, left)), grad_x + off, left);  // eval never reads x
+      }
+  });
+}
+
 }  // namespace
 
 template <class T>
 void batch_norm_forward(const BatchNormArgs& a, bool training, const T* x, const T* weight, const T* bias,
                         T* running_mean, T* running_var, T* y, T* save_mean, T* save_invstd, Activation act) {
+  if (short_rows(a))
+    return forward_short_rows(a, training, x, weight, bias, running_mean, running_var, y, save_mean, save_invstd,
+                              act);
   const double count = static_cast<double>(a.n * a.s);
   // Training reads a group twice (statistics, then y), so it is kept to the cache
   // budget; eval reads x once, in as long stretches as the threads allow.
@@ -212,6 +379,19 @@ template <class T>
 void batch_norm_backward(const BatchNormArgs& a, bool training, const T* grad_y, const T* x, const T* weight,
                          const T* mean, const T* invstd, T* grad_x, T* grad_w, T* grad_b, Activation act,
                          const T* y) {
+  if (short_rows(a)) {
+    switch (act) {
+      case Activation::relu:
+        return backward_short_rows<Activation::relu>(a, training, grad_y, x, weight, mean, invstd, grad_x, grad_w,
+                                                     grad_b, y);
+      case Activation::relu6:
+        return backward_short_rows<Activation::relu6>(a, training, grad_y, x, weight, mean, invstd, grad_x, grad_w,
+                                                      grad_b, y);
+      default:
+        return backward_short_rows<Activation::none>(a, training, grad_y, x, weight, mean, invstd, grad_x, grad_w,
+                                                     grad_b, y);
+    }
+  }
   // A group is read twice (the reductions, then dx): grad_y and x, and y with an activation.
   const int64_t bytes = a.n * a.s * static_cast<int64_t>(sizeof(T)) * (act == Activation::none ? 2 : 3);
   for_each_group(a, bytes, [&](int64_t c0, int64_t c1) {
