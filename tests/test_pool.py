@@ -205,6 +205,47 @@ def test_adaptive_pools(isa, rng, out):
         assert np.array_equal(idx, F.adaptive_max_pool2d(tx, out, return_indices=True)[1].numpy())
 
 
+def _adaptive_avg_reference(x, out):
+    """Adaptive average pooling and its gradient's spread by definition, in float64."""
+    h, w = x.shape[2:]
+    oh, ow = out
+    y = np.zeros(x.shape[:2] + (oh, ow))
+    windows = []
+    for i in range(oh):
+        for j in range(ow):
+            r = slice(i * h // oh, -(-(i + 1) * h // oh))
+            c = slice(j * w // ow, -(-(j + 1) * w // ow))
+            y[:, :, i, j] = x[:, :, r, c].astype(np.float64).mean(axis=(2, 3))
+            windows.append((i, j, r, c))
+
+    def backward(g):
+        gx = np.zeros(x.shape)
+        for i, j, r, c in windows:
+            gx[:, :, r, c] += g[:, :, i, j, None, None] / ((r.stop - r.start) * (c.stop - c.start))
+        return gx
+
+    return y, backward
+
+
+@pytest.mark.parametrize("out", [1, (4, 5), (9, 11), (3, None), (2, 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adaptive_avg_pool_on_several_threads(rng, out, dtype):
+    # Planes enough for both threads: the forward sums a window's rows into one row and then its
+    # columns (a global pool: each plane as one run); the backward writes each input row once from
+    # the output rows covering it (a global pool: each plane filled). Overlapping windows included.
+    x = rng.standard_normal((4, 300, 9, 11)).astype(dtype)
+    size = (out, out) if isinstance(out, int) else (out[0], 11 if out[1] is None else out[1])
+    want, backward = _adaptive_avg_reference(x, size)
+    g = rng.standard_normal(want.shape).astype(dtype)
+    want_gx = backward(g)
+    for isa in ISAS:
+        with fastconv.use_isa(isa):
+            y = ops.adaptive_avg_pool2d(x, out)
+            gx = ops.adaptive_avg_pool2d_backward(g, x.shape)
+        assert y.dtype == dtype and close(y, want), isa
+        assert gx.dtype == dtype and close(gx, want_gx), isa
+
+
 def test_global_avg_pool(rng):
     x = rng.standard_normal((3, 5, 6, 7)).astype(np.float32)
     y = ops.global_avg_pool2d(x)

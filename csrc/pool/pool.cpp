@@ -431,15 +431,40 @@ void for_each_adaptive_window(const PoolArgs& a, Fn fn) {
   }
 }
 
+// Per axis: the adaptive windows [start, end) of every output, and for every
+// input index the first and last outputs whose windows hold it (windows are
+// monotone and cover the axis, so those outputs are one run).
+struct AdaptiveAxis {
+  std::vector<int64_t> start, end, first, last;
+  AdaptiveAxis(int64_t in, int64_t out) : start(out), end(out), first(in, out), last(in, -1) {
+    for (int64_t o = 0; o < out; ++o) {
+      start[o] = adaptive_start(o, in, out);
+      end[o] = adaptive_end(o, in, out);
+      for (int64_t i = start[o]; i < end[o]; ++i) {
+        first[i] = imin(first[i], o);
+        last[i] = imax(last[i], o);
+      }
+    }
+  }
+  int64_t size(int64_t o) const { return end[o] - start[o]; }
+};
+
 }  // namespace
 
+// Adaptive max pooling: each window scanned in order (first maximum wins, NaN wins).
+// Adaptive average pooling: per output row, the window's input rows are first
+// summed into one row of W columns (vector adds over whole rows), and each output
+// is then the sum of its columns of that row; a global pool (one output per plane)
+// sums each plane as one contiguous run. (Summing each window row by row cost a
+// reduction per row: (8, 256, 56, 56) -> 7 and (8, 1280, 7, 7) -> 1 ran at 0.48x
+// and 0.14x PyTorch's speed.)
 template <class T>
 void adaptive_pool_forward(const PoolArgs& a, bool max, const T* x, T* y, int64_t* indices) {
   const int64_t in_vol = a.in_volume(), out_vol = a.out_volume(), h = a.in[1], w = a.in[2];
-  for_each_adaptive_window(a, [&](int64_t p, int64_t o, int64_t z0, int64_t z1, int64_t y0, int64_t y1, int64_t x0,
-                                  int64_t x1) {
-    const T* xp = x + p * in_vol;
-    if (max) {
+  if (max) {
+    for_each_adaptive_window(a, [&](int64_t p, int64_t o, int64_t z0, int64_t z1, int64_t y0, int64_t y1, int64_t x0,
+                                    int64_t x1) {
+      const T* xp = x + p * in_vol;
       T best = -std::numeric_limits<T>::infinity();
       int64_t at = -1;
       for (int64_t z = z0; z < z1; ++z)
@@ -454,37 +479,112 @@ void adaptive_pool_forward(const PoolArgs& a, bool max, const T* x, T* y, int64_
           }
       y[p * out_vol + o] = best;
       if (indices) indices[p * out_vol + o] = at;
-    } else {
-      T sum = 0;
-      for (int64_t z = z0; z < z1; ++z)
-        for (int64_t r = y0; r < y1; ++r) {
-          const T* row = xp + (z * h + r) * w;
-          T part = 0;
-#pragma omp simd reduction(+ : part)
-          for (int64_t c = x0; c < x1; ++c) part += row[c];
-          sum += part;
-        }
-      y[p * out_vol + o] = sum / T((z1 - z0) * (y1 - y0) * (x1 - x0));
+    });
+    return;
+  }
+  const int threads = pool_threads(a);
+  if (out_vol == 1) {  // global: each plane is one contiguous run
+    using V = Vec<T>;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int64_t p = 0; p < a.planes; ++p) {
+      const T* xp = x + p * in_vol;
+      V acc = V::zero();
+      for (int64_t i = 0; i < in_vol; i += V::kWidth) acc = V::add(acc, load_n<V>(xp + i, in_vol - i));
+      y[p] = V::sum(acc) / T(in_vol);
     }
-  });
+    return;
+  }
+  const AdaptiveAxis ad(a.in[0], a.out[0]), ah(h, a.out[1]), aw(w, a.out[2]);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    std::vector<T> rowsum(w);
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < a.planes; ++p) {
+      const T* xp = x + p * in_vol;
+      T* yp = y + p * out_vol;
+      for (int64_t od = 0; od < a.out[0]; ++od)
+        for (int64_t oh = 0; oh < a.out[1]; ++oh) {
+          T* __restrict acc = rowsum.data();
+          bool first = true;
+          for (int64_t z = ad.start[od]; z < ad.end[od]; ++z)
+            for (int64_t r = ah.start[oh]; r < ah.end[oh]; ++r) {
+              const T* __restrict row = xp + (z * h + r) * w;
+              if (first) {
+#pragma omp simd
+                for (int64_t c = 0; c < w; ++c) acc[c] = row[c];
+                first = false;
+              } else {
+#pragma omp simd
+                for (int64_t c = 0; c < w; ++c) acc[c] += row[c];
+              }
+            }
+          const int64_t area = ad.size(od) * ah.size(oh);
+          T* yr = yp + (od * a.out[1] + oh) * a.out[2];
+          for (int64_t ow = 0; ow < a.out[2]; ++ow) {
+            T sum = 0;
+            for (int64_t c = aw.start[ow]; c < aw.end[ow]; ++c) sum += acc[c];
+            yr[ow] = sum / T(area * aw.size(ow));
+          }
+        }
+    }
+  }
 }
 
+// Adaptive average backward in gather form: each output row's divided gradients
+// are first spread along W (input column c takes the outputs whose windows hold
+// it), and every input row is then written once, the sum of the spread rows of
+// the output rows that cover it. No zero fill, no read-modify-write of grad_x.
 template <class T>
 void adaptive_avg_pool_backward(const PoolArgs& a, const T* grad_y, T* grad_x) {
-  const int64_t in_vol = a.in_volume(), out_vol = a.out_volume(), h = a.in[1], w = a.in[2];
-  // Each plane's outputs run in order on one thread (the loop is parallel over planes).
-  for_each_adaptive_window(a, [&](int64_t p, int64_t o, int64_t z0, int64_t z1, int64_t y0, int64_t y1, int64_t x0,
-                                  int64_t x1) {
-    T* gx = grad_x + p * in_vol;
-    if (o == 0) std::memset(gx, 0, sizeof(T) * in_vol);
-    const T g = grad_y[p * out_vol + o] / T((z1 - z0) * (y1 - y0) * (x1 - x0));
-    for (int64_t z = z0; z < z1; ++z)
-      for (int64_t r = y0; r < y1; ++r) {
-        T* row = gx + (z * h + r) * w;
+  const int64_t in_vol = a.in_volume(), out_vol = a.out_volume(), h = a.in[1], w = a.in[2], wo = a.out[2];
+  const int threads = pool_threads(a);
+  if (out_vol == 1) {  // global: each plane takes its gradient / (its size) everywhere
+    using V = Vec<T>;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int64_t p = 0; p < a.planes; ++p) {
+      const V g = V::set1(grad_y[p] / T(in_vol));
+      for (int64_t i = 0; i < in_vol; i += V::kWidth) store_n(g, grad_x + p * in_vol + i, in_vol - i);
+    }
+    return;
+  }
+  const AdaptiveAxis ad(a.in[0], a.out[0]), ah(h, a.out[1]), aw(w, wo);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    std::vector<T> spread(a.out[0] * a.out[1] * w), scaled(wo);
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < a.planes; ++p) {
+      const T* gy = grad_y + p * out_vol;
+      for (int64_t od = 0; od < a.out[0]; ++od)
+        for (int64_t oh = 0; oh < a.out[1]; ++oh) {
+          const int64_t orow = od * a.out[1] + oh;
+          const T area = T(ad.size(od) * ah.size(oh));
+          for (int64_t ow = 0; ow < wo; ++ow) scaled[ow] = gy[orow * wo + ow] / (area * T(aw.size(ow)));
+          T* sp = spread.data() + orow * w;
+          for (int64_t c = 0; c < w; ++c) {
+            T sum = 0;
+            for (int64_t ow = aw.first[c]; ow <= aw.last[c]; ++ow) sum += scaled[ow];
+            sp[c] = sum;
+          }
+        }
+      for (int64_t z = 0; z < a.in[0]; ++z)
+        for (int64_t r = 0; r < h; ++r) {
+          T* __restrict gx = grad_x + p * in_vol + (z * h + r) * w;
+          bool first = true;
+          for (int64_t od = ad.first[z]; od <= ad.last[z]; ++od)
+            for (int64_t oh = ah.first[r]; oh <= ah.last[r]; ++oh) {
+              const T* __restrict sp = spread.data() + (od * a.out[1] + oh) * w;
+              if (first) {
 #pragma omp simd
-        for (int64_t c = x0; c < x1; ++c) row[c] += g;
-      }
-  });
+                for (int64_t c = 0; c < w; ++c) gx[c] = sp[c];
+                first = false;
+              } else {
+#pragma omp simd
+                for (int64_t c = 0; c < w; ++c) gx[c] += sp[c];
+              }
+            }
+        }
+    }
+  }
 }
 
 #define FC_INSTANTIATE_POOL(T)                                                                   \
