@@ -16,6 +16,7 @@ except ImportError:
     torch = None
 
 needs_torch = pytest.mark.skipif(torch is None, reason="torch not installed")
+ISAS = fastconv.cpu_info()["supported_isas"]
 _erf = np.vectorize(math.erf)
 
 # name -> (forward, backward, numpy reference, backward takes the output?)
@@ -138,6 +139,60 @@ def test_cross_entropy(isa, rng, reduction, smoothing, shape):
     if torch is not None:
         tl = F.cross_entropy(torch.from_numpy(z), torch.from_numpy(t), reduction=reduction, label_smoothing=smoothing)
         assert close(loss, tl.numpy(), 1e-10)
+
+
+def _ce_by_definition(z, t, smoothing, ignore=-100):
+    """Per-sample losses and the logits' gradient (for a loss gradient of 1 per sample), by definition in
+    float64, for an (N, C, ...) input."""
+    z = z.astype(np.float64)
+    c = z.shape[1]
+    logp = z - np.log(np.exp(z - z.max(axis=1, keepdims=True)).sum(axis=1, keepdims=True)) - z.max(axis=1,
+                                                                                                  keepdims=True)
+    keep = t != ignore
+    tt = np.where(keep, t, 0)
+    nll = -np.take_along_axis(logp, tt[:, None], 1)[:, 0]
+    per = np.where(keep, (1 - smoothing) * nll - smoothing / c * logp.sum(axis=1), 0)
+    onehot = np.moveaxis(np.eye(c)[tt], -1, 1)
+    grad = (np.exp(logp) - (1 - smoothing) * onehot - smoothing / c) * keep[:, None]
+    return per, grad
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_over_spatial_positions(smoothing, dtype):
+    # (N, C, H, W) class scores run a vector of neighbouring positions at once (class k's logits for
+    # them are contiguous): many blocks on both threads, a partial block at each image's end, ignored
+    # and out-of-range targets, every ISA; and blocks holding an infinite or all-minus-infinity score
+    # take the per-sample code, with the results of the (N * H * W, C) layout.
+    rng = np.random.default_rng(3)
+    z = (rng.standard_normal((4, 7, 37, 41)) * 3).astype(dtype)
+    t = rng.integers(0, 7, (4, 37, 41))
+    t[0, 0, :5] = -100
+    per_want, grad_want = _ce_by_definition(z, t, smoothing)
+    bad = t.copy()
+    bad[1, 2, 3] = 7
+    special = z.copy()
+    special[2, 3, 5, 6] = np.inf
+    special[3, :, 10, 11] = -np.inf
+    flat = lambda a: np.ascontiguousarray(np.moveaxis(a, 1, -1).reshape(-1, a.shape[1]))  # noqa: E731
+    tol = 1e-5 if dtype == np.float32 else 1e-10
+    for isa in ISAS:
+        with fastconv.use_isa(isa):
+            per = ops.cross_entropy(z, t, "none", label_smoothing=smoothing)
+            grad = ops.cross_entropy_backward(np.ones(per.shape, dtype), z, t, "none", label_smoothing=smoothing)
+            assert per.dtype == dtype and close(per, per_want, tol), isa
+            assert grad.dtype == dtype and close(grad, grad_want, tol), isa
+            with pytest.raises(ValueError, match="outside"):
+                ops.cross_entropy(z, bad, "none")
+            per_s = ops.cross_entropy(special, t, "none", label_smoothing=smoothing)
+            grad_s = ops.cross_entropy_backward(np.ones(per.shape, dtype), special, t, "none",
+                                                label_smoothing=smoothing)
+            per_f = ops.cross_entropy(flat(special), t.reshape(-1), "none", label_smoothing=smoothing)
+            grad_f = ops.cross_entropy_backward(np.ones(per_f.shape, dtype), flat(special), t.reshape(-1), "none",
+                                                label_smoothing=smoothing)
+            np.testing.assert_allclose(per_s.reshape(-1), per_f, rtol=tol, atol=tol, err_msg=isa)
+            np.testing.assert_allclose(flat(grad_s), grad_f, rtol=tol, atol=tol, err_msg=isa)
+            assert np.isnan(per_s[3, 10, 11]) and np.isnan(grad_s[3, :, 10, 11]).all()
 
 
 def test_cross_entropy_rejects_bad_targets():

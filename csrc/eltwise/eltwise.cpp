@@ -6,6 +6,7 @@
 
 #include <omp.h>
 
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -335,36 +336,112 @@ T logsumexp(const T* z, int64_t c, int64_t inner) {
   return m + std::log(s);
 }
 
+
+// One sample's loss: (1 - eps) * (lse - z[target]) + eps / c * sum_k (lse - z[k]).
+template <class T>
+T sample_loss(const T* z, int64_t c, int64_t inner, int64_t tg, T eps) {
+  const T lse = logsumexp(z, c, inner);
+  T l = (T(1) - eps) * (lse - z[tg * inner]);
+  if (eps != T(0)) {
+    T sum = 0;
+    for (int64_t k = 0; k < c; ++k) sum += lse - z[k * inner];
+    l += eps / T(c) * sum;
+  }
+  return l;
+}
+
+// One sample's gradient, g * (softmax - (1 - eps) * onehot(target) - eps / c).
+template <class T>
+void sample_grad(const T* z, T* gz, int64_t c, int64_t inner, int64_t tg, T g, T eps) {
+  using V = Vec<T>;
+  const T floor = eps / T(c);
+  const T m = inner == 1 ? row_max(z, c) : T(0);
+  if (inner == 1 && std::isfinite(m)) {
+    // One exponential per logit: the terms e^(z - max) go to gz on the way to their
+    // sum, which then scales them in place (p = e^(z - max) / sum).
+    const V scale = V::set1(g / row_sum_exp(z, c, m, gz)), shift = V::set1(-floor * g);
+    map_vec(0, c, gz, gz, [&](V e) { return V::fmadd(e, scale, shift); });
+  } else {
+    const T lse = logsumexp(z, c, inner);
+    for (int64_t k = 0; k < c; ++k) gz[k * inner] = (std::exp(z[k * inner] - lse) - floor) * g;
+  }
+  gz[tg * inner] -= (T(1) - eps) * g;
+}
+
+// The per-lane maxima over the c classes of `lanes` neighbouring samples (stride
+// `inner` between classes), or false where a lane's maximum is not finite (the
+// per-sample code then keeps its special cases).
+template <class T>
+bool lanes_max(const T* z, int64_t c, int64_t inner, int lanes, Vec<T>* m) {
+  using V = Vec<T>;
+  V v = V::set1(-std::numeric_limits<T>::infinity());
+  for (int64_t k = 0; k < c; ++k) v = V::max(load_n<V>(z + k * inner, lanes), v);
+  alignas(64) T buf[V::kWidth];
+  v.store(buf);
+  for (int l = 0; l < lanes; ++l)
+    if (!std::isfinite(buf[l])) return false;
+  *m = v;
+  return true;
+}
+
+bool valid_target(int64_t tg, int64_t c, int64_t ignore_index) { return tg != ignore_index && tg >= 0 && tg < c; }
+
 }  // namespace
 
+// With inner > 1 (class scores of an (N, C, d1, ...) input), `lanes` neighbouring
+// samples of an image go at once, a vector across the inner axis: class k's logits
+// for them are contiguous. (Sample by sample, a loss walked the classes with stride
+// `inner`, one scalar exponential at a time: 7x slower than PyTorch on
+// (8, 21, 128, 128).)
 template <class T>
 bool cross_entropy_forward(int64_t n, int64_t c, int64_t inner, const T* logits, const int64_t* target, T* loss,
                            int64_t ignore_index, double label_smoothing, int threads) {
+  using V = Vec<T>;
   const T eps = static_cast<T>(label_smoothing);
   bool ok = true;
+  if (inner > 1) {
+    std::atomic<bool> all_valid{true};
+    for_each_softmax_block<T>(n, c, inner, threads, [&](int64_t b, int64_t i0, int lanes) {
+      const T* zb = logits + b * c * inner + i0;
+      alignas(64) T lse[V::kWidth], zsum[V::kWidth];
+      V m;
+      const bool fast = lanes_max(zb, c, inner, lanes, &m);
+      if (fast) {
+        V s = V::zero(), zs = V::zero();
+        for (int64_t k = 0; k < c; ++k) {
+          const V v = load_n<V>(zb + k * inner, lanes);
+          s = V::add(s, vexp(V::sub(v, m)));
+          zs = V::add(zs, v);
+        }
+        V::add(m, lanewise(s, [](T v) { return std::log(v); })).store(lse);
+        zs.store(zsum);
+      }
+      for (int l = 0; l < lanes; ++l) {
+        const int64_t smp = b * inner + i0 + l, tg = target[smp];
+        if (!valid_target(tg, c, ignore_index)) {
+          if (tg != ignore_index) all_valid.store(false, std::memory_order_relaxed);
+          loss[smp] = 0;
+        } else if (!fast) {
+          loss[smp] = sample_loss(zb + l, c, inner, tg, eps);
+        } else {
+          T v = (T(1) - eps) * (lse[l] - zb[tg * inner + l]);
+          if (eps != T(0)) v += eps / T(c) * (T(c) * lse[l] - zsum[l]);
+          loss[smp] = v;
+        }
+      }
+    });
+    return all_valid.load();
+  }
   const int t = threads_for(n * c * inner, threads);
 #pragma omp parallel for num_threads(t) schedule(static) reduction(&& : ok) if (t > 1)
-  for (int64_t s = 0; s < n * inner; ++s) {
-    const int64_t b = s / inner, i = s % inner;
+  for (int64_t s = 0; s < n; ++s) {
     const int64_t tg = target[s];
-    if (tg == ignore_index) {
+    if (!valid_target(tg, c, ignore_index)) {
+      if (tg != ignore_index) ok = false;
       loss[s] = 0;
       continue;
     }
-    if (tg < 0 || tg >= c) {
-      ok = false;
-      loss[s] = 0;
-      continue;
-    }
-    const T* z = logits + b * c * inner + i;
-    const T lse = logsumexp(z, c, inner);
-    T l = (T(1) - eps) * (lse - z[tg * inner]);
-    if (eps != T(0)) {
-      T sum = 0;
-      for (int64_t k = 0; k < c; ++k) sum += lse - z[k * inner];
-      l += eps / T(c) * sum;
-    }
-    loss[s] = l;
+    loss[s] = sample_loss(logits + s * c, c, int64_t(1), tg, eps);
   }
   return ok;
 }
@@ -375,29 +452,56 @@ void cross_entropy_backward(int64_t n, int64_t c, int64_t inner, const T* logits
                             int threads) {
   using V = Vec<T>;
   const T eps = static_cast<T>(label_smoothing);
+  if (inner > 1) {
+    // As the forward, a vector across the inner axis; the terms e^(z - max) go to
+    // grad_logits on the way to their sum and are then scaled in place.
+    for_each_softmax_block<T>(n, c, inner, threads, [&](int64_t b, int64_t i0, int lanes) {
+      const T* zb = logits + b * c * inner + i0;
+      T* gb = grad_logits + b * c * inner + i0;
+      V m;
+      if (!lanes_max(zb, c, inner, lanes, &m)) {
+        for (int l = 0; l < lanes; ++l) {
+          const int64_t smp = b * inner + i0 + l, tg = target[smp];
+          if (valid_target(tg, c, ignore_index))
+            sample_grad(zb + l, gb + l, c, inner, tg, grad_loss[smp], eps);
+          else
+            for (int64_t k = 0; k < c; ++k) gb[k * inner + l] = 0;
+        }
+        return;
+      }
+      alignas(64) T g[V::kWidth] = {};
+      for (int l = 0; l < lanes; ++l) {
+        const int64_t smp = b * inner + i0 + l;
+        g[l] = valid_target(target[smp], c, ignore_index) ? grad_loss[smp] : T(0);
+      }
+      V s = V::zero();
+      for (int64_t k = 0; k < c; ++k) {
+        const V e = vexp(V::sub(load_n<V>(zb + k * inner, lanes), m));
+        store_n(e, gb + k * inner, lanes);
+        s = V::add(s, e);
+      }
+      const V vg = V::load(g), scale = V::div(vg, s), shift = V::mul(V::set1(-eps / T(c)), vg);
+      for (int64_t k = 0; k < c; ++k)
+        store_n(V::fmadd(load_n<V>(gb + k * inner, lanes), scale, shift), gb + k * inner, lanes);
+      for (int l = 0; l < lanes; ++l) {
+        const int64_t smp = b * inner + i0 + l, tg = target[smp];
+        if (valid_target(tg, c, ignore_index))
+          gb[tg * inner + l] -= (T(1) - eps) * g[l];
+        else
+          for (int64_t k = 0; k < c; ++k) gb[k * inner + l] = 0;
+      }
+    });
+    return;
+  }
   const int t = threads_for(n * c * inner, threads);
 #pragma omp parallel for num_threads(t) schedule(static) if (t > 1)
-  for (int64_t s = 0; s < n * inner; ++s) {
-    const int64_t b = s / inner, i = s % inner;
-    const T* z = logits + b * c * inner + i;
-    T* gz = grad_logits + b * c * inner + i;
+  for (int64_t s = 0; s < n; ++s) {
     const int64_t tg = target[s];
-    if (tg == ignore_index || tg < 0 || tg >= c) {
-      for (int64_t k = 0; k < c; ++k) gz[k * inner] = 0;
+    if (!valid_target(tg, c, ignore_index)) {
+      for (int64_t k = 0; k < c; ++k) grad_logits[s * c + k] = 0;
       continue;
     }
-    const T g = grad_loss[s], floor = eps / T(c);
-    const T m = inner == 1 ? row_max(z, c) : T(0);
-    if (inner == 1 && std::isfinite(m)) {
-      // One exponential per logit: the terms e^(z - max) go to gz on the way to their
-      // sum, which then scales them in place (p = e^(z - max) / sum).
-      const V scale = V::set1(g / row_sum_exp(z, c, m, gz)), shift = V::set1(-floor * g);
-      map_vec(0, c, gz, gz, [&](V e) { return V::fmadd(e, scale, shift); });
-    } else {
-      const T lse = logsumexp(z, c, inner);
-      for (int64_t k = 0; k < c; ++k) gz[k * inner] = (std::exp(z[k * inner] - lse) - floor) * g;
-    }
-    gz[tg * inner] -= (T(1) - eps) * g;
+    sample_grad(logits + s * c, grad_logits + s * c, c, int64_t(1), tg, grad_loss[s], eps);
   }
 }
 
