@@ -90,7 +90,7 @@ def test_relu_keeps_nan():
 
 
 @pytest.mark.parametrize("shape,dim", [((7, 10), -1), ((3, 5, 4, 4), 1), ((2, 3, 4), 0), ((6,), 0),
-                                       ((3, 41), 1), ((2, 9, 37), 1)])
+                                       ((3, 41), 1), ((2, 9, 37), 1), ((2, 5, 150), 1)])
 @pytest.mark.parametrize("log", [False, True])
 def test_softmax(isa, rng, shape, dim, log):
     x = rng.standard_normal(shape) * 5
@@ -111,6 +111,30 @@ def test_softmax(isa, rng, shape, dim, log):
     nan_row = x.astype(np.float32)
     nan_row.reshape(-1)[0] = np.nan  # NaN spreads to every output that shares its softmax
     assert np.isnan(fwd(nan_row, dim).reshape(-1)[0])
+
+
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_over_channels_on_several_threads(log, dtype):
+    # Softmax over axis 1 of an (N, C, L) array runs jobs of four vectors of neighbouring positions on
+    # both threads, the last of each sample partial; forward and backward against their definitions.
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((4, 6, 3001)) * 4).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    m = x64.max(axis=1, keepdims=True)
+    lse = m + np.log(np.exp(x64 - m).sum(axis=1, keepdims=True))
+    p = np.exp(x64 - lse)
+    want_y = x64 - lse if log else p
+    want_gx = g64 - p * g64.sum(axis=1, keepdims=True) if log else p * (g64 - (g64 * p).sum(axis=1, keepdims=True))
+    fwd, bwd = (ops.log_softmax, ops.log_softmax_backward) if log else (ops.softmax, ops.softmax_backward)
+    tol = 1e-5 if dtype == np.float32 else 1e-10
+    for isa in ISAS:
+        with fastconv.use_isa(isa):
+            y = fwd(x, 1)
+            gx = bwd(g, y, 1)
+        assert y.dtype == dtype and close(y, want_y, tol), isa
+        assert close(gx, want_gx, tol), isa
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])

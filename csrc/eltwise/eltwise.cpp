@@ -226,43 +226,67 @@ void softmax_row(const T* x, T* y, int64_t dim, bool log) {
   }
 }
 
-// Softmax over d of x[d * inner + i] for `lanes` neighbouring i at once: the
-// (outer, dim, inner > 1) layout, a vector across the inner axis.
-template <class T>
+// Softmax over d of x[d * inner + i] for `lanes` (up to NV vectors) neighbouring i
+// at once: the (outer, dim, inner > 1) layout, vectors across the inner axis.
+template <class T, int NV>
 void softmax_lanes(const T* x, T* y, int64_t dim, int64_t inner, int lanes, bool log) {
   using V = Vec<T>;
-  V m = V::set1(-std::numeric_limits<T>::infinity());
-  for (int64_t d = 0; d < dim; ++d) m = V::max(load_n<V>(x + d * inner, lanes), m);
-  V sum = V::zero();
-  for (int64_t d = 0; d < dim; ++d) {
-    const V e = vexp(V::sub(load_n<V>(x + d * inner, lanes), m));
-    if (!log) store_n(e, y + d * inner, lanes);
-    sum = V::add(sum, e);
+  constexpr int L = V::kWidth;
+  const int nv = static_cast<int>(ceil_div(lanes, L));
+  V m[NV], sum[NV];
+  for (int v = 0; v < NV; ++v) {
+    m[v] = V::set1(-std::numeric_limits<T>::infinity());
+    sum[v] = V::zero();
   }
-  if (log) {
-    const V lse = V::add(m, lanewise(sum, [](T v) { return std::log(v); }));
-    for (int64_t d = 0; d < dim; ++d) store_n(V::sub(load_n<V>(x + d * inner, lanes), lse), y + d * inner, lanes);
-  } else {
-    const V inv = V::div(V::set1(T(1)), sum);
-    for (int64_t d = 0; d < dim; ++d) store_n(V::mul(load_n<V>(y + d * inner, lanes), inv), y + d * inner, lanes);
+  for (int64_t d = 0; d < dim; ++d)
+    for (int v = 0; v < NV; ++v)
+      if (v < nv) m[v] = V::max(load_n<V>(x + d * inner + v * L, lanes - v * L), m[v]);
+  for (int64_t d = 0; d < dim; ++d)
+    for (int v = 0; v < NV; ++v)
+      if (v < nv) {
+        const V e = vexp(V::sub(load_n<V>(x + d * inner + v * L, lanes - v * L), m[v]));
+        if (!log) store_n(e, y + d * inner + v * L, lanes - v * L);
+        sum[v] = V::add(sum[v], e);
+      }
+  for (int v = 0; v < NV; ++v) {
+    if (v >= nv) break;
+    const int n = lanes - v * L;
+    if (log) {
+      const V lse = V::add(m[v], lanewise(sum[v], [](T s) { return std::log(s); }));
+      for (int64_t d = 0; d < dim; ++d)
+        store_n(V::sub(load_n<V>(x + d * inner + v * L, n), lse), y + d * inner + v * L, n);
+    } else {
+      const V inv = V::div(V::set1(T(1)), sum[v]);
+      for (int64_t d = 0; d < dim; ++d)
+        store_n(V::mul(load_n<V>(y + d * inner + v * L, n), inv), y + d * inner + v * L, n);
+    }
   }
 }
 
-// The softmax backward over d for `lanes` neighbouring i (stride `inner` along d;
-// inner = 1 with lanes = 1 is not used: rows take softmax_backward_row).
-template <class T>
+// The softmax backward over d for `lanes` (up to NV vectors) neighbouring i (stride
+// `inner` along d; inner = 1 is not used: rows take softmax_backward_row).
+template <class T, int NV>
 void softmax_backward_lanes(const T* y, const T* g, T* gx, int64_t dim, int64_t inner, int lanes, bool log) {
   using V = Vec<T>;
-  V acc = V::zero();
-  for (int64_t d = 0; d < dim; ++d) {
-    const V gd = load_n<V>(g + d * inner, lanes);
-    acc = log ? V::add(acc, gd) : V::fmadd(gd, load_n<V>(y + d * inner, lanes), acc);
-  }
-  for (int64_t d = 0; d < dim; ++d) {
-    const V yd = load_n<V>(y + d * inner, lanes), gd = load_n<V>(g + d * inner, lanes);
-    const V r = log ? V::sub(gd, V::mul(vexp(yd), acc)) : V::mul(yd, V::sub(gd, acc));
-    store_n(r, gx + d * inner, lanes);
-  }
+  constexpr int L = V::kWidth;
+  const int nv = static_cast<int>(ceil_div(lanes, L));
+  V acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = V::zero();
+  for (int64_t d = 0; d < dim; ++d)
+    for (int v = 0; v < NV; ++v)
+      if (v < nv) {
+        const int64_t at = d * inner + v * L;
+        const V gd = load_n<V>(g + at, lanes - v * L);
+        acc[v] = log ? V::add(acc[v], gd) : V::fmadd(gd, load_n<V>(y + at, lanes - v * L), acc[v]);
+      }
+  for (int64_t d = 0; d < dim; ++d)
+    for (int v = 0; v < NV; ++v)
+      if (v < nv) {
+        const int64_t at = d * inner + v * L;
+        const V yd = load_n<V>(y + at, lanes - v * L), gd = load_n<V>(g + at, lanes - v * L);
+        const V r = log ? V::sub(gd, V::mul(vexp(yd), acc[v])) : V::mul(yd, V::sub(gd, acc[v]));
+        store_n(r, gx + at, lanes - v * L);
+      }
 }
 
 template <class T>
@@ -282,10 +306,11 @@ void softmax_backward_row(const T* y, const T* g, T* gx, int64_t dim, bool log) 
   }
 }
 
-// Runs fn(o, i0, lanes) over every outer index and block of inner indices, in parallel.
-template <class T, class F>
+// Runs fn(o, i0, lanes) over every outer index and block of inner indices (NV
+// vectors wide), in parallel.
+template <class T, class F, int NV = 1>
 void for_each_softmax_block(int64_t outer, int64_t dim, int64_t inner, int threads, F fn) {
-  constexpr int L = Vec<T>::kWidth;
+  constexpr int L = Vec<T>::kWidth * NV;
   const int64_t blocks = inner == 1 ? 1 : ceil_div(inner, L);
   const int t = threads_for(outer * dim * inner, threads);
 #pragma omp parallel for num_threads(t) schedule(static) if (t > 1)
@@ -297,29 +322,36 @@ void for_each_softmax_block(int64_t outer, int64_t dim, int64_t inner, int threa
 
 }  // namespace
 
+// With inner > 1, a job takes 4 vectors of neighbouring positions: 4 cache lines of
+// each class row at once (one vector per job measured 1.1x-1.8x slower on
+// (8, 21, 128, 128) and (32, 10, 64, 64)).
 template <class T>
 void softmax_forward(int64_t outer, int64_t dim, int64_t inner, const T* x, T* y, bool log, int threads) {
-  for_each_softmax_block<T>(outer, dim, inner, threads, [&](int64_t o, int64_t i0, int lanes) {
+  constexpr int NV = 4;
+  auto fn = [&](int64_t o, int64_t i0, int lanes) {
     const int64_t base = o * dim * inner + i0;
     if (inner == 1) {
       softmax_row(x + base, y + base, dim, log);
     } else {
-      softmax_lanes(x + base, y + base, dim, inner, lanes, log);
+      softmax_lanes<T, NV>(x + base, y + base, dim, inner, lanes, log);
     }
-  });
+  };
+  for_each_softmax_block<T, decltype(fn), NV>(outer, dim, inner, threads, fn);
 }
 
 template <class T>
 void softmax_backward(int64_t outer, int64_t dim, int64_t inner, const T* y, const T* g, T* gx, bool log,
                       int threads) {
-  for_each_softmax_block<T>(outer, dim, inner, threads, [&](int64_t o, int64_t i0, int lanes) {
+  constexpr int NV = 4;
+  auto fn = [&](int64_t o, int64_t i0, int lanes) {
     const int64_t base = o * dim * inner + i0;
     if (inner == 1) {
       softmax_backward_row(y + base, g + base, gx + base, dim, log);
     } else {
-      softmax_backward_lanes(y + base, g + base, gx + base, dim, inner, lanes, log);
+      softmax_backward_lanes<T, NV>(y + base, g + base, gx + base, dim, inner, lanes, log);
     }
-  });
+  };
+  for_each_softmax_block<T, decltype(fn), NV>(outer, dim, inner, threads, fn);
 }
 
 namespace {
