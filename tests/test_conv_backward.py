@@ -259,6 +259,32 @@ def test_conv3d_forward_and_backward(isa, rng, dtype, kw):
         assert close(g, r)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", [
+    dict(x=(2, 64, 7, 9, 32), w=(4, 64, 3, 3, 3), kw=dict(padding=1)),
+    dict(x=(1, 64, 9, 7, 32), w=(6, 32, 3, 3, 3), kw=dict(padding=(1, 0, 2), dilation=(1, 1, 2), groups=2)),
+    dict(x=(2, 64, 30, 40), w=(8, 64, 3, 3), kw=dict(padding=1, stride=(1, 2))),
+    dict(x=(1, 64, 33, 40), w=(8, 64, 3, 3), kw=dict(padding=2, dilation=2)),
+], ids=["3d", "3d-groups-one-image", "2d-stride", "2d-dilation-one-image"])
+def test_gemm_convolutions_in_col_blocks(rng, dtype, case):
+    # The GEMM path builds col a block of output rows at a time (about 1 MiB each): these shapes
+    # take many blocks, the last one partial, on the per-image threaded path (two images) and the
+    # single-job path (one image), forward, backward data and backward weight. 2-D float32 runs
+    # the same path through algo="im2col", float64 always.
+    x = rng.standard_normal(case["x"]).astype(dtype)
+    w = (rng.standard_normal(case["w"]) * 0.1).astype(dtype)
+    b = rng.standard_normal(case["w"][0]).astype(dtype)
+    kw = case["kw"]
+    fwd, bwd = (ops.conv3d, ops.conv3d_backward) if x.ndim == 5 else (ops.conv2d, ops.conv2d_backward)
+    algo = dict(algo="im2col") if x.ndim == 4 else {}
+    y = fwd(x, w, b, **kw, **algo)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    assert close(y, conv(x, w, b, **kw), tol)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    for g, r in zip(bwd(gy, x, w, **kw), conv_backward(gy, x, w, **kw)):
+        assert close(g, r, tol)
+
+
 def test_pointwise_conv3d_backward(rng):
     x = rng.standard_normal((2, 3, 4, 5, 6))
     w = rng.standard_normal((5, 3, 1, 1, 1))

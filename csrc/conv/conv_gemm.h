@@ -4,9 +4,10 @@
 //   forward          y[g] (cout_g x P)  = W[g] (cout_g x K) * col (K x P)
 //   backward data    col (K x P)        = W[g]^T * dy[g]        then col2im into dx
 //   backward weight  dW[g] (cout_g x K) += dy[g] (cout_g x P) * col^T
-// "im2col" builds col explicitly; a pointwise convolution (1x1, stride 1, no
-// padding) uses the input planes as col directly. Bias and activation ride in
-// the forward GEMM's epilogue.
+// "im2col" builds col explicitly, a block of output rows (od, oh) at a time, so
+// that the GEMM reads each block from cache; a pointwise convolution (1x1, stride
+// 1, no padding) uses the input planes as col directly. Bias and activation ride
+// in the forward GEMM's epilogue.
 #pragma once
 #include <omp.h>
 
@@ -18,9 +19,16 @@
 namespace fastconv {
 namespace FC_NS {
 
+// Bytes of one block of col (about a Zen 4 core's L2; 0.5 and 2 MiB measured no
+// better). A whole col of 3x3x3 x 32 channels over a 16^3 output is 14 MiB per
+// image, and the GEMM reading it ran well below its speed: conv3d 16 -> 32 channels
+// over 32x64x64 1.5x faster in blocks, float64 3x3 64@56 1.3x.
+constexpr int64_t kColBlockBytes = 1 << 20;
+
 template <class T>
 struct ConvShape {
   int64_t groups, cin_g, cout_g, taps, K, P, in_vol, image_in, image_out;
+  int64_t wo, rows, block_rows;  // output row length, output rows (od, oh), rows per col block
   bool pointwise;
 
   explicit ConvShape(const ConvNdArgs<T>& a) {
@@ -35,14 +43,25 @@ struct ConvShape {
     image_out = a.c_out * P;
     pointwise = taps == 1;
     for (int d = 0; d < 3; ++d) pointwise = pointwise && a.stride[d] == 1 && a.pad[d] == 0 && a.out[d] == a.in[d];
+    wo = a.out[2];
+    rows = a.out[0] * a.out[1];
+    block_rows = pointwise ? rows : imax(1, imin(rows, kColBlockBytes / int64_t(sizeof(T)) / imax(1, K * wo)));
   }
 
   // Offsets of a job's (image, group) block: its input channels, output channels, filters.
   int64_t in_offset(int64_t job) const { return (job / groups) * image_in + (job % groups) * cin_g * in_vol; }
   int64_t out_offset(int64_t job) const { return (job / groups) * image_out + (job % groups) * cout_g * P; }
   int64_t weight_offset(int64_t job) const { return (job % groups) * cout_g * K; }
-  // Elements of an explicit col matrix (none for a pointwise convolution).
-  int64_t col_elems() const { return pointwise ? 0 : checked_mul(K, P); }
+  // Elements of one explicit col block (none for a pointwise convolution).
+  int64_t col_elems() const { return pointwise ? 0 : checked_mul(K, block_rows * wo); }
+  // Calls fn(first output row, end row, columns) for each col block in order.
+  template <class Fn>
+  void for_each_block(Fn fn) const {
+    for (int64_t r0 = 0; r0 < rows; r0 += block_rows) {
+      const int64_t r1 = imin(rows, r0 + block_rows);
+      fn(r0, r1, (r1 - r0) * wo);
+    }
+  }
 };
 
 // Output positions o along axis d whose input coordinate o * stride + off lies in
@@ -54,73 +73,74 @@ inline void valid_range(const ConvNdArgs<T>& a, int d, int64_t off, int64_t* lo,
   *hi = imax(*lo, imin(out, off >= n ? 0 : ceil_div(n - off, s)));
 }
 
-// Walks the (output row, input row) pairs of one col row: for every output
-// (od, oh) whose input (id, ih) is inside, calls fn(output row index, input row
-// index, input column offset, ow_lo, ow_hi); rows outside go to pad(output row).
+// Walks the (output row, input row) pairs of one col row over output rows
+// [r0, r1): for every output (od, oh) whose input (id, ih) is inside, calls
+// fn(output row - r0, input row index, input column offset, ow_lo, ow_hi); rows
+// outside go to pad(output row - r0).
 template <class T, class Inside, class Outside>
-inline void for_each_col_row(const ConvNdArgs<T>& a, int64_t tap, Inside fn, Outside pad) {
+inline void for_each_col_row(const ConvNdArgs<T>& a, int64_t tap, int64_t r0, int64_t r1, Inside fn, Outside pad) {
   const int64_t kx = tap % a.kernel[2], ky = (tap / a.kernel[2]) % a.kernel[1], kz = tap / (a.kernel[2] * a.kernel[1]);
   const int64_t off = kx * a.dil[2] - a.pad[2];
   int64_t ow_lo, ow_hi;
   valid_range(a, 2, off, &ow_lo, &ow_hi);
-  for (int64_t od = 0; od < a.out[0]; ++od) {
+  for (int64_t orow = r0; orow < r1; ++orow) {
+    const int64_t od = orow / a.out[1], oh = orow % a.out[1];
     const int64_t id = od * a.stride[0] + kz * a.dil[0] - a.pad[0];
-    for (int64_t oh = 0; oh < a.out[1]; ++oh) {
-      const int64_t ih = oh * a.stride[1] + ky * a.dil[1] - a.pad[1];
-      const int64_t orow = od * a.out[1] + oh;
-      if (id < 0 || id >= a.in[0] || ih < 0 || ih >= a.in[1])
-        pad(orow);
-      else
-        fn(orow, id * a.in[1] + ih, off, ow_lo, ow_hi);
-    }
+    const int64_t ih = oh * a.stride[1] + ky * a.dil[1] - a.pad[1];
+    if (id < 0 || id >= a.in[0] || ih < 0 || ih >= a.in[1])
+      pad(orow - r0);
+    else
+      fn(orow - r0, id * a.in[1] + ih, off, ow_lo, ow_hi);
   }
 }
 
-// Rows [r0, r1) of the im2col matrix of the channels starting at x (one image, one group).
+// Rows [k0, k1) of the im2col block of output rows [r0, r1) (row length
+// (r1 - r0) * wo) of the channels starting at x (one image, one group).
 template <class T>
-void im2col_rows(const ConvNdArgs<T>& a, const T* x, T* col, int64_t r0, int64_t r1) {
+void im2col_rows(const ConvNdArgs<T>& a, const T* x, T* col, int64_t k0, int64_t k1, int64_t r0, int64_t r1) {
   const ConvShape<T> s(a);
-  const int64_t wo = a.out[2], sw = a.stride[2], w = a.in[2];
-  for (int64_t row = r0; row < r1; ++row) {
+  const int64_t wo = a.out[2], sw = a.stride[2], w = a.in[2], pc = (r1 - r0) * wo;
+  for (int64_t row = k0; row < k1; ++row) {
     const T* xc = x + (row / s.taps) * s.in_vol;
-    T* dst = col + row * s.P;
+    T* dst = col + row * pc;
     for_each_col_row(
-        a, row % s.taps,
+        a, row % s.taps, r0, r1,
         [&](int64_t orow, int64_t irow, int64_t off, int64_t lo, int64_t hi) {
+          // Rows are short (a 3-D output's are often 16 wide): inline copies, not libc calls.
           T* d = dst + orow * wo;
           const T* src = xc + irow * w + off;
-          std::memset(d, 0, sizeof(T) * lo);
+          fill_floats(d, T(0), lo);
           if (sw == 1) {
-            std::memcpy(d + lo, src + lo, sizeof(T) * (hi - lo));
+            copy_floats(d + lo, src + lo, hi - lo);
           } else {
             for (int64_t ow = lo; ow < hi; ++ow) d[ow] = src[ow * sw];
           }
-          std::memset(d + hi, 0, sizeof(T) * (wo - hi));
+          fill_floats(d + hi, T(0), wo - hi);
         },
-        [&](int64_t orow) { std::memset(dst + orow * wo, 0, sizeof(T) * wo); });
+        [&](int64_t orow) { fill_floats(dst + orow * wo, T(0), wo); });
   }
 }
 
-// The whole im2col matrix of one job, its rows split across threads.
+// One im2col block of a job, its rows split across threads.
 template <class T>
-void im2col_parallel(const ConvNdArgs<T>& a, const T* x, T* col, int threads) {
+void im2col_parallel(const ConvNdArgs<T>& a, const T* x, T* col, int64_t r0, int64_t r1, int threads) {
   const int64_t rows = ConvShape<T>(a).K;
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-  for (int64_t r = 0; r < rows; ++r) im2col_rows(a, x, col, r, r + 1);
+  for (int64_t k = 0; k < rows; ++k) im2col_rows(a, x, col, k, k + 1, r0, r1);
 }
 
-// dx channel ci (one image, one group) = the sum of col's rows for that channel,
-// each scattered back to the input positions it was gathered from.
+// dx channel ci (one image, one group) += the sum of the rows of a col block
+// (output rows [r0, r1)) for that channel, each scattered back to the input
+// positions it was gathered from.
 template <class T>
-void col2im_channel(const ConvNdArgs<T>& a, const T* col, T* dx, int64_t ci) {
+void col2im_channel(const ConvNdArgs<T>& a, const T* col, T* dx, int64_t ci, int64_t r0, int64_t r1) {
   const ConvShape<T> s(a);
-  const int64_t wo = a.out[2], sw = a.stride[2], w = a.in[2];
+  const int64_t wo = a.out[2], sw = a.stride[2], w = a.in[2], pc = (r1 - r0) * wo;
   T* dc = dx + ci * s.in_vol;
-  std::memset(dc, 0, sizeof(T) * s.in_vol);
   for (int64_t tap = 0; tap < s.taps; ++tap) {
-    const T* src = col + (ci * s.taps + tap) * s.P;
+    const T* src = col + (ci * s.taps + tap) * pc;
     for_each_col_row(
-        a, tap,
+        a, tap, r0, r1,
         [&](int64_t orow, int64_t irow, int64_t off, int64_t lo, int64_t hi) {
           T* __restrict d = dc + irow * w + off;
           const T* __restrict c = src + orow * wo;
@@ -191,7 +211,10 @@ void conv_gemm_forward(const ConvForward<T>& f) {
     return e;
   };
   auto input = [&](int64_t job) { return f.x + s.in_offset(job); };
-  auto operand_b = [&](int64_t job, const T* col) { return PackBStrided<T>{s.pointwise ? input(job) : col, s.P, 1}; };
+  // B of a block: the input planes themselves (pointwise: one block of every row), or the col block.
+  auto operand_b = [&](int64_t job, const T* col, int64_t pc) {
+    return s.pointwise ? PackBStrided<T>{input(job), s.P, 1} : PackBStrided<T>{col, pc, 1};
+  };
   auto operand_a = [&](int64_t job) { return PackAStrided<T>{f.weight + s.weight_offset(job), s.K, 1}; };
   if (batch_small_planes(a, s)) {
     gemm_image_columns(a.c_out, s.K, operand_a(0), f.x, a.n, s.P, f.y, epilogue(0), threads);
@@ -204,18 +227,21 @@ void conv_gemm_forward(const ConvForward<T>& f) {
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
     for (int64_t job = 0; job < jobs; ++job) {
       const int t = omp_get_thread_num();
-      if (!s.pointwise) im2col_rows(a, input(job), scratch.col(t), 0, s.K);
-      gemm_serial(s.cout_g, s.P, s.K, operand_a(job), operand_b(job, scratch.col(t)), f.y + s.out_offset(job), s.P,
-                  epilogue(job % a.groups), 0, 0, scratch.gemm(t));
+      s.for_each_block([&](int64_t r0, int64_t r1, int64_t pc) {
+        if (!s.pointwise) im2col_rows(a, input(job), scratch.col(t), 0, s.K, r0, r1);
+        gemm_serial(s.cout_g, pc, s.K, operand_a(job), operand_b(job, scratch.col(t), pc),
+                    f.y + s.out_offset(job) + r0 * s.wo, s.P, epilogue(job % a.groups), 0, 0, scratch.gemm(t));
+      });
     }
     return;
   }
   Scratch<T> col(col_elems);
-  for (int64_t job = 0; job < jobs; ++job) {
-    if (!s.pointwise) im2col_parallel(a, input(job), col.data(), threads);
-    gemm_parallel(s.cout_g, s.P, s.K, operand_a(job), operand_b(job, col.data()), f.y + s.out_offset(job), s.P,
-                  epilogue(job % a.groups), threads);
-  }
+  for (int64_t job = 0; job < jobs; ++job)
+    s.for_each_block([&](int64_t r0, int64_t r1, int64_t pc) {
+      if (!s.pointwise) im2col_parallel(a, input(job), col.data(), r0, r1, threads);
+      gemm_parallel(s.cout_g, pc, s.K, operand_a(job), operand_b(job, col.data(), pc),
+                    f.y + s.out_offset(job) + r0 * s.wo, s.P, epilogue(job % a.groups), threads);
+    });
 }
 
 // grad_x = the transpose of the forward convolution applied to grad_y.
@@ -230,33 +256,49 @@ void conv_gemm_backward_data(const ConvBackward<T>& b) {
 
   // W[g]^T: element (k, o) of the K x cout_g matrix at weight[o * K + k].
   auto operand_a = [&](int64_t job) { return PackAStrided<T>{b.weight + s.weight_offset(job), 1, s.K}; };
-  auto operand_b = [&](int64_t job) { return PackBStrided<T>{b.grad_y + s.out_offset(job), s.P, 1}; };
+  // grad_y's columns from output row r0 on.
+  auto operand_b = [&](int64_t job, int64_t r0) {
+    return PackBStrided<T>{b.grad_y + s.out_offset(job) + r0 * s.wo, s.P, 1};
+  };
   auto grad_x = [&](int64_t job) { return b.grad_x + s.in_offset(job); };
   if (batch_small_planes(a, s)) {
     gemm_image_columns(s.K, a.c_out, operand_a(0), b.grad_y, a.n, s.P, b.grad_x, none, threads);
     return;
   }
 
+  // A pointwise convolution's col is grad_x itself; otherwise grad_x is zeroed and each
+  // col block (W^T times a block of grad_y's columns) is added back into it.
   if (jobs >= threads && threads > 1) {
     ConvScratch<T> scratch(threads, col_elems);
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
     for (int64_t job = 0; job < jobs; ++job) {
       const int t = omp_get_thread_num();
-      T* col = s.pointwise ? grad_x(job) : scratch.col(t);
-      gemm_serial(s.K, s.P, s.cout_g, operand_a(job), operand_b(job), col, s.P, none, 0, 0, scratch.gemm(t));
-      if (!s.pointwise)
-        for (int64_t ci = 0; ci < s.cin_g; ++ci) col2im_channel(a, col, grad_x(job), ci);
+      if (s.pointwise) {
+        gemm_serial(s.K, s.P, s.cout_g, operand_a(job), operand_b(job, 0), grad_x(job), s.P, none, 0, 0,
+                    scratch.gemm(t));
+        continue;
+      }
+      std::memset(grad_x(job), 0, sizeof(T) * s.cin_g * s.in_vol);
+      s.for_each_block([&](int64_t r0, int64_t r1, int64_t pc) {
+        gemm_serial(s.K, pc, s.cout_g, operand_a(job), operand_b(job, r0), scratch.col(t), pc, none, 0, 0,
+                    scratch.gemm(t));
+        for (int64_t ci = 0; ci < s.cin_g; ++ci) col2im_channel(a, scratch.col(t), grad_x(job), ci, r0, r1);
+      });
     }
     return;
   }
   Scratch<T> col_buf(col_elems);
   for (int64_t job = 0; job < jobs; ++job) {
-    T* col = s.pointwise ? grad_x(job) : col_buf.data();
-    gemm_parallel(s.K, s.P, s.cout_g, operand_a(job), operand_b(job), col, s.P, none, threads);
-    if (!s.pointwise) {
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-      for (int64_t ci = 0; ci < s.cin_g; ++ci) col2im_channel(a, col, grad_x(job), ci);
+    if (s.pointwise) {
+      gemm_parallel(s.K, s.P, s.cout_g, operand_a(job), operand_b(job, 0), grad_x(job), s.P, none, threads);
+      continue;
     }
+    std::memset(grad_x(job), 0, sizeof(T) * s.cin_g * s.in_vol);
+    s.for_each_block([&](int64_t r0, int64_t r1, int64_t pc) {
+      gemm_parallel(s.K, pc, s.cout_g, operand_a(job), operand_b(job, r0), col_buf.data(), pc, none, threads);
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+      for (int64_t ci = 0; ci < s.cin_g; ++ci) col2im_channel(a, col_buf.data(), grad_x(job), ci, r0, r1);
+    });
   }
 }
 
@@ -272,9 +314,14 @@ void conv_gemm_backward_weight(const ConvBackward<T>& b) {
   const EpilogueT<T> none;
 
   auto input = [&](int64_t job) { return b.x + s.in_offset(job); };
-  auto operand_a = [&](int64_t job) { return PackAStrided<T>{b.grad_y + s.out_offset(job), s.P, 1}; };
-  // col^T: element (p, k) at col[k * P + p].
-  auto operand_b = [&](int64_t job, const T* col) { return PackBStrided<T>{s.pointwise ? input(job) : col, 1, s.P}; };
+  // grad_y's columns from output row r0 on, and the transposed col block (element (p, k) at
+  // col[k * pc + p]; pointwise: the input planes).
+  auto operand_a = [&](int64_t job, int64_t r0) {
+    return PackAStrided<T>{b.grad_y + s.out_offset(job) + r0 * s.wo, s.P, 1};
+  };
+  auto operand_b = [&](int64_t job, const T* col, int64_t pc) {
+    return s.pointwise ? PackBStrided<T>{input(job), 1, s.P} : PackBStrided<T>{col, 1, pc};
+  };
 
   if (jobs >= threads && threads > 1) {
     // Each thread sums its images into a private copy of grad_w; the copies are added at the end.
@@ -286,11 +333,12 @@ void conv_gemm_backward_weight(const ConvBackward<T>& b) {
       const int t = omp_get_thread_num();
       T* mine = parts.data() + t * part_stride;
 #pragma omp for schedule(static)
-      for (int64_t job = 0; job < jobs; ++job) {
-        if (!s.pointwise) im2col_rows(a, input(job), scratch.col(t), 0, s.K);
-        gemm_serial(s.cout_g, s.K, s.P, operand_a(job), operand_b(job, scratch.col(t)), mine + s.weight_offset(job),
-                    s.K, none, 0, 0, scratch.gemm(t), true);
-      }
+      for (int64_t job = 0; job < jobs; ++job)
+        s.for_each_block([&](int64_t r0, int64_t r1, int64_t pc) {
+          if (!s.pointwise) im2col_rows(a, input(job), scratch.col(t), 0, s.K, r0, r1);
+          gemm_serial(s.cout_g, s.K, pc, operand_a(job, r0), operand_b(job, scratch.col(t), pc),
+                      mine + s.weight_offset(job), s.K, none, 0, 0, scratch.gemm(t), true);
+        });
       sum_thread_parts(parts.data(), part_stride, threads, w_elems, b.grad_w);
     }
     return;
@@ -298,11 +346,12 @@ void conv_gemm_backward_weight(const ConvBackward<T>& b) {
   // The threaded jobs above overwrite grad_w with their sum; here every job accumulates into it.
   std::memset(b.grad_w, 0, sizeof(T) * w_elems);
   Scratch<T> col(col_elems);
-  for (int64_t job = 0; job < jobs; ++job) {
-    if (!s.pointwise) im2col_parallel(a, input(job), col.data(), threads);
-    gemm_parallel(s.cout_g, s.K, s.P, operand_a(job), operand_b(job, col.data()), b.grad_w + s.weight_offset(job), s.K,
-                  none, threads, true);
-  }
+  for (int64_t job = 0; job < jobs; ++job)
+    s.for_each_block([&](int64_t r0, int64_t r1, int64_t pc) {
+      if (!s.pointwise) im2col_parallel(a, input(job), col.data(), r0, r1, threads);
+      gemm_parallel(s.cout_g, s.K, pc, operand_a(job, r0), operand_b(job, col.data(), pc),
+                    b.grad_w + s.weight_offset(job), s.K, none, threads, true);
+    });
 }
 
 // grad_b[o] = sum of grad_y over images and output positions of channel o.
