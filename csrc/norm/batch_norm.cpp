@@ -148,6 +148,36 @@ void backward_group(const BatchNormArgs& a, bool training, int64_t c0, int64_t c
     }
 }
 
+// Channel c's y = x * scale + shift. Training: from its batch sums of (x - first)
+// and (x - first)^2 (first: the channel's first value, so the variance does not
+// cancel), writing the saved statistics and updating the running ones with the
+// unbiased variance; eval: from the running statistics.
+template <class T>
+void channel_affine(const BatchNormArgs& a, bool training, int64_t c, double first, double sum, double sumsq,
+                    const T* weight, const T* bias, T* running_mean, T* running_var, T* save_mean, T* save_invstd,
+                    T* scale, T* shift) {
+  double mean, invstd;
+  if (training) {
+    const double count = static_cast<double>(a.n * a.s);
+    const double dm = sum / count;
+    const double raw = sumsq / count - dm * dm;
+    const double var = raw < 0.0 ? 0.0 : raw;  // rounding below 0 is clamped; NaN (from NaN/Inf input) stays
+    mean = first + dm;
+    invstd = 1.0 / std::sqrt(var + a.eps);
+    save_mean[c] = static_cast<T>(mean);
+    save_invstd[c] = static_cast<T>(invstd);
+    if (running_mean) running_mean[c] = static_cast<T>((1 - a.momentum) * running_mean[c] + a.momentum * mean);
+    if (running_var)
+      running_var[c] = static_cast<T>((1 - a.momentum) * running_var[c] + a.momentum * var * count / (count - 1));
+  } else {
+    mean = running_mean[c];
+    invstd = 1.0 / std::sqrt(static_cast<double>(running_var[c]) + a.eps);
+  }
+  const double w = weight ? weight[c] : 1.0, b = bias ? bias[c] : 0.0;
+  *scale = static_cast<T>(w * invstd);
+  *shift = static_cast<T>(b - mean * w * invstd);
+}
+
 // Short rows ((N, C) and (N, C, small L) inputs). A row of s values is too short
 // for the channel-group passes (a call and a masked vector per few values), so
 // these passes run over whole samples instead: sample n's c * s values are one
@@ -212,27 +242,13 @@ void forward_short_rows(const BatchNormArgs& a, bool training, const T* x, const
   }
   std::vector<T> scale(cols), shift(cols);
   for (int64_t c = 0; c < a.c; ++c) {
-    double mean, invstd;
-    if (training) {
-      const double sh = first[c * a.s];
-      const double dm = sums[c] / count;
-      const double raw = sums[a.c + c] / count - dm * dm;
-      const double var = raw < 0.0 ? 0.0 : raw;
-      mean = sh + dm;
-      invstd = 1.0 / std::sqrt(var + a.eps);
-      save_mean[c] = static_cast<T>(mean);
-      save_invstd[c] = static_cast<T>(invstd);
-      if (running_mean) running_mean[c] = static_cast<T>((1 - a.momentum) * running_mean[c] + a.momentum * mean);
-      if (running_var)
-        running_var[c] = static_cast<T>((1 - a.momentum) * running_var[c] + a.momentum * var * count / (count - 1));
-    } else {
-      mean = running_mean[c];
-      invstd = 1.0 / std::sqrt(static_cast<double>(running_var[c]) + a.eps);
-    }
-    const double w = weight ? weight[c] : 1.0, b = bias ? bias[c] : 0.0;
+    T sc, sh;
+    channel_affine(a, training, c, training ? first[c * a.s] : 0.0, training ? sums[c] : 0.0,
+                   training ? sums[a.c + c] : 0.0, weight, bias, running_mean, running_var, save_mean, save_invstd,
+                   &sc, &sh);
     for (int64_t i = 0; i < a.s; ++i) {
-      scale[c * a.s + i] = static_cast<T>(w * invstd);
-      shift[c * a.s + i] = static_cast<T>(b - mean * w * invstd);
+      scale[c * a.s + i] = sc;
+      shift[c * a.s + i] = sh;
     }
   }
   for_each_sample_range(a, threads, [&](int, int64_t n0, int64_t n1) {
@@ -345,28 +361,10 @@ void batch_norm_forward(const BatchNormArgs& a, bool training, const T* x, const
           sums[nc + c - c0] += s2;
         }
     }
-    for (int64_t c = c0; c < c1; ++c) {
-      double mean, invstd;
-      if (training) {
-        const double sh = count > 0 ? static_cast<double>(x[c * a.s]) : 0.0;
-        const double dm = sums[c - c0] / count;
-        const double raw = sums[nc + c - c0] / count - dm * dm;
-        const double var = raw < 0.0 ? 0.0 : raw;  // rounding below 0 is clamped; NaN (from NaN/Inf input) stays
-        mean = sh + dm;
-        invstd = 1.0 / std::sqrt(var + a.eps);
-        save_mean[c] = static_cast<T>(mean);
-        save_invstd[c] = static_cast<T>(invstd);
-        if (running_mean) running_mean[c] = static_cast<T>((1 - a.momentum) * running_mean[c] + a.momentum * mean);
-        if (running_var)
-          running_var[c] = static_cast<T>((1 - a.momentum) * running_var[c] + a.momentum * var * count / (count - 1));
-      } else {
-        mean = running_mean[c];
-        invstd = 1.0 / std::sqrt(static_cast<double>(running_var[c]) + a.eps);
-      }
-      const double w = weight ? weight[c] : 1.0, b = bias ? bias[c] : 0.0;
-      scale[c - c0] = static_cast<T>(w * invstd);
-      shift[c - c0] = static_cast<T>(b - mean * w * invstd);
-    }
+    for (int64_t c = c0; c < c1; ++c)
+      channel_affine(a, training, c, count > 0 ? static_cast<double>(x[c * a.s]) : 0.0, sums[c - c0],
+                     sums[nc + c - c0], weight, bias, running_mean, running_var, save_mean, save_invstd,
+                     &scale[c - c0], &shift[c - c0]);
     for (int64_t n = 0; n < a.n; ++n)
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t off = (n * a.c + c) * a.s;

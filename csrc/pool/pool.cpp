@@ -449,6 +449,18 @@ struct AdaptiveAxis {
   int64_t size(int64_t o) const { return end[o] - start[o]; }
 };
 
+// dst[0 .. w) = src (first) or += src.
+template <class T>
+inline void set_or_add_row(T* __restrict dst, const T* __restrict src, int64_t w, bool first) {
+  if (first) {
+#pragma omp simd
+    for (int64_t c = 0; c < w; ++c) dst[c] = src[c];
+  } else {
+#pragma omp simd
+    for (int64_t c = 0; c < w; ++c) dst[c] += src[c];
+  }
+}
+
 }  // namespace
 
 // Adaptive max pooling: each window scanned in order (first maximum wins, NaN wins).
@@ -504,19 +516,12 @@ void adaptive_pool_forward(const PoolArgs& a, bool max, const T* x, T* y, int64_
       T* yp = y + p * out_vol;
       for (int64_t od = 0; od < a.out[0]; ++od)
         for (int64_t oh = 0; oh < a.out[1]; ++oh) {
-          T* __restrict acc = rowsum.data();
+          T* acc = rowsum.data();
           bool first = true;
           for (int64_t z = ad.start[od]; z < ad.end[od]; ++z)
             for (int64_t r = ah.start[oh]; r < ah.end[oh]; ++r) {
-              const T* __restrict row = xp + (z * h + r) * w;
-              if (first) {
-#pragma omp simd
-                for (int64_t c = 0; c < w; ++c) acc[c] = row[c];
-                first = false;
-              } else {
-#pragma omp simd
-                for (int64_t c = 0; c < w; ++c) acc[c] += row[c];
-              }
+              set_or_add_row(acc, xp + (z * h + r) * w, w, first);
+              first = false;
             }
           const int64_t area = ad.size(od) * ah.size(oh);
           T* yr = yp + (od * a.out[1] + oh) * a.out[2];
@@ -568,19 +573,12 @@ void adaptive_avg_pool_backward(const PoolArgs& a, const T* grad_y, T* grad_x) {
         }
       for (int64_t z = 0; z < a.in[0]; ++z)
         for (int64_t r = 0; r < h; ++r) {
-          T* __restrict gx = grad_x + p * in_vol + (z * h + r) * w;
+          T* gx = grad_x + p * in_vol + (z * h + r) * w;
           bool first = true;
           for (int64_t od = ad.first[z]; od <= ad.last[z]; ++od)
             for (int64_t oh = ah.first[r]; oh <= ah.last[r]; ++oh) {
-              const T* __restrict sp = spread.data() + (od * a.out[1] + oh) * w;
-              if (first) {
-#pragma omp simd
-                for (int64_t c = 0; c < w; ++c) gx[c] = sp[c];
-                first = false;
-              } else {
-#pragma omp simd
-                for (int64_t c = 0; c < w; ++c) gx[c] += sp[c];
-              }
+              set_or_add_row(gx, spread.data() + (od * a.out[1] + oh) * w, w, first);
+              first = false;
             }
         }
     }

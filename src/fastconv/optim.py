@@ -93,11 +93,8 @@ class SGD(Optimizer):
 
     def step(self) -> None:
         for group, p, state in self._params():
-            if _device.is_gpu(p.data):
-                self._gpu_step(group, p, state)
-                continue
-            if _fused_ok(p, state.get("momentum_buffer")):
-                self._cpu_step(group, p, state)
+            if _device.is_gpu(p.data) or _fused_ok(p, state.get("momentum_buffer")):
+                self._fused_step(group, p, state)
                 continue
             g = -p.grad if group["maximize"] else p.grad
             if group["weight_decay"]:
@@ -114,27 +111,22 @@ class SGD(Optimizer):
             p.data -= (group["lr"] * g).astype(p.dtype, copy=False)
 
     @staticmethod
-    def _cpu_step(group, p, state) -> None:
-        """The step in one pass of fastconv's C++ kernel (the numpy expression below makes five or more)."""
-        mu = group["momentum"]
-        buf = state.get("momentum_buffer")
-        first = buf is None
-        if mu and first:
-            buf = state["momentum_buffer"] = np.empty_like(p.data)
-        _device.kernels(p.data).sgd_step(p.data, p.grad, buf if mu else None, group["lr"], mu, group["dampening"],
-                                         group["weight_decay"], group["nesterov"], group["maximize"], first)
-
-    @staticmethod
-    def _gpu_step(group, p, state) -> None:
-        from .cuda import _optim
-
+    def _fused_step(group, p, state) -> None:
+        """The step in one pass of a fused kernel: fastconv.cuda's on the GPU, the C++ one on the CPU
+        (the numpy expression above makes five or more passes)."""
         mu = group["momentum"]
         buf = state.get("momentum_buffer")
         first = buf is None
         if mu and first:
             buf = state["momentum_buffer"] = _device.empty(p.shape, p.dtype, p.data)
-        _optim.sgd_step(p.data, p.grad, buf, group["lr"], mu, group["dampening"], group["nesterov"],
-                        group["weight_decay"], group["maximize"], first)
+        lr, dampening, decay = group["lr"], group["dampening"], group["weight_decay"]
+        if _device.is_gpu(p.data):
+            from .cuda import _optim
+
+            _optim.sgd_step(p.data, p.grad, buf, lr, mu, dampening, group["nesterov"], decay, group["maximize"], first)
+        else:
+            _device.kernels(p.data).sgd_step(p.data, p.grad, buf if mu else None, lr, mu, dampening, decay,
+                                             group["nesterov"], group["maximize"], first)
 
 
 class Adam(Optimizer):
