@@ -337,9 +337,25 @@ void batch_norm_forward(const BatchNormArgs& a, bool training, const T* x, const
     return forward_short_rows(a, training, x, weight, bias, running_mean, running_var, y, save_mean, save_invstd,
                               act);
   const double count = static_cast<double>(a.n * a.s);
-  // Training reads a group twice (statistics, then y), so it is kept to the cache
-  // budget; eval reads x once, in as long stretches as the threads allow.
-  const int64_t bytes = training ? a.n * a.s * static_cast<int64_t>(sizeof(T)) : 0;
+  if (!training) {
+    // Eval reads x once: rows in memory order, one contiguous range per thread (in-process
+    // A/B against walking groups n-major: 1.04-1.10x from 7x7 to 112x112 planes at batch 8).
+    std::vector<T> scale(a.c), shift(a.c);
+    const int threads = bn_threads(a);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+#pragma omp for schedule(static)
+      for (int64_t c = 0; c < a.c; ++c)
+        channel_affine(a, false, c, 0.0, 0.0, 0.0, weight, bias, running_mean, running_var, save_mean, save_invstd,
+                       &scale[c], &shift[c]);
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < a.n * a.c; ++r)
+        scale_shift_row(a.s, x + r * a.s, y + r * a.s, scale[r % a.c], shift[r % a.c], act);
+    }
+    return;
+  }
+  // Training reads a group twice (statistics, then y), so it is kept to the cache budget.
+  const int64_t bytes = a.n * a.s * static_cast<int64_t>(sizeof(T));
   for_each_group(a, bytes, [&](int64_t c0, int64_t c1) {
     const int64_t nc = c1 - c0;
     std::vector<double> sums(2 * nc, 0.0);
