@@ -7,6 +7,7 @@
 #include <omp.h>
 
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 namespace fastconv {
@@ -115,6 +116,25 @@ void backward_row_dx(int64_t s, bool training, const T* gr, const T* xr, const T
   }
 }
 
+// Channel c's dx = (dy - mdy - (x - m) * proj) * k, from its sums of dy and dy * (x - mean):
+//   training: dx = (dy - mean(dy) - (x - mean) * invstd^2 * mean(dy * (x - mean))) * invstd * w
+//   eval:     dx = dy * invstd * w
+// Writes the channel's grad_w and grad_b (either may be null) on the way.
+template <class T>
+struct DxCoefficients {
+  T m, mdy, proj, k;
+};
+
+template <class T>
+DxCoefficients<T> channel_backward(const BatchNormArgs& a, bool training, int64_t c, double sum_dy, double sum_dy_xmu,
+                                   const T* weight, const T* mean, const T* invstd, T* grad_w, T* grad_b) {
+  const double count = static_cast<double>(a.n * a.s), is = invstd[c], w = weight ? weight[c] : 1.0;
+  if (grad_b) grad_b[c] = static_cast<T>(sum_dy);
+  if (grad_w) grad_w[c] = static_cast<T>(sum_dy_xmu * is);
+  return {mean[c], training ? static_cast<T>(sum_dy / count) : T(0),
+          training ? static_cast<T>(is * is * sum_dy_xmu / count) : T(0), static_cast<T>(is * w)};
+}
+
 // The backward of channels [c0, c1): the reductions for all of them, then dx.
 template <Activation A, class T>
 void backward_group(const BatchNormArgs& a, bool training, int64_t c0, int64_t c1, const T* grad_y, const T* x,
@@ -129,22 +149,17 @@ void backward_group(const BatchNormArgs& a, bool training, int64_t c0, int64_t c
       backward_row_sums<A>(a.s, grad_y + off, x + off, y ? y + off : nullptr, static_cast<double>(mean[c]),
                            sum_dy + (c - c0), sum_dy_xmu + (c - c0));
     }
-  for (int64_t c = c0; c < c1; ++c) {
-    if (grad_b) grad_b[c] = static_cast<T>(sum_dy[c - c0]);
-    if (grad_w) grad_w[c] = static_cast<T>(sum_dy_xmu[c - c0] * static_cast<double>(invstd[c]));
-  }
+  std::vector<DxCoefficients<T>> co(nc);
+  for (int64_t c = c0; c < c1; ++c)
+    co[c - c0] = channel_backward(a, training, c, sum_dy[c - c0], sum_dy_xmu[c - c0], weight, mean, invstd, grad_w,
+                                  grad_b);
   if (!grad_x) return;
-  // training: dx = (dy - mean(dy) - (x - mean) * invstd^2 * mean(dy * (x - mean))) * invstd * w
-  // eval:     dx = dy * invstd * w
-  const double count = static_cast<double>(a.n * a.s);
   for (int64_t n = 0; n < a.n; ++n)
     for (int64_t c = c0; c < c1; ++c) {
-      const double is = invstd[c], w = weight ? weight[c] : 1.0;
+      const DxCoefficients<T>& d = co[c - c0];
       const int64_t off = (n * a.c + c) * a.s;
-      backward_row_dx<A>(a.s, training, grad_y + off, x + off, y ? y + off : nullptr, grad_x + off,
-                         static_cast<T>(mean[c]), training ? static_cast<T>(sum_dy[c - c0] / count) : T(0),
-                         training ? static_cast<T>(is * is * sum_dy_xmu[c - c0] / count) : T(0),
-                         static_cast<T>(is * w));
+      backward_row_dx<A>(a.s, training, grad_y + off, x + off, y ? y + off : nullptr, grad_x + off, d.m, d.mdy,
+                         d.proj, d.k);
     }
 }
 
@@ -269,7 +284,6 @@ void backward_short_rows(const BatchNormArgs& a, bool training, const T* grad_y,
   constexpr int L = V::kWidth;
   const int threads = bn_threads(a);
   const int64_t cols = a.c * a.s;
-  const double count = static_cast<double>(a.n * a.s);
   std::vector<double> mcol(cols);
   for (int64_t j = 0; j < cols; ++j) mcol[j] = static_cast<double>(mean[j / a.s]);
   // sum(dy) and sum(dy * (x - mean)) per column, dy masked by the activation.
@@ -297,22 +311,21 @@ void backward_short_rows(const BatchNormArgs& a, bool training, const T* grad_y,
     }
   });
   const std::vector<double> sums = fold_columns(a, per, threads);
+  // Per-column copies of each channel's dx coefficients, for the vector loop below.
+  const int64_t coef_cols = grad_x ? cols : 0;
+  std::vector<T> k(coef_cols), mdy(coef_cols), proj(coef_cols), m(coef_cols);
   for (int64_t c = 0; c < a.c; ++c) {
-    if (grad_b) grad_b[c] = static_cast<T>(sums[c]);
-    if (grad_w) grad_w[c] = static_cast<T>(sums[a.c + c] * static_cast<double>(invstd[c]));
+    const DxCoefficients<T> d = channel_backward(a, training, c, sums[c], sums[a.c + c], weight, mean, invstd, grad_w,
+                                                 grad_b);
+    if (!grad_x) continue;
+    for (int64_t j = c * a.s; j < (c + 1) * a.s; ++j) {
+      k[j] = d.k;
+      m[j] = d.m;
+      mdy[j] = d.mdy;
+      proj[j] = d.proj;
+    }
   }
   if (!grad_x) return;
-  // training: dx = (dy - mean(dy) - (x - mean) * invstd^2 * mean(dy * (x - mean))) * invstd * w
-  // eval:     dx = dy * invstd * w
-  std::vector<T> k(cols), mdy(cols), proj(cols), m(cols);
-  for (int64_t j = 0; j < cols; ++j) {
-    const int64_t c = j / a.s;
-    const double is = invstd[c], w = weight ? weight[c] : 1.0;
-    k[j] = static_cast<T>(is * w);
-    m[j] = mean[c];
-    mdy[j] = training ? static_cast<T>(sums[c] / count) : T(0);
-    proj[j] = training ? static_cast<T>(is * is * sums[a.c + c] / count) : T(0);
-  }
   for_each_sample_range(a, threads, [&](int, int64_t n0, int64_t n1) {
     for (int64_t n = n0; n < n1; ++n)
       for (int64_t j = 0; j < cols; j += L) {
@@ -336,7 +349,6 @@ void batch_norm_forward(const BatchNormArgs& a, bool training, const T* x, const
   if (short_rows(a))
     return forward_short_rows(a, training, x, weight, bias, running_mean, running_var, y, save_mean, save_invstd,
                               act);
-  const double count = static_cast<double>(a.n * a.s);
   if (!training) {
     // Eval reads x once: rows in memory order, one contiguous range per thread (in-process
     // A/B against walking groups n-major: 1.04-1.10x from 7x7 to 112x112 planes at batch 8).
@@ -356,31 +368,30 @@ void batch_norm_forward(const BatchNormArgs& a, bool training, const T* x, const
   }
   // Training reads a group twice (statistics, then y), so it is kept to the cache budget.
   const int64_t bytes = a.n * a.s * static_cast<int64_t>(sizeof(T));
+  const bool any = a.n * a.s > 0;
   for_each_group(a, bytes, [&](int64_t c0, int64_t c1) {
     const int64_t nc = c1 - c0;
     std::vector<double> sums(2 * nc, 0.0);
     std::vector<T> scale(nc), shift(nc);
-    if (training) {
-      // Sums shifted by each channel's first value, so the variance does not cancel.
-      for (int64_t n = 0; n < a.n; ++n)
-        for (int64_t c = c0; c < c1; ++c) {
-          const T* xr = x + (n * a.c + c) * a.s;
-          const double sh = count > 0 ? static_cast<double>(x[c * a.s]) : 0.0;
-          double s1 = 0, s2 = 0;
+    // Sums shifted by each channel's first value, so the variance does not cancel.
+    for (int64_t n = 0; n < a.n; ++n)
+      for (int64_t c = c0; c < c1; ++c) {
+        const T* xr = x + (n * a.c + c) * a.s;
+        const double sh = any ? static_cast<double>(x[c * a.s]) : 0.0;
+        double s1 = 0, s2 = 0;
 #pragma omp simd reduction(+ : s1, s2)
-          for (int64_t i = 0; i < a.s; ++i) {
-            const double d = static_cast<double>(xr[i]) - sh;
-            s1 += d;
-            s2 += d * d;
-          }
-          sums[c - c0] += s1;
-          sums[nc + c - c0] += s2;
+        for (int64_t i = 0; i < a.s; ++i) {
+          const double d = static_cast<double>(xr[i]) - sh;
+          s1 += d;
+          s2 += d * d;
         }
-    }
+        sums[c - c0] += s1;
+        sums[nc + c - c0] += s2;
+      }
     for (int64_t c = c0; c < c1; ++c)
-      channel_affine(a, training, c, count > 0 ? static_cast<double>(x[c * a.s]) : 0.0, sums[c - c0],
-                     sums[nc + c - c0], weight, bias, running_mean, running_var, save_mean, save_invstd,
-                     &scale[c - c0], &shift[c - c0]);
+      channel_affine(a, true, c, any ? static_cast<double>(x[c * a.s]) : 0.0, sums[c - c0], sums[nc + c - c0],
+                     weight, bias, running_mean, running_var, save_mean, save_invstd, &scale[c - c0],
+                     &shift[c - c0]);
     for (int64_t n = 0; n < a.n; ++n)
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t off = (n * a.c + c) * a.s;
@@ -393,36 +404,25 @@ template <class T>
 void batch_norm_backward(const BatchNormArgs& a, bool training, const T* grad_y, const T* x, const T* weight,
                          const T* mean, const T* invstd, T* grad_x, T* grad_w, T* grad_b, Activation act,
                          const T* y) {
-  if (short_rows(a)) {
-    switch (act) {
-      case Activation::relu:
-        return backward_short_rows<Activation::relu>(a, training, grad_y, x, weight, mean, invstd, grad_x, grad_w,
-                                                     grad_b, y);
-      case Activation::relu6:
-        return backward_short_rows<Activation::relu6>(a, training, grad_y, x, weight, mean, invstd, grad_x, grad_w,
-                                                      grad_b, y);
-      default:
-        return backward_short_rows<Activation::none>(a, training, grad_y, x, weight, mean, invstd, grad_x, grad_w,
-                                                     grad_b, y);
-    }
+  // The backward compiled per activation A (tag: std::integral_constant<Activation, A>).
+  auto run = [&](auto tag) {
+    constexpr Activation A = decltype(tag)::value;
+    if (short_rows(a))
+      return backward_short_rows<A>(a, training, grad_y, x, weight, mean, invstd, grad_x, grad_w, grad_b, y);
+    // A group is read twice (the reductions, then dx): grad_y and x, and y with an activation.
+    const int64_t bytes = a.n * a.s * static_cast<int64_t>(sizeof(T)) * (A == Activation::none ? 2 : 3);
+    for_each_group(a, bytes, [&](int64_t c0, int64_t c1) {
+      backward_group<A>(a, training, c0, c1, grad_y, x, y, weight, mean, invstd, grad_x, grad_w, grad_b);
+    });
+  };
+  switch (act) {
+    case Activation::relu:
+      return run(std::integral_constant<Activation, Activation::relu>());
+    case Activation::relu6:
+      return run(std::integral_constant<Activation, Activation::relu6>());
+    default:
+      return run(std::integral_constant<Activation, Activation::none>());
   }
-  // A group is read twice (the reductions, then dx): grad_y and x, and y with an activation.
-  const int64_t bytes = a.n * a.s * static_cast<int64_t>(sizeof(T)) * (act == Activation::none ? 2 : 3);
-  for_each_group(a, bytes, [&](int64_t c0, int64_t c1) {
-    switch (act) {
-      case Activation::relu:
-        backward_group<Activation::relu>(a, training, c0, c1, grad_y, x, y, weight, mean, invstd, grad_x, grad_w,
-                                         grad_b);
-        break;
-      case Activation::relu6:
-        backward_group<Activation::relu6>(a, training, c0, c1, grad_y, x, y, weight, mean, invstd, grad_x, grad_w,
-                                          grad_b);
-        break;
-      default:
-        backward_group<Activation::none>(a, training, c0, c1, grad_y, x, y, weight, mean, invstd, grad_x, grad_w,
-                                         grad_b);
-    }
-  });
 }
 
 template void batch_norm_forward<float>(const BatchNormArgs&, bool, const float*, const float*, const float*, float*,
