@@ -138,6 +138,51 @@ def test_depthwise_weight_gradient_keeps_each_tap_to_what_it_reads(isa, rng):
         g = ops.conv2d_backward(gy, bad, w, padding=1, groups=3, needs=(False, True, False))[1]
         assert not np.isfinite(g).all() and close(g[clean], ref[clean]), index
 
+# A float32 depthwise 3x3 convolution with stride 2 (no dilation, one filter per channel) takes
+# its own backward: a sweep over the rows with the column phases in registers. Planes narrower
+# and wider than a vector, odd and even sizes, padding 0 to 2 per side (the column padding
+# sets which taps reach which grad_x column parity), each gradient alone and all three.
+@pytest.mark.parametrize("n,c,size,padding", [
+    (1, 3, (1, 1), 1), (2, 3, (5, 4), 1), (2, 5, (14, 14), 1), (1, 2, (15, 33), 1),
+    (3, 4, (9, 70), 1), (1, 3, (40, 37), 0), (2, 3, (11, 34), 2), (2, 2, (17, 35), (0, 1)),
+    (1, 3, (12, 65), (2, 0)), (1, 2, (8, 31), (1, 2)), (2, 3, (3, 3), 0), (1, 2, (6, 112), 1),
+])
+def test_depthwise_stride2_backward(isa, rng, n, c, size, padding):
+    x = rng.standard_normal((n, c, *size)).astype(np.float32)
+    w = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
+    kw = dict(stride=2, padding=padding, groups=c)
+    gy = rng.standard_normal(conv(x, w, **kw).shape).astype(np.float32)
+    ref = conv_backward(gy, x, w, **kw)
+    for needs in ((True, True, True), (True, False, False), (False, True, False)):
+        got = ops.conv2d_backward(gy, x, w, needs=needs, **kw)
+        for name, g, r, wanted in zip(("input", "weight", "bias"), got, ref, needs):
+            assert (g is None) != wanted and (g is None or close(g, r)), (needs, name)
+
+
+def test_depthwise_stride2_gradients_keep_to_what_each_tap_reads(isa, rng):
+    # Without padding, 3x3 windows with stride 2 over 10 x 36 never read row 9 or column 35,
+    # which the sweep's vectors cover: an Inf there must not reach either gradient. With
+    # padding 1 over 14 x 36, only filter column 2 reads column 35 and only filter row 2 reads
+    # row 13: the other taps' gradients stay finite and exact.
+    x = rng.standard_normal((2, 3, 10, 36)).astype(np.float32)
+    w = rng.standard_normal((3, 1, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((2, 3, 4, 17)).astype(np.float32)
+    bad = x.copy()
+    bad[:, :, 9, :] = np.inf
+    bad[:, :, :, 35] = -np.inf
+    gx, gw, _ = ops.conv2d_backward(gy, bad, w, stride=2, groups=3)
+    ref = conv_backward(gy, x, w, stride=2, groups=3)
+    assert np.isfinite(gw).all() and close(gw, ref[1]) and close(gx, ref[0])
+    x = rng.standard_normal((2, 3, 14, 36)).astype(np.float32)
+    gy = rng.standard_normal((2, 3, 7, 18)).astype(np.float32)
+    ref = conv_backward(gy, x, w, stride=2, padding=1, groups=3)[1]
+    for index, clean in (((Ellipsis, 35), (Ellipsis, slice(0, 2))), ((Ellipsis, 13, slice(None)), (Ellipsis, slice(0, 2), slice(None)))):
+        bad = x.copy()
+        bad[index] = np.inf
+        g = ops.conv2d_backward(gy, bad, w, stride=2, padding=1, groups=3, needs=(False, True, False))[1]
+        assert not np.isfinite(g).all() and close(g[clean], ref[clean]), index
+
+
 # float32 2-D weight gradients on large enough planes run on the direct weight-gradient
 # kernel (on AVX-512 and AVX2; the scalar path keeps the GEMM); stride-1 data gradients
 # run on the direct forward kernel. These shapes cover its layouts and thread splits.

@@ -16,11 +16,13 @@
 //   grad_y[oh, ow] over the taps that reach it. For each column phase of the
 //   padded input the taps with that phase read a contiguous, zero-padded grad_y
 //   row, so a vector of grad_x is a short chain of FMAs and one store.
+// The float 3x3 stride-2 case has its own sweep (depthwise_s2 below).
 #pragma once
 #include <omp.h>
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "simd/vec_math.h"
@@ -409,10 +411,181 @@ void data_grad_row(const Plane<T>& g, int64_t ih, const T* dyp, const T* w, T* d
 
 }  // namespace depthwise_detail
 
+// The float 3x3 stride-2 case (MobileNet's and EfficientNet's downsampling layers),
+// any padding, no dilation, one filter per channel: one sweep over the rows of each
+// plane with nothing copied. The general path above spends most of its time copying
+// x into column phases and interleaving grad_x's phases element by element; here
+// the phases live in registers:
+// - weight gradient: input row r serves filter row i of output row (r + ph - i) / 2.
+//   Tap j of output column ow reads x column 2 * ow - pw + j, so one pair of vectors
+//   loaded at 2 * ow - pw and deinterleaved gives taps 0 (even lanes) and 1 (odd),
+//   and the pair at one column further tap 2 (odd). Lanes past the row's outputs or
+//   outside the input load zero. The nine sums stay in registers over the channel's
+//   images and are added across lanes once.
+// - data gradient: grad_x column 2m + q takes the taps j with pw + q - j even, from
+//   grad_y column m + (pw + q - j) / 2. A vector of even columns and one of odd
+//   columns are short FMA chains over unaligned grad_y loads (zero outside the row),
+//   interleaved into 2 * L consecutive columns and stored once.
+// Measured against the general path at batch 8, both gradients (AVX-512, 2 threads):
+// 96 @112 6.3 -> 2.6 ms, 144 @56 3.3 -> 1.35 ms, 576 @14 1.24 -> 0.64 ms.
+namespace depthwise_s2 {
+
+using V = VecF;
+constexpr int L = V::kWidth;
+
+inline bool applies(const ConvNdArgs<float>& a) {
+  return a.c_out == a.c_in && a.kernel[1] == 3 && a.kernel[2] == 3 && a.stride[1] == 2 && a.stride[2] == 2 &&
+         a.dil[1] == 1 && a.dil[2] == 1;
+}
+
+// Lanes of a vector of output columns (from ow, n = Wo - ow of them left) that are outputs,
+// as element bits of a deinterleaved pair's low (half 0) or high (half 1) vector.
+inline unsigned pair_out_bits(int64_t n, int half) {
+  const int64_t hi = imin(L, imax(0, 2 * n - half * L));
+  return hi <= 0 ? 0u : lane_range_bits(0, hi);
+}
+
+// Taps 0, 1 and 2 of the output columns ow .. ow + L - 1 in input row xr.
+__attribute__((always_inline)) inline void row_taps(const float* xr, int64_t W, int64_t pw, int64_t ow, int64_t n,
+                                                    V* t0, V* t1, V* t2) {
+  const int64_t c = 2 * ow - pw;
+  V lo, hi, lo1, hi1, unused;
+  if (c >= 0 && c + 1 + 2 * L <= W && n >= L) {
+    lo = V::load(xr + c);
+    hi = V::load(xr + c + L);
+    lo1 = V::load(xr + c + 1);
+    hi1 = V::load(xr + c + 1 + L);
+  } else {
+    const unsigned o0 = pair_out_bits(n, 0), o1 = pair_out_bits(n, 1);
+    lo = V::load_mask(xr + c, lanes_inside(c, W) & o0);
+    hi = V::load_mask(xr + c + L, lanes_inside(c + L, W) & o1);
+    lo1 = V::load_mask(xr + c + 1, lanes_inside(c + 1, W) & o0);
+    hi1 = V::load_mask(xr + c + 1 + L, lanes_inside(c + 1 + L, W) & o1);
+  }
+  V::deinterleave2(lo, hi, t0, t1);
+  V::deinterleave2(lo1, hi1, &unused, t2);
+}
+
+// acc[i * 3 + j] += grad_y row dy_a (filter row IA) and, when IB >= 0, dy_b (filter row IB)
+// times input row xr's taps j, over the row's output columns.
+template <int IA, int IB>
+__attribute__((always_inline)) inline void weight_grad_row(const float* xr, const float* dy_a, const float* dy_b,
+                                                           int64_t W, int64_t Wo, int64_t pw, V* acc) {
+  for (int64_t ow = 0; ow < Wo; ow += L) {
+    const int64_t n = Wo - ow;
+    V t[3];
+    row_taps(xr, W, pw, ow, n, &t[0], &t[1], &t[2]);
+    const V da = load_n<V>(dy_a + ow, n);
+#pragma GCC unroll 3
+    for (int j = 0; j < 3; ++j) acc[IA * 3 + j] = V::fmadd(da, t[j], acc[IA * 3 + j]);
+    if constexpr (IB >= 0) {
+      const V db = load_n<V>(dy_b + ow, n);
+#pragma GCC unroll 3
+      for (int j = 0; j < 3; ++j) acc[IB * 3 + j] = V::fmadd(db, t[j], acc[IB * 3 + j]);
+    }
+  }
+}
+
+// One grad_y row's contribution (filter row i, weights w) to grad_x columns 2 * m0 + (0 .. 2L):
+// even columns into *e, odd ones into *o. Tap j reaches the parity of pw - j, from grad_y
+// column m0 + shift[j]; INSIDE: every load lies inside the row.
+template <int PW_ODD, bool INSIDE>
+__attribute__((always_inline)) inline void data_grad_taps(const float* dyr, const float* w, int64_t Wo,
+                                                          const int64_t* shift, int64_t m0, V* e, V* o) {
+#pragma GCC unroll 3
+  for (int j = 0; j < 3; ++j) {
+    const int64_t col = m0 + shift[j];
+    const V d = INSIDE ? V::load(dyr + col) : V::load_mask(dyr + col, lanes_inside(col, Wo));
+    if (((PW_ODD - j) & 1) == 0)
+      *e = V::fmadd(V::set1(w[j]), d, *e);
+    else
+      *o = V::fmadd(V::set1(w[j]), d, *o);
+  }
+}
+
+// grad_x row from up to two grad_y rows (dy_a through filter row ia, dy_b through ib; null when absent).
+template <int PW_ODD>
+inline void data_grad_row(const float* dy_a, int64_t ia, const float* dy_b, int64_t ib, const float* w, int64_t W,
+                          int64_t Wo, const int64_t* shift, float* dxr) {
+  // Blocks whose loads all lie inside grad_y's row.
+  const int64_t lo = -imin(shift[0], imin(shift[1], shift[2])), hi = Wo - L - imax(shift[0], imax(shift[1], shift[2]));
+  for (int64_t m0 = 0; 2 * m0 < W; m0 += L) {
+    V e = V::zero(), o = V::zero();
+    if (m0 >= lo && m0 <= hi) {
+      if (dy_a) data_grad_taps<PW_ODD, true>(dy_a, w + ia * 3, Wo, shift, m0, &e, &o);
+      if (dy_b) data_grad_taps<PW_ODD, true>(dy_b, w + ib * 3, Wo, shift, m0, &e, &o);
+    } else {
+      if (dy_a) data_grad_taps<PW_ODD, false>(dy_a, w + ia * 3, Wo, shift, m0, &e, &o);
+      if (dy_b) data_grad_taps<PW_ODD, false>(dy_b, w + ib * 3, Wo, shift, m0, &e, &o);
+    }
+    V lo_v, hi_v;
+    V::interleave2(e, o, &lo_v, &hi_v);
+    const int64_t c = 2 * m0;
+    store_n(lo_v, dxr + c, W - c);
+    if (W - c > L) store_n(hi_v, dxr + c + L, W - c - L);
+  }
+}
+
+inline void backward(const ConvBackward<float>& b) {
+  const ConvNdArgs<float>& a = b.g;
+  const int64_t H = a.in[1], W = a.in[2], Ho = a.out[1], Wo = a.out[2], ph = a.pad[1], pw = a.pad[2];
+  const int64_t in_plane = H * W, out_plane = Ho * Wo;
+  // grad_x column 2m + q takes tap j (of the parity q = (pw - j) mod 2) from grad_y column m + shift[j].
+  int64_t shift[3];
+  for (int j = 0; j < 3; ++j) shift[j] = ((pw - j) & 1) == 0 ? (pw - j) / 2 : (pw + 1 - j) / 2;
+  const int64_t work = a.n * a.c_in * out_plane * 9;
+  const int threads = static_cast<int>(imin(work < (1 << 16) ? 1 : a.threads, a.c_in));
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t c = 0; c < a.c_in; ++c) {
+    V acc[9];
+#pragma GCC unroll 9
+    for (int k = 0; k < 9; ++k) acc[k] = V::zero();
+    const float* w = b.weight ? b.weight + c * 9 : nullptr;
+    for (int64_t n = 0; n < a.n; ++n) {
+      const float* x = b.x ? b.x + (n * a.c_in + c) * in_plane : nullptr;
+      const float* dy = b.grad_y + (n * a.c_in + c) * out_plane;
+      float* dx = b.grad_x ? b.grad_x + (n * a.c_in + c) * in_plane : nullptr;
+      for (int64_t r = 0; r < H; ++r) {
+        // The output rows that input row r reaches: through filter rows 0 and 2 when r + ph is even, row 1 when odd.
+        const int64_t t = r + ph;
+        const int64_t oh_a = (t & 1) ? (t - 1) / 2 : t / 2, oh_b = (t - 2) / 2;
+        const int ia = (t & 1) ? 1 : 0;
+        const float* dy_a = oh_a < Ho ? dy + oh_a * Wo : nullptr;
+        const float* dy_b = !(t & 1) && t >= 2 && oh_b < Ho ? dy + oh_b * Wo : nullptr;
+        if (b.grad_w) {
+          const float* xr = x + r * W;
+          if (ia == 1) {
+            if (dy_a) weight_grad_row<1, -1>(xr, dy_a, nullptr, W, Wo, pw, acc);
+          } else if (dy_a && dy_b) {
+            weight_grad_row<0, 2>(xr, dy_a, dy_b, W, Wo, pw, acc);
+          } else if (dy_a) {
+            weight_grad_row<0, -1>(xr, dy_a, nullptr, W, Wo, pw, acc);
+          } else if (dy_b) {
+            weight_grad_row<2, -1>(xr, dy_b, nullptr, W, Wo, pw, acc);
+          }
+        }
+        if (dx) {
+          if (pw & 1)
+            data_grad_row<1>(dy_a, ia, dy_b, 2, w, W, Wo, shift, dx + r * W);
+          else
+            data_grad_row<0>(dy_a, ia, dy_b, 2, w, W, Wo, shift, dx + r * W);
+        }
+      }
+    }
+    if (b.grad_w)
+      for (int k = 0; k < 9; ++k) b.grad_w[c * 9 + k] = reduce_add(acc[k]);
+  }
+}
+
+}  // namespace depthwise_s2
+
 template <class T>
 void depthwise_backward(const ConvBackward<T>& b) {
   using namespace depthwise_detail;
   const ConvNdArgs<T>& a = b.g;
+  if constexpr (std::is_same_v<T, float>) {
+    if (depthwise_s2::applies(a)) return depthwise_s2::backward(b);
+  }
   const Plane<T> g(a, b.grad_x != nullptr, b.grad_w != nullptr);
   const int64_t taps = g.kh * g.kw, in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
   const int64_t work = a.n * a.c_out * out_plane * taps;
