@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "gemm/ukernel.h"
 
@@ -69,6 +70,32 @@ struct PackBStrided {
         }
       }
       return;
+    }
+    if constexpr (std::is_same_v<T, float>) {
+      if (rs == 1) {
+        // Columns contiguous in p: L x L blocks transposed in registers, L loads of L p values
+        // each becoming L stores of L columns each.
+        for (int64_t s = 0; s < nc; s += NR) {
+          const int cols = static_cast<int>(imin(NR, nc - s));
+          T* d = dst + s * kc;
+          const T* src = b + p0 + (j0 + s) * cs;
+          int64_t p = 0;
+          for (; p + L <= kc; p += L) {
+#pragma GCC unroll 4
+            for (int v = 0; v < NR / L; ++v) {
+              V r[L];
+#pragma GCC unroll 16
+              for (int q = 0; q < L; ++q) r[q] = v * L + q < cols ? V::load(src + (v * L + q) * cs + p) : V::zero();
+              V::transpose(r);
+#pragma GCC unroll 16
+              for (int q = 0; q < L; ++q) r[q].store(d + (p + q) * NR + v * L);
+            }
+          }
+          for (; p < kc; ++p)
+            for (int j = 0; j < NR; ++j) d[p * NR + j] = j < cols ? src[j * cs + p] : T(0);
+        }
+        return;
+      }
     }
     for (int64_t s = 0; s < nc; s += NR) {
       const int cols = static_cast<int>(imin(NR, nc - s));

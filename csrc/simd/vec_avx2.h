@@ -34,6 +34,25 @@ struct VecF {
     lo->v = _mm256_permute2f128_ps(l, h, 0x20);
     hi->v = _mm256_permute2f128_ps(l, h, 0x31);
   }
+  // Transposes the 8 x 8 matrix whose rows are r[0 .. 8): afterwards r[c] holds column c.
+  static void transpose(VecF* r) {
+    // 4 x 4 transposes within each 128-bit half: u[4g + m] half k = column 4k + m of rows 4g .. 4g + 3.
+    __m256 u[8];
+    for (int g = 0; g < 2; ++g) {
+      const __m256 t0 = _mm256_unpacklo_ps(r[4 * g].v, r[4 * g + 1].v);
+      const __m256 t1 = _mm256_unpackhi_ps(r[4 * g].v, r[4 * g + 1].v);
+      const __m256 t2 = _mm256_unpacklo_ps(r[4 * g + 2].v, r[4 * g + 3].v);
+      const __m256 t3 = _mm256_unpackhi_ps(r[4 * g + 2].v, r[4 * g + 3].v);
+      u[4 * g] = _mm256_shuffle_ps(t0, t2, 0x44);
+      u[4 * g + 1] = _mm256_shuffle_ps(t0, t2, 0xEE);
+      u[4 * g + 2] = _mm256_shuffle_ps(t1, t3, 0x44);
+      u[4 * g + 3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+    }
+    for (int m = 0; m < 4; ++m) {
+      r[m].v = _mm256_permute2f128_ps(u[m], u[4 + m], 0x20);
+      r[4 + m].v = _mm256_permute2f128_ps(u[m], u[4 + m], 0x31);
+    }
+  }
   // Loads the lanes whose bit is set in `bits` (others are zero and never touched).
   static VecF load_mask(const float* p, unsigned bits) { return {_mm256_maskload_ps(p, bits_mask(bits))}; }
   // As load_mask, with `fill` in the lanes not loaded.

@@ -34,6 +34,32 @@ struct VecF {
     hi->v = _mm512_permutex2var_ps(even.v, ih, odd.v);
   }
   // Loads the lanes whose bit is set in `bits` (others are zero and never touched).
+  // Transposes the 16 x 16 matrix whose rows are r[0 .. 16): afterwards r[c] holds column c.
+  static void transpose(VecF* r) {
+    // 4 x 4 transposes within each 128-bit lane: u[4g + m] lane k = column 4k + m of rows 4g .. 4g + 3.
+    __m512 u[16];
+    for (int g = 0; g < 4; ++g) {
+      const __m512 t0 = _mm512_unpacklo_ps(r[4 * g].v, r[4 * g + 1].v);
+      const __m512 t1 = _mm512_unpackhi_ps(r[4 * g].v, r[4 * g + 1].v);
+      const __m512 t2 = _mm512_unpacklo_ps(r[4 * g + 2].v, r[4 * g + 3].v);
+      const __m512 t3 = _mm512_unpackhi_ps(r[4 * g + 2].v, r[4 * g + 3].v);
+      u[4 * g] = _mm512_shuffle_ps(t0, t2, 0x44);
+      u[4 * g + 1] = _mm512_shuffle_ps(t0, t2, 0xEE);
+      u[4 * g + 2] = _mm512_shuffle_ps(t1, t3, 0x44);
+      u[4 * g + 3] = _mm512_shuffle_ps(t1, t3, 0xEE);
+    }
+    // Then the 4 x 4 transpose of 128-bit lanes: column 4k + m = lane k of u[m], u[4 + m], u[8 + m], u[12 + m].
+    for (int m = 0; m < 4; ++m) {
+      const __m512 v0 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x44);
+      const __m512 v1 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xEE);
+      const __m512 v2 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x44);
+      const __m512 v3 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xEE);
+      r[m].v = _mm512_shuffle_f32x4(v0, v2, 0x88);
+      r[4 + m].v = _mm512_shuffle_f32x4(v0, v2, 0xDD);
+      r[8 + m].v = _mm512_shuffle_f32x4(v1, v3, 0x88);
+      r[12 + m].v = _mm512_shuffle_f32x4(v1, v3, 0xDD);
+    }
+  }
   static VecF load_mask(const float* p, unsigned bits) { return {_mm512_maskz_loadu_ps(static_cast<__mmask16>(bits), p)}; }
   // As load_mask, with `fill` in the lanes not loaded.
   static VecF load_mask_or(const float* p, unsigned bits, float fill) {

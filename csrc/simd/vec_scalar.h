@@ -31,6 +31,8 @@ struct VecScalar {
     lo->v = even.v;
     hi->v = odd.v;
   }
+  // A 1 x 1 matrix is its own transpose (the wider types transpose kWidth x kWidth blocks).
+  static void transpose(VecScalar*) {}
   static VecScalar load_mask(const T* p, unsigned bits) { return {(bits & 1u) ? *p : T(0)}; }
   static VecScalar load_mask_or(const T* p, unsigned bits, T fill) { return {(bits & 1u) ? *p : fill}; }
   // The larger of a and b, NaN where either is NaN.
