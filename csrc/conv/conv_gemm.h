@@ -96,10 +96,12 @@ inline void for_each_col_row(const ConvNdArgs<T>& a, int64_t tap, int64_t r0, in
 
 // Rows [k0, k1) of the im2col block of output rows [r0, r1) (row length
 // (r1 - r0) * wo) of the channels starting at x (one image, one group).
+// `ld`: the distance between col's rows, when not (r1 - r0) * wo.
 template <class T>
-void im2col_rows(const ConvNdArgs<T>& a, const T* x, T* col, int64_t k0, int64_t k1, int64_t r0, int64_t r1) {
+void im2col_rows(const ConvNdArgs<T>& a, const T* x, T* col, int64_t k0, int64_t k1, int64_t r0, int64_t r1,
+                 int64_t ld = 0) {
   const ConvShape<T> s(a);
-  const int64_t wo = a.out[2], sw = a.stride[2], w = a.in[2], pc = (r1 - r0) * wo;
+  const int64_t wo = a.out[2], sw = a.stride[2], w = a.in[2], pc = ld ? ld : (r1 - r0) * wo;
   for (int64_t row = k0; row < k1; ++row) {
     const T* xc = x + (row / s.taps) * s.in_vol;
     T* dst = col + row * pc;
@@ -302,6 +304,20 @@ void conv_gemm_backward_data(const ConvBackward<T>& b) {
   }
 }
 
+// Bytes of the col that holds several images side by side for one weight-gradient GEMM.
+constexpr int64_t kWgradColBytes = int64_t{8} << 20;
+
+// Images per weight-gradient GEMM. A plane shorter than one GEMM k block gives each
+// per-image product a short k, and every product reads and writes all of grad_w (on
+// 512 @7, 9.4 MB for 49 columns of k): images whose cols fit in kWgradColBytes then
+// go side by side into one GEMM, whose k runs over all their output positions.
+// 1: one GEMM per image.
+template <class T>
+int64_t wgrad_images_per_gemm(const ConvNdArgs<T>& a, const ConvShape<T>& s) {
+  if (a.groups != 1 || a.n < 2 || s.pointwise || s.P >= 64) return 1;
+  return imax(1, imin(a.n, kWgradColBytes / imax(1, checked_mul(s.K, s.P) * int64_t(sizeof(T)))));
+}
+
 // grad_w = sum over images of grad_y[g] * col^T.
 template <class T>
 void conv_gemm_backward_weight(const ConvBackward<T>& b) {
@@ -314,6 +330,21 @@ void conv_gemm_backward_weight(const ConvBackward<T>& b) {
   const EpilogueT<T> none;
 
   auto input = [&](int64_t job) { return b.x + s.in_offset(job); };
+  if (const int64_t per_gemm = wgrad_images_per_gemm(a, s); per_gemm > 1) {
+    // col holds images n0 .. n0 + g side by side (row k: each image's P positions in turn); A is
+    // grad_y over the same images' columns.
+    Scratch<T> col(checked_mul(s.K, per_gemm * s.P));
+    for (int64_t n0 = 0; n0 < a.n; n0 += per_gemm) {
+      const int64_t g = imin(per_gemm, a.n - n0), pc = g * s.P;
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(static) if (threads > 1)
+      for (int64_t img = 0; img < g; ++img)
+        for (int64_t k = 0; k < s.K; ++k)
+          im2col_rows(a, input(n0 + img), col.data() + img * s.P, k, k + 1, 0, s.rows, pc);
+      gemm_parallel(a.c_out, s.K, pc, PackAImages<T>{b.grad_y + n0 * s.image_out, s.P, s.P, s.image_out},
+                    PackBStrided<T>{col.data(), 1, pc}, b.grad_w, s.K, none, threads, n0 > 0);
+    }
+    return;
+  }
   // grad_y's columns from output row r0 on, and the transposed col block (element (p, k) at
   // col[k * pc + p]; pointwise: the input planes).
   auto operand_a = [&](int64_t job, int64_t r0) {

@@ -111,6 +111,32 @@ struct PackBStrided {
   }
 };
 
+// A whose columns run through several images: element (i, p) at
+// a[(p / cols_per_image) * image_stride + i * rs + p % cols_per_image]. grad_y's
+// planes side by side, for a weight gradient summed over images in one GEMM.
+template <class T>
+struct PackAImages {
+  using Scalar = T;
+  const T* a;
+  int64_t rs, cols_per_image, image_stride;
+
+  void operator()(T* dst, int64_t i0, int64_t mc, int64_t p0, int64_t kc) const {
+    constexpr int MR = kGemmMR;
+    for (int64_t s = 0; s < mc; s += MR) {
+      const int rows = static_cast<int>(imin(MR, mc - s));
+      T* d = dst + s * kc;
+      for (int64_t p = 0; p < kc;) {  // one run per image the block's columns touch
+        const int64_t q = p0 + p, img = q / cols_per_image, off = q % cols_per_image;
+        const int64_t run = imin(cols_per_image - off, kc - p);
+        const T* src = a + img * image_stride + (i0 + s) * rs + off;
+        for (int64_t t = 0; t < run; ++t)
+          for (int r = 0; r < MR; ++r) d[(p + t) * MR + r] = r < rows ? src[r * rs + t] : T(0);
+        p += run;
+      }
+    }
+  }
+};
+
 // B whose columns run through several images: element (p, j) at
 // b[(j / cols_per_image) * image_stride + p * rs + j % cols_per_image]. A
 // pointwise convolution's small planes side by side, so that one GEMM covers
