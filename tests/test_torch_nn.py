@@ -1,5 +1,6 @@
 """fastconv.torch.nn drop-in modules, convert(model), and moving weights to and from fastconv.models."""
 
+import contextlib
 import copy
 
 import numpy as np
@@ -97,9 +98,10 @@ def test_drop_in_layer_matches_torch(name, mode):
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_calls_without_autograd_skip_the_dispatcher_with_the_same_results(name, mode, monkeypatch):
     # With no gradient to record, eager CPU calls run the ops' implementations directly (torch's
-    # dispatcher costs ~30 us a call); a dispatch mode, or an input that requires grad, still gets the
-    # ops. All three give the same results (training normalises with the batch's statistics, whatever
-    # the running ones), and the first call leaves the state torch's does.
+    # dispatcher costs ~30 us a call); a dispatch mode still gets the ops, and an input that requires
+    # grad goes through the ops' torch.autograd.Function twins. All three give the same results
+    # (training normalises with the batch's statistics, whatever the running ones), and the first call
+    # leaves the state torch's does.
     make, shape = LAYERS[name]
     torch.manual_seed(0)
     ref = make()
@@ -122,10 +124,42 @@ def test_calls_without_autograd_skip_the_dispatcher_with_the_same_results(name, 
             in_mode = ours(x)
         assert seen and len(direct) == ran, "a dispatch mode must see every op"
     with_grad = ours(x.clone().requires_grad_())
-    assert len(direct) == ran, "autograd must go through the dispatcher"
+    assert _recorded_directly(with_grad), _graph_nodes(with_grad)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     for other in (in_mode, with_grad.detach()):  # in training, each call also moves the running statistics
         torch.testing.assert_close(other, got, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_autograd_around_the_dispatcher_records_the_same_backward(name):
+    # An input that requires grad, with nothing watching, runs each op's autograd formula as a
+    # torch.autograd.Function (its backward calling the backward ops' implementations directly); under
+    # a dispatch mode the same formula runs through the registered custom ops. Same kernels, same order:
+    # bitwise the same outputs, gradients and running statistics.
+    make, shape = LAYERS[name]
+    torch.manual_seed(0)
+    ref = make()
+    _perturb_bn(ref)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    results = []
+    for through_ops in (False, True):
+        model = ft.convert(copy.deepcopy(ref)).train()
+        seen = []
+        with _count_fastconv_ops(seen) if through_ops else contextlib.nullcontext():
+            y, gx, gp = _run(model, x)
+        with _count_fastconv_ops([]) if through_ops else contextlib.nullcontext():
+            direct = _recorded_directly(model(x.clone().requires_grad_()))
+        assert bool(seen) == through_ops and direct != through_ops
+        if through_ops:
+            assert any(op.endswith("_backward") for op in seen), seen
+        results.append((y, gx, gp, {k: b.clone() for k, b in model.named_buffers()}))
+    (y0, gx0, gp0, b0), (y1, gx1, gp1, b1) = results
+    torch.testing.assert_close(y0, y1, rtol=0, atol=0)
+    torch.testing.assert_close(gx0, gx1, rtol=0, atol=0)
+    for k in gp0:
+        torch.testing.assert_close(gp0[k], gp1[k], rtol=0, atol=0, msg=k)
+    for k in b0:
+        torch.testing.assert_close(b0[k], b1[k], rtol=0, atol=0, msg=k)
 
 
 def test_a_jit_trace_without_autograd_records_the_fastconv_ops():
@@ -479,6 +513,26 @@ def test_a_model_torch_fx_cannot_trace_converts_without_fusion():
     x = torch.randn(2, 3, 6, 6)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+
+
+def _graph_nodes(t):
+    """The type names of the autograd graph's nodes behind ``t``."""
+    names, todo, done = [], [t.grad_fn], set()
+    while todo:
+        node = todo.pop()
+        if node is None or node in done:
+            continue
+        done.add(node)
+        names.append(type(node).__name__)
+        todo.extend(n for n, _ in node.next_functions)
+    return names
+
+
+def _recorded_directly(t) -> bool:
+    """Whether ``t``'s graph holds fastconv ops recorded without the dispatcher (their
+    torch.autograd.Function twins), and none recorded through it."""
+    names = _graph_nodes(t)
+    return any(n.endswith("_directBackward") for n in names) and not any("fastconv" in n for n in names)
 
 
 class _count_fastconv_ops(torch.utils._python_dispatch.TorchDispatchMode):

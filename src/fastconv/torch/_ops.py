@@ -32,23 +32,94 @@ _CONV_FORWARD = {1: ops.conv1d, 2: ops.conv2d}
 _CONV_BACKWARD = {1: ops.conv1d_backward, 2: ops.conv2d_backward}
 
 
-# Each non-mutating op's Python implementation, for fastconv.torch.functional to call directly where
-# going through torch's dispatcher would change nothing but the time (see functional._direct).
+# Each op's Python implementation, for :func:`call` to run directly where going through torch's
+# dispatcher would change nothing but the time (see :func:`unwatched`).
 IMPLEMENTATIONS: dict = {}
+# Each differentiable op's autograd formula (the same setup_context and backward as its
+# register_autograd) as a torch.autograd.Function, for :func:`call` where gradients are recorded.
+DIRECT_AUTOGRAD: dict = {}
 
 
-def _op(name: str, mutates_args=(), **kwargs):
-    """``torch.library.custom_op`` in the fastconv namespace; a non-mutating op's implementation is
-    also kept in :data:`IMPLEMENTATIONS`."""
+def _op(name: str, mutates_args=(), in_place_ops: bool = False, **kwargs):
+    """``torch.library.custom_op`` in the fastconv namespace; its implementation is also kept in
+    :data:`IMPLEMENTATIONS`, unless it mutates an argument other than through torch's own in-place ops
+    (which bump the version counters as the dispatcher does: ``in_place_ops``)."""
 
     def register(fn):
         op = torch.library.custom_op(f"{_LIB}::{name}", mutates_args=mutates_args, device_types=_DEVICES,
                                      **kwargs)(fn)
-        if not mutates_args:
+        if not mutates_args or in_place_ops:
             IMPLEMENTATIONS[op] = fn
         return op
 
     return register
+
+
+def _register_autograd(op, backward, setup_context) -> None:
+    """``op.register_autograd``, and the same formula as a torch.autograd.Function in :data:`DIRECT_AUTOGRAD`.
+
+    Its forward takes ``ctx`` and calls ``setup_context`` itself: a Function with a separate
+    setup_context binds every call's arguments to the forward's signature (inspect, ~60 us)."""
+    op.register_autograd(backward, setup_context=setup_context)
+    impl = IMPLEMENTATIONS[op]
+
+    def forward(ctx, *args):
+        output = impl(*args)
+        setup_context(ctx, args, output)
+        return output
+
+    DIRECT_AUTOGRAD[op] = type(f"{op._name.split('::')[-1]}_direct", (torch.autograd.Function,), {
+        "forward": staticmethod(forward), "backward": staticmethod(backward)})
+
+
+# --------------------------------------------------------------------------- calls around the dispatcher
+
+_PLAIN = (Tensor, torch.nn.Parameter)  # not a subclass that could intercept the op
+
+
+def _watchers():
+    """torch's switches for what would see or change an op's call (see :func:`unwatched`); None where this
+    torch lacks one of them, and then every call goes through the dispatcher."""
+    try:
+        return (torch._C._get_tracing_state, torch._C._len_torch_dispatch_stack,
+                torch._C._is_torch_function_mode_enabled, torch._C._are_functorch_transforms_active,
+                torch._C._is_any_autocast_enabled, torch.autograd._profiler_enabled)
+    except AttributeError:
+        return None
+
+
+_WATCHERS = _watchers()
+
+
+def unwatched(args) -> bool:
+    """Whether an op may run without torch's dispatcher: where nothing can tell the two apart, a call
+    skips the dispatcher's ~30 us, and with gradients its autograd and redispatch layers (~200 us for a
+    convolution's forward and backward), a large share of a small layer's time. That needs plain CPU
+    tensors, and no torch.compile, torch.jit tracing, dispatch or function mode, functorch transform,
+    autocast or profiler, each of which must see (or changes) the op."""
+    if _WATCHERS is None:
+        return False
+    tracing, dispatch_modes, function_modes, functorch, autocast, profiler = _WATCHERS
+    if (torch.compiler.is_compiling() or tracing() is not None or dispatch_modes() or function_modes() or functorch()
+            or autocast() or profiler()):
+        return False
+    for a in args:
+        if isinstance(a, Tensor) and (type(a) not in _PLAIN or a.device.type != "cpu"):
+            return False
+    return True
+
+
+def call(op, *args):
+    """``op(*args)``, without the dispatcher where :func:`unwatched` allows: the implementation itself,
+    or, where an input requires grad, the op's :data:`DIRECT_AUTOGRAD` function, which records the same
+    backward (itself calling the backward ops through here)."""
+    impl = IMPLEMENTATIONS.get(op)
+    if impl is None or not unwatched(args):
+        return op(*args)
+    if torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args):
+        direct = DIRECT_AUTOGRAD.get(op)
+        return direct.apply(*args) if direct is not None else op(*args)
+    return impl(*args)
 
 
 # --------------------------------------------------------------------------- numpy bridge
@@ -204,7 +275,7 @@ def _conv_grads(ctx, grad, backward_op):
     """(grad_input, grad_weight, grad_bias) of a convolution saved by :func:`_save_conv`."""
     input, weight, output = ctx.saved_tensors
     mask = _input_weight_bias_mask(ctx)
-    return _keep(backward_op(grad, input, weight, output, *ctx.args, ctx.activation, mask), mask)
+    return _keep(call(backward_op, grad, input, weight, output, *ctx.args, ctx.activation, mask), mask)
 
 
 def _conv_setup(ctx, inputs, output):
@@ -215,8 +286,8 @@ def _conv_setup(ctx, inputs, output):
 def _register_conv(forward_op, backward_op):
     forward_op.register_fake(_conv_fake)
     backward_op.register_fake(_conv_backward_fake)
-    forward_op.register_autograd(lambda ctx, grad: _conv_grads(ctx, grad, backward_op) + (None,) * 7,
-                                 setup_context=_conv_setup)
+    _register_autograd(forward_op, lambda ctx, grad: _conv_grads(ctx, grad, backward_op) + (None,) * 7,
+                       _conv_setup)
 
 
 _register_conv(conv2d, conv2d_backward)
@@ -248,7 +319,7 @@ def _depthwise_backward(ctx, grad):
     return _conv_grads(ctx, grad, conv2d_backward) + (None,) * 5
 
 
-depthwise_conv2d.register_autograd(_depthwise_backward, setup_context=_depthwise_setup)
+_register_autograd(depthwise_conv2d, _depthwise_backward, _depthwise_setup)
 
 
 @_op("depthwise_separable_conv2d")
@@ -284,19 +355,19 @@ def _separable_backward(ctx, grad, grad_mid):
     input, dw_weight, pw_weight, mid, out = ctx.saved_tensors
     need = ctx.needs_input_grad
     pw_mask = [True, need[2], ctx.has_bias[1] and need[4]]
-    g_mid, g_pw, g_pwb = conv2d_backward(grad, mid, pw_weight, out, [1, 1], [0, 0], [1, 1], 1, False,
-                                         ctx.activation, pw_mask)
+    g_mid, g_pw, g_pwb = call(conv2d_backward, grad, mid, pw_weight, out, [1, 1], [0, 0], [1, 1], 1, False,
+                              ctx.activation, pw_mask)
     if grad_mid is not None:
         g_mid = g_mid + grad_mid
     dw_mask = [need[0], need[1], ctx.has_bias[0] and need[3]]
-    gx, g_dw, g_dwb = conv2d_backward(g_mid, input, dw_weight, mid if ctx.activation is not None else None,
-                                      *ctx.dw_args, ctx.activation, dw_mask)
+    gx, g_dw, g_dwb = call(conv2d_backward, g_mid, input, dw_weight, mid if ctx.activation is not None else None,
+                           *ctx.dw_args, ctx.activation, dw_mask)
     gx, g_dw, g_dwb = _keep((gx, g_dw, g_dwb), dw_mask)
     g_pw, g_pwb = _keep((g_pw, g_pwb), pw_mask[1:])
     return (gx, g_dw, g_pw, g_dwb, g_pwb) + (None,) * 5
 
 
-depthwise_separable_conv2d.register_autograd(_separable_backward, setup_context=_separable_setup)
+_register_autograd(depthwise_separable_conv2d, _separable_backward, _separable_setup)
 
 
 # --------------------------------------------------------------------------- transposed convolution
@@ -348,10 +419,10 @@ def _transpose_setup(ctx, inputs, output):
 def _transpose_backward(ctx, grad):
     input, weight = ctx.saved_tensors
     mask = _input_weight_bias_mask(ctx)
-    return _keep(conv_transpose2d_backward(grad, input, weight, *ctx.args, mask), mask) + (None,) * 5
+    return _keep(call(conv_transpose2d_backward, grad, input, weight, *ctx.args, mask), mask) + (None,) * 5
 
 
-conv_transpose2d.register_autograd(_transpose_backward, setup_context=_transpose_setup)
+_register_autograd(conv_transpose2d, _transpose_backward, _transpose_setup)
 
 
 # --------------------------------------------------------------------------- linear
@@ -393,10 +464,10 @@ def _linear_setup(ctx, inputs, output):
 def _linear_backward(ctx, grad):
     input, weight, output = ctx.saved_tensors
     mask = _input_weight_bias_mask(ctx)
-    return _keep(linear_backward(grad, input, weight, output, ctx.activation, mask), mask) + (None,)
+    return _keep(call(linear_backward, grad, input, weight, output, ctx.activation, mask), mask) + (None,)
 
 
-linear.register_autograd(_linear_backward, setup_context=_linear_setup)
+_register_autograd(linear, _linear_backward, _linear_setup)
 
 
 # --------------------------------------------------------------------------- pooling
@@ -450,13 +521,13 @@ def _max_setup(ctx, inputs, output):
 def _make_max_backward(n_args):
     def backward(ctx, grad, grad_indices):
         (indices,) = ctx.saved_tensors
-        return (max_pool2d_backward(grad, indices, ctx.input_size),) + (None,) * n_args
+        return (call(max_pool2d_backward, grad, indices, ctx.input_size),) + (None,) * n_args
 
     return backward
 
 
-max_pool2d.register_autograd(_make_max_backward(5), setup_context=_max_setup)
-adaptive_max_pool2d.register_autograd(_make_max_backward(1), setup_context=_max_setup)
+_register_autograd(max_pool2d, _make_max_backward(5), _max_setup)
+_register_autograd(adaptive_max_pool2d, _make_max_backward(1), _max_setup)
 
 
 @_op("avg_pool2d")
@@ -493,10 +564,10 @@ def _avg_setup(ctx, inputs, output):
 
 
 def _avg_backward(ctx, grad):
-    return (avg_pool2d_backward(grad, ctx.input_size, *ctx.args),) + (None,) * 6
+    return (call(avg_pool2d_backward, grad, ctx.input_size, *ctx.args),) + (None,) * 6
 
 
-avg_pool2d.register_autograd(_avg_backward, setup_context=_avg_setup)
+_register_autograd(avg_pool2d, _avg_backward, _avg_setup)
 
 
 @_op("adaptive_avg_pool2d")
@@ -526,10 +597,10 @@ def _adaptive_avg_setup(ctx, inputs, output):
 
 
 def _adaptive_avg_backward(ctx, grad):
-    return adaptive_avg_pool2d_backward(grad, ctx.input_size), None
+    return call(adaptive_avg_pool2d_backward, grad, ctx.input_size), None
 
 
-adaptive_avg_pool2d.register_autograd(_adaptive_avg_backward, setup_context=_adaptive_avg_setup)
+_register_autograd(adaptive_avg_pool2d, _adaptive_avg_backward, _adaptive_avg_setup)
 
 
 # --------------------------------------------------------------------------- BatchNorm
@@ -558,7 +629,7 @@ def batch_norm(input: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], 
     return _torch(y), running_mean.detach().clone(), invstd
 
 
-@_op("update_running_stats", mutates_args=("running_mean", "running_var"))
+@_op("update_running_stats", mutates_args=("running_mean", "running_var"), in_place_ops=True)
 def update_running_stats(running_mean: Tensor, running_var: Tensor, save_mean: Tensor, save_invstd: Tensor,
                          count: int, momentum: float, eps: float) -> None:
     """BatchNorm's running-statistics update, in place (declared): ``r = (1 - momentum) * r + momentum * batch``
@@ -613,11 +684,12 @@ def _bn_backward(ctx, grad, grad_mean, grad_invstd):
     input, weight, mean, invstd, output = ctx.saved_tensors
     need = ctx.needs_input_grad
     mask = [need[0], ctx.has[0] and need[1], ctx.has[1] and need[2]]
-    grads = batch_norm_backward(grad, input, weight, mean, invstd, ctx.training, ctx.activation, output, mask)
+    grads = call(batch_norm_backward, grad, input, weight, mean, invstd, ctx.training, ctx.activation, output,
+                 mask)
     return _keep(grads, mask) + (None,) * 5
 
 
-batch_norm.register_autograd(_bn_backward, setup_context=_bn_setup)
+_register_autograd(batch_norm, _bn_backward, _bn_setup)
 
 
 # --------------------------------------------------------------------------- fused inference conv + BN + activation
@@ -710,10 +782,10 @@ def _conv_bn_backward(ctx, grad):
     input, weight, bias, rm, rv, bn_weight, bn_bias, output = ctx.saved_tensors
     need = ctx.needs_input_grad
     mask = [need[0], need[1], ctx.has[0] and need[2], ctx.has[1] and need[5], ctx.has[2] and need[6]]
-    grads = conv2d_bn_backward(grad, input, weight, bias, rm, rv, bn_weight, bn_bias, ctx.eps, output, *ctx.args,
-                               ctx.activation, mask)
+    grads = call(conv2d_bn_backward, grad, input, weight, bias, rm, rv, bn_weight, bn_bias, ctx.eps, output,
+                 *ctx.args, ctx.activation, mask)
     gx, gw, gb, g_gamma, g_beta = _keep(grads, mask)
     return (gx, gw, gb, None, None, g_gamma, g_beta) + (None,) * 7
 
 
-conv2d_bn.register_autograd(_conv_bn_backward, setup_context=_conv_bn_setup)
+_register_autograd(conv2d_bn, _conv_bn_backward, _conv_bn_setup)

@@ -3,9 +3,9 @@
 Same names and arguments as ``torch.nn.functional`` (plus fastconv's fused
 ``activation=``); they normalise ints/tuples/'same'/'valid', check that the tensors are
 float32 or float64 CPU tensors of one dtype, and call the op. Gradients flow through
-fastconv's backward kernels. A call that records no gradient, on plain CPU tensors and
-with nothing watching the dispatcher, runs the op's implementation directly (see
-:func:`_direct`).
+fastconv's backward kernels. A call on plain CPU tensors with nothing watching the
+dispatcher runs the op's implementation directly, or records its backward through an
+equivalent torch.autograd.Function (see :func:`._ops.call`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from . import _ops
 IntOrSeq = Union[int, Sequence[int]]
 _DTYPES = (torch.float32, torch.float64)
 _ACTIVATIONS = (None, "relu", "relu6")
-_PLAIN = (Tensor, torch.nn.Parameter)  # not a subclass that could intercept the op
 
 __all__ = ["conv1d", "conv2d", "depthwise_conv2d", "depthwise_separable_conv2d", "conv_transpose2d", "linear",
            "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "batch_norm", "conv2d_bn"]
@@ -57,44 +56,9 @@ def _check(op: str, **tensors: Optional[Tensor]) -> None:
                             f"of an op share one dtype")
 
 
-def _watchers():
-    """torch's switches for what would see or change an op's call (see :func:`_direct`); None where this
-    torch lacks one of them, and then every call goes through the dispatcher."""
-    try:
-        return (torch._C._get_tracing_state, torch._C._len_torch_dispatch_stack,
-                torch._C._is_torch_function_mode_enabled, torch._C._are_functorch_transforms_active,
-                torch._C._is_any_autocast_enabled, torch.autograd._profiler_enabled)
-    except AttributeError:
-        return None
-
-
-_WATCHERS = _watchers()
-
-
-def _direct(args) -> bool:
-    """Whether an op may run its Python implementation directly instead of through torch's dispatcher:
-    where nothing can tell the two apart, the call skips the dispatcher's ~30 us (a large share of a
-    small layer's time in batch-1 inference). That needs plain CPU tensors and no gradient to record,
-    and no torch.compile, torch.jit tracing, dispatch or function mode, functorch transform, autocast
-    or profiler, each of which must see (or changes) the op. Mutating ops always dispatch (the
-    dispatcher bumps the mutated tensors' version counters)."""
-    if _WATCHERS is None:
-        return False
-    tracing, dispatch_modes, function_modes, functorch, autocast, profiler = _WATCHERS
-    if (torch.compiler.is_compiling() or tracing() is not None or dispatch_modes() or function_modes() or functorch()
-            or autocast() or profiler()):
-        return False
-    grad = torch.is_grad_enabled()
-    for a in args:
-        if isinstance(a, Tensor) and (type(a) not in _PLAIN or a.device.type != "cpu" or (grad and a.requires_grad)):
-            return False
-    return True
-
-
 def _call(op, *args):
-    """``op(*args)``, directly where :func:`_direct` allows."""
-    impl = _ops.IMPLEMENTATIONS.get(op)
-    return impl(*args) if impl is not None and _direct(args) else op(*args)
+    """``op(*args)``, without torch's dispatcher where nothing could tell (:func:`._ops.call`)."""
+    return _ops.call(op, *args)
 
 
 def _batched_dims(batched_dims: int):
@@ -277,7 +241,9 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
                             float(eps), _activation(activation))
     if training and running_mean is not None:
         count = input.numel() // input.shape[1]  # > 1: the op refuses a batch with one value per channel
-        _ops.update_running_stats(running_mean, running_var, mean, invstd, count, float(momentum), float(eps))
+        # The statistics carry no gradient into the update: detached, the call can skip the dispatcher.
+        _call(_ops.update_running_stats, running_mean, running_var, mean.detach(), invstd.detach(), count,
+              float(momentum), float(eps))
     return y
 
 
