@@ -176,7 +176,8 @@ def test_depthwise_stride2_gradients_keep_to_what_each_tap_reads(isa, rng):
     x = rng.standard_normal((2, 3, 14, 36)).astype(np.float32)
     gy = rng.standard_normal((2, 3, 7, 18)).astype(np.float32)
     ref = conv_backward(gy, x, w, stride=2, padding=1, groups=3)[1]
-    for index, clean in (((Ellipsis, 35), (Ellipsis, slice(0, 2))), ((Ellipsis, 13, slice(None)), (Ellipsis, slice(0, 2), slice(None)))):
+    for index, clean in (((Ellipsis, 35), (Ellipsis, slice(0, 2))),
+                         ((Ellipsis, 13, slice(None)), (Ellipsis, slice(0, 2), slice(None)))):
         bad = x.copy()
         bad[index] = np.inf
         g = ops.conv2d_backward(gy, bad, w, stride=2, padding=1, groups=3, needs=(False, True, False))[1]
