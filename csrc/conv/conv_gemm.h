@@ -123,12 +123,17 @@ void im2col_rows(const ConvNdArgs<T>& a, const T* x, T* col, int64_t k0, int64_t
   }
 }
 
+// Col rows per im2col_rows call where calls are split across threads: one call per row spent a
+// third of its time on the call itself (a ConvShape and a walk over the output rows).
+constexpr int64_t kIm2colRun = 64;
+
 // One im2col block of a job, its rows split across threads.
 template <class T>
 void im2col_parallel(const ConvNdArgs<T>& a, const T* x, T* col, int64_t r0, int64_t r1, int threads) {
   const int64_t rows = ConvShape<T>(a).K;
+  const int64_t run = imax(1, imin(kIm2colRun, rows / (4 * threads)));  // still >= 4 runs a thread
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-  for (int64_t k = 0; k < rows; ++k) im2col_rows(a, x, col, k, k + 1, r0, r1);
+  for (int64_t k = 0; k < rows; k += run) im2col_rows(a, x, col, k, imin(rows, k + run), r0, r1);
 }
 
 // dx channel ci (one image, one group) += the sum of the rows of a col block
@@ -336,8 +341,6 @@ void conv_gemm_backward_weight(const ConvBackward<T>& b) {
     Scratch<T> col(checked_mul(s.K, per_gemm * s.P));
     for (int64_t n0 = 0; n0 < a.n; n0 += per_gemm) {
       const int64_t g = imin(per_gemm, a.n - n0), pc = g * s.P;
-      // Rows in runs of kIm2colRun per call: one call per row spent a third of its time on the call.
-      constexpr int64_t kIm2colRun = 64;
       const int64_t runs = ceil_div(s.K, kIm2colRun);
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static) if (threads > 1)
       for (int64_t img = 0; img < g; ++img)
