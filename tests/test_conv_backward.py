@@ -206,26 +206,29 @@ def test_direct_convolution_gradients(isa, rng, n, c_in, c_out, size, kernel, kw
         assert close(g, r), (name, float(np.abs(g - r).max()))
 
 
-# Outputs of fewer than 64 positions per image: the weight gradient puts several images side by
-# side in one col and sums them in one GEMM (images up to 8 MiB of col at a time, the next group
-# added to the first's sums). 2-D and 3-D, strides, dilation, padding, both dtypes; the 1024-channel
-# case takes two groups of images.
+# Small planes put several images side by side in one col (up to 8 MiB of it at a time, the next
+# group added to the first's sums): the weight gradient for outputs under 64 positions per image,
+# one GEMM summing the images; the data gradient (on the GEMM: strides other than 1, float64, 3-D)
+# for outputs under 256, one GEMM whose columns run through the images, then col2im per image.
+# 2-D and 3-D, strides, dilation, padding, both dtypes; the 1024-channel case takes two groups of
+# images, and the 15x15 one 225 positions per image.
 @pytest.mark.parametrize("n,c_in,c_out,size,kernel,kw", [
     (3, 8, 6, (7, 7), (3, 3), dict(padding=1)),
     (4, 5, 7, (9, 11), (3, 2), dict(stride=2, padding=(1, 0), dilation=(1, 2))),
     (2, 3, 4, (4, 4), (2, 2), dict()),
     (5, 1024, 4, (7, 7), (3, 3), dict(padding=1)),
     (3, 4, 6, (3, 4, 5), (3, 3, 3), dict(padding=1)),
+    (2, 3, 5, (30, 29), (3, 3), dict(stride=2, padding=1)),
 ])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_weight_gradient_of_small_planes_over_images_in_one_gemm(isa, rng, n, c_in, c_out, size, kernel, kw, dtype):
+def test_gradients_of_small_planes_over_images_in_one_gemm(isa, rng, n, c_in, c_out, size, kernel, kw, dtype):
     x = rng.standard_normal((n, c_in, *size)).astype(dtype)
     w = rng.standard_normal((c_out, c_in, *kernel)).astype(dtype)
     gy = rng.standard_normal(conv(x, w, **kw).shape).astype(dtype)
     backward = ops.conv3d_backward if x.ndim == 5 else ops.conv2d_backward
-    g = backward(gy, x, w, needs=(False, True, False), **kw)[1]
-    r = conv_backward(gy, x, w, **kw)[1]
-    assert close(g, r, 1e-4 if dtype == np.float32 else 1e-10), float(np.abs(g - r).max())
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    for name, g, r in zip(("input", "weight", "bias"), backward(gy, x, w, **kw), conv_backward(gy, x, w, **kw)):
+        assert close(g, r, tol), (name, float(np.abs(g - r).max()))
 
 
 # A 1x1 convolution with stride 1 and no padding: on large enough planes its weight gradient

@@ -139,10 +139,12 @@ void im2col_parallel(const ConvNdArgs<T>& a, const T* x, T* col, int64_t r0, int
 // dx channel ci (one image, one group) += the sum of the rows of a col block
 // (output rows [r0, r1)) for that channel, each scattered back to the input
 // positions it was gathered from.
+// `ld`: the distance between col's rows, when not (r1 - r0) * wo.
 template <class T>
-void col2im_channel(const ConvNdArgs<T>& a, const T* col, T* dx, int64_t ci, int64_t r0, int64_t r1) {
+void col2im_channel(const ConvNdArgs<T>& a, const T* col, T* dx, int64_t ci, int64_t r0, int64_t r1,
+                    int64_t ld = 0) {
   const ConvShape<T> s(a);
-  const int64_t wo = a.out[2], sw = a.stride[2], w = a.in[2], pc = (r1 - r0) * wo;
+  const int64_t wo = a.out[2], sw = a.stride[2], w = a.in[2], pc = ld ? ld : (r1 - r0) * wo;
   T* dc = dx + ci * s.in_vol;
   for (int64_t tap = 0; tap < s.taps; ++tap) {
     const T* src = col + (ci * s.taps + tap) * pc;
@@ -251,6 +253,25 @@ void conv_gemm_forward(const ConvForward<T>& f) {
     });
 }
 
+// Bytes of a col that holds several images side by side for one GEMM.
+constexpr int64_t kImagesColBytes = int64_t{8} << 20;
+
+// Images per GEMM of a backward pass whose per-image GEMMs would be narrow: images whose cols fit
+// in kImagesColBytes go side by side, so that the GEMM runs over all their output positions. 1:
+// one GEMM per image. The weight gradient (positions along k) takes planes under 64 outputs: there
+// each per-image product has a short k and reads and writes all of grad_w (9.4 MB on 3x3 512 @7);
+// the data gradient (positions along n) planes under four micro-kernel tiles, which per image
+// would pad a 7x7 plane's 49 columns to 64 and a 14x14 plane's 196 to 256.
+template <class T>
+int64_t images_per_gemm(const ConvNdArgs<T>& a, const ConvShape<T>& s, int64_t max_outputs) {
+  if (a.groups != 1 || a.n < 2 || s.pointwise || s.P >= max_outputs) return 1;
+  return imax(1, imin(a.n, kImagesColBytes / imax(1, checked_mul(s.K, s.P) * int64_t(sizeof(T)))));
+}
+template <class T>
+int64_t wgrad_images_per_gemm(const ConvNdArgs<T>& a, const ConvShape<T>& s) {
+  return images_per_gemm(a, s, 64);
+}
+
 // grad_x = the transpose of the forward convolution applied to grad_y.
 template <class T>
 void conv_gemm_backward_data(const ConvBackward<T>& b) {
@@ -270,6 +291,23 @@ void conv_gemm_backward_data(const ConvBackward<T>& b) {
   auto grad_x = [&](int64_t job) { return b.grad_x + s.in_offset(job); };
   if (batch_small_planes(a, s)) {
     gemm_image_columns(s.K, a.c_out, operand_a(0), b.grad_y, a.n, s.P, b.grad_x, none, threads);
+    return;
+  }
+  if (const int64_t per_gemm = images_per_gemm(a, s, 4 * gemm_nr<T>()); per_gemm > 1) {
+    // col holds images n0 .. n0 + g side by side (row k: each image's P positions in turn), from
+    // their grad_y planes side by side; each image's columns are then scattered back.
+    Scratch<T> col(checked_mul(s.K, per_gemm * s.P));
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int64_t img = 0; img < a.n; ++img) std::memset(grad_x(img), 0, sizeof(T) * s.image_in);
+    for (int64_t n0 = 0; n0 < a.n; n0 += per_gemm) {
+      const int64_t g = imin(per_gemm, a.n - n0), pc = g * s.P;
+      gemm_parallel(s.K, pc, a.c_out, operand_a(0), PackBImages<T>{b.grad_y + n0 * s.image_out, s.P, s.P, s.image_out},
+                    col.data(), pc, none, threads);
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(static) if (threads > 1)
+      for (int64_t img = 0; img < g; ++img)
+        for (int64_t ci = 0; ci < a.c_in; ++ci)
+          col2im_channel(a, col.data() + img * s.P, grad_x(n0 + img), ci, 0, s.rows, pc);
+    }
     return;
   }
 
@@ -307,20 +345,6 @@ void conv_gemm_backward_data(const ConvBackward<T>& b) {
       for (int64_t ci = 0; ci < s.cin_g; ++ci) col2im_channel(a, col_buf.data(), grad_x(job), ci, r0, r1);
     });
   }
-}
-
-// Bytes of the col that holds several images side by side for one weight-gradient GEMM.
-constexpr int64_t kWgradColBytes = int64_t{8} << 20;
-
-// Images per weight-gradient GEMM. A plane shorter than one GEMM k block gives each
-// per-image product a short k, and every product reads and writes all of grad_w (on
-// 512 @7, 9.4 MB for 49 columns of k): images whose cols fit in kWgradColBytes then
-// go side by side into one GEMM, whose k runs over all their output positions.
-// 1: one GEMM per image.
-template <class T>
-int64_t wgrad_images_per_gemm(const ConvNdArgs<T>& a, const ConvShape<T>& s) {
-  if (a.groups != 1 || a.n < 2 || s.pointwise || s.P >= 64) return 1;
-  return imax(1, imin(a.n, kWgradColBytes / imax(1, checked_mul(s.K, s.P) * int64_t(sizeof(T)))));
 }
 
 // grad_w = sum over images of grad_y[g] * col^T.
