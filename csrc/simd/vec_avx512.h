@@ -33,7 +33,6 @@ struct VecF {
     lo->v = _mm512_permutex2var_ps(even.v, il, odd.v);
     hi->v = _mm512_permutex2var_ps(even.v, ih, odd.v);
   }
-  // Loads the lanes whose bit is set in `bits` (others are zero and never touched).
   // Transposes the 16 x 16 matrix whose rows are r[0 .. 16): afterwards r[c] holds column c.
   static void transpose(VecF* r) {
     // 4 x 4 transposes within each 128-bit lane: u[4g + m] lane k = column 4k + m of rows 4g .. 4g + 3.
@@ -60,6 +59,7 @@ struct VecF {
       r[12 + m].v = _mm512_shuffle_f32x4(v1, v3, 0xDD);
     }
   }
+  // Loads the lanes whose bit is set in `bits` (others are zero and never touched).
   static VecF load_mask(const float* p, unsigned bits) { return {_mm512_maskz_loadu_ps(static_cast<__mmask16>(bits), p)}; }
   // As load_mask, with `fill` in the lanes not loaded.
   static VecF load_mask_or(const float* p, unsigned bits, float fill) {
