@@ -111,6 +111,19 @@ struct PackBStrided {
   }
 };
 
+// Calls fn(done, img, off, run) for each run of the positions q0 .. q0 + count that lie in one
+// image (cols_per_image positions each): positions q0 + done .. q0 + done + run are image img's
+// off .. off + run.
+template <class Fn>
+inline void for_each_image_run(int64_t q0, int64_t count, int64_t cols_per_image, Fn fn) {
+  for (int64_t done = 0; done < count;) {
+    const int64_t q = q0 + done, img = q / cols_per_image, off = q % cols_per_image;
+    const int64_t run = imin(cols_per_image - off, count - done);
+    fn(done, img, off, run);
+    done += run;
+  }
+}
+
 // A whose columns run through several images: element (i, p) at
 // a[(p / cols_per_image) * image_stride + i * rs + p % cols_per_image]. grad_y's
 // planes side by side, for a weight gradient summed over images in one GEMM.
@@ -125,14 +138,11 @@ struct PackAImages {
     for (int64_t s = 0; s < mc; s += MR) {
       const int rows = static_cast<int>(imin(MR, mc - s));
       T* d = dst + s * kc;
-      for (int64_t p = 0; p < kc;) {  // one run per image the block's columns touch
-        const int64_t q = p0 + p, img = q / cols_per_image, off = q % cols_per_image;
-        const int64_t run = imin(cols_per_image - off, kc - p);
+      for_each_image_run(p0, kc, cols_per_image, [&](int64_t p, int64_t img, int64_t off, int64_t run) {
         const T* src = a + img * image_stride + (i0 + s) * rs + off;
         for (int64_t t = 0; t < run; ++t)
           for (int r = 0; r < MR; ++r) d[(p + t) * MR + r] = r < rows ? src[r * rs + t] : T(0);
-        p += run;
-      }
+      });
     }
   }
 };
@@ -154,13 +164,9 @@ struct PackBImages {
       T* d = dst + s * kc;
       for (int64_t p = 0; p < kc; ++p) {
         T* out = d + p * NR;
-        int64_t done = 0;
-        while (done < cols) {  // one run per image the sliver touches
-          const int64_t j = j0 + s + done, img = j / cols_per_image, off = j % cols_per_image;
-          const int64_t run = imin(cols_per_image - off, cols - done);
+        for_each_image_run(j0 + s, cols, cols_per_image, [&](int64_t done, int64_t img, int64_t off, int64_t run) {
           copy_floats(out + done, b + img * image_stride + (p0 + p) * rs + off, run);
-          done += run;
-        }
+        });
         fill_floats(out + cols, T(0), NR - cols);
       }
     }
