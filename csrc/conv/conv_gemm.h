@@ -127,13 +127,20 @@ void im2col_rows(const ConvNdArgs<T>& a, const T* x, T* col, int64_t k0, int64_t
 // third of its time on the call itself (a ConvShape and a walk over the output rows).
 constexpr int64_t kIm2colRun = 64;
 
-// One im2col block of a job, its rows split across threads.
+// The im2col block of output rows [r0, r1) of `images` consecutive images (one group: image i's
+// input image_in further on, its columns (r1 - r0) * wo further right, col's rows ld apart when
+// ld is given), its rows split across threads in runs.
 template <class T>
-void im2col_parallel(const ConvNdArgs<T>& a, const T* x, T* col, int64_t r0, int64_t r1, int threads) {
-  const int64_t rows = ConvShape<T>(a).K;
-  const int64_t run = imax(1, imin(kIm2colRun, rows / (4 * threads)));  // still >= 4 runs a thread
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-  for (int64_t k = 0; k < rows; k += run) im2col_rows(a, x, col, k, imin(rows, k + run), r0, r1);
+void im2col_parallel(const ConvNdArgs<T>& a, const T* x, T* col, int64_t r0, int64_t r1, int threads,
+                     int64_t images = 1, int64_t ld = 0) {
+  const ConvShape<T> s(a);
+  const int64_t rows = s.K, width = (r1 - r0) * a.out[2];
+  const int64_t run = imax(1, imin(kIm2colRun, rows * images / (4 * threads)));  // still >= 4 runs a thread
+  const int64_t runs = ceil_div(rows, run);
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(static) if (threads > 1)
+  for (int64_t img = 0; img < images; ++img)
+    for (int64_t r = 0; r < runs; ++r)
+      im2col_rows(a, x + img * s.image_in, col + img * width, r * run, imin(rows, (r + 1) * run), r0, r1, ld);
 }
 
 // dx channel ci (one image, one group) += the sum of the rows of a col block
@@ -365,12 +372,7 @@ void conv_gemm_backward_weight(const ConvBackward<T>& b) {
     Scratch<T> col(checked_mul(s.K, per_gemm * s.P));
     for (int64_t n0 = 0; n0 < a.n; n0 += per_gemm) {
       const int64_t g = imin(per_gemm, a.n - n0), pc = g * s.P;
-      const int64_t runs = ceil_div(s.K, kIm2colRun);
-#pragma omp parallel for collapse(2) num_threads(threads) schedule(static) if (threads > 1)
-      for (int64_t img = 0; img < g; ++img)
-        for (int64_t r = 0; r < runs; ++r)
-          im2col_rows(a, input(n0 + img), col.data() + img * s.P, r * kIm2colRun, imin(s.K, (r + 1) * kIm2colRun),
-                      0, s.rows, pc);
+      im2col_parallel(a, input(n0), col.data(), 0, s.rows, threads, g, pc);
       gemm_parallel(a.c_out, s.K, pc, PackAImages<T>{b.grad_y + n0 * s.image_out, s.P, s.P, s.image_out},
                     PackBStrided<T>{col.data(), 1, pc}, b.grad_w, s.K, none, threads, n0 > 0);
     }
