@@ -32,6 +32,12 @@ namespace FC_NS {
 
 namespace depthwise_detail {
 
+// Threads for a backward of `work` multiply-adds: whole input channels each, one below 2^16.
+template <class T>
+int backward_threads(const ConvNdArgs<T>& a, int64_t work) {
+  return static_cast<int>(imin(work < (1 << 16) ? 1 : a.threads, a.c_in));
+}
+
 // Kernels of at most this many taps take the flat weight gradient (one register chain per tap).
 constexpr int kFlatTaps = 9;
 
@@ -533,8 +539,7 @@ inline void backward(const ConvBackward<float>& b) {
   // grad_x column 2m + q takes tap j (of the parity q = (pw - j) mod 2) from grad_y column m + shift[j].
   int64_t shift[3];
   for (int j = 0; j < 3; ++j) shift[j] = ((pw - j) & 1) == 0 ? (pw - j) / 2 : (pw + 1 - j) / 2;
-  const int64_t work = a.n * a.c_in * out_plane * 9;
-  const int threads = static_cast<int>(imin(work < (1 << 16) ? 1 : a.threads, a.c_in));
+  const int threads = depthwise_detail::backward_threads(a, a.n * a.c_in * out_plane * 9);
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
   for (int64_t c = 0; c < a.c_in; ++c) {
     V acc[9];
@@ -588,8 +593,7 @@ void depthwise_backward(const ConvBackward<T>& b) {
   }
   const Plane<T> g(a, b.grad_x != nullptr, b.grad_w != nullptr);
   const int64_t taps = g.kh * g.kw, in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
-  const int64_t work = a.n * a.c_out * out_plane * taps;
-  const int threads = static_cast<int>(imin(work < (1 << 16) ? 1 : a.threads, a.c_in));
+  const int threads = backward_threads(a, a.n * a.c_out * out_plane * taps);
   const int64_t per_thread = g.x_elems + g.dy_elems + g.dx_elems + g.flat_dy_elems;
   Scratch<T> scratch(checked_mul(per_thread, threads));
 
