@@ -18,6 +18,7 @@ from torch import Tensor
 
 from .. import cuda as _cuda
 from . import _ops
+from ._ops import call as _call  # op(*args), around the dispatcher where nothing could tell
 
 IntOrSeq = Union[int, Sequence[int]]
 _DTYPES = (torch.float32, torch.float64)
@@ -54,11 +55,6 @@ def _check(op: str, **tensors: Optional[Tensor]) -> None:
         elif t.dtype != dtype:
             raise TypeError(f"fastconv.torch.{op}: {name} has dtype {t.dtype} but the input is {dtype}; all tensors "
                             f"of an op share one dtype")
-
-
-def _call(op, *args):
-    """``op(*args)``, without torch's dispatcher where nothing could tell (:func:`._ops.call`)."""
-    return _ops.call(op, *args)
 
 
 def _batched_dims(batched_dims: int):
