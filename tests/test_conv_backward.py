@@ -123,19 +123,27 @@ def test_depthwise_weight_gradient_over_flat_planes(isa, rng, stride, padding, d
     assert close(g, r, 1e-4 if dtype == np.float32 else 1e-10), float(np.abs(g - r).max())
 
 
-def test_depthwise_weight_gradient_keeps_each_tap_to_what_it_reads(isa, rng):
+@pytest.mark.parametrize("stride,size,cases", [
     # 3x3, padding 1: filter column 2 never reads input column 0, column 0 never reads the last
-    # column, and filter row 2 never reads input row 0. An Inf there may reach only the taps
-    # that read it, though the flat form's vectors run across those positions.
-    x = rng.standard_normal((2, 3, 14, 14)).astype(np.float32)
+    # column, and filter row 2 never reads input row 0 (the flat form's vectors run across them).
+    (1, (14, 14), (((Ellipsis, 0), (Ellipsis, 2)), ((Ellipsis, 13), (Ellipsis, 0)),
+                   ((Ellipsis, 0, slice(None)), (Ellipsis, 2, slice(None))))),
+    # Stride 2 over 14 x 36 (the stride-2 sweep): only filter column 2 reads column 35 and only
+    # filter row 2 reads row 13.
+    (2, (14, 36), (((Ellipsis, 35), (Ellipsis, slice(0, 2))),
+                   ((Ellipsis, 13, slice(None)), (Ellipsis, slice(0, 2), slice(None))))),
+])
+def test_depthwise_weight_gradient_keeps_each_tap_to_what_it_reads(isa, rng, stride, size, cases):
+    # An Inf may reach only the taps that read it: the other taps' gradients stay finite and exact.
+    x = rng.standard_normal((2, 3, *size)).astype(np.float32)
     w = rng.standard_normal((3, 1, 3, 3)).astype(np.float32)
-    gy = rng.standard_normal((2, 3, 14, 14)).astype(np.float32)
-    ref = conv_backward(gy, x, w, padding=1, groups=3)[1]
-    for index, clean in (((Ellipsis, 0), (Ellipsis, 2)), ((Ellipsis, 13), (Ellipsis, 0)),
-                         ((Ellipsis, 0, slice(None)), (Ellipsis, 2, slice(None)))):
+    kw = dict(stride=stride, padding=1, groups=3)
+    gy = rng.standard_normal(conv(x, w, **kw).shape).astype(np.float32)
+    ref = conv_backward(gy, x, w, **kw)[1]
+    for index, clean in cases:
         bad = x.copy()
         bad[index] = np.inf
-        g = ops.conv2d_backward(gy, bad, w, padding=1, groups=3, needs=(False, True, False))[1]
+        g = ops.conv2d_backward(gy, bad, w, needs=(False, True, False), **kw)[1]
         assert not np.isfinite(g).all() and close(g[clean], ref[clean]), index
 
 # A float32 depthwise 3x3 convolution with stride 2 (no dilation, one filter per channel) takes
@@ -157,31 +165,6 @@ def test_depthwise_stride2_backward(isa, rng, n, c, size, padding):
         got = ops.conv2d_backward(gy, x, w, needs=needs, **kw)
         for name, g, r, wanted in zip(("input", "weight", "bias"), got, ref, needs):
             assert (g is None) != wanted and (g is None or close(g, r)), (needs, name)
-
-
-def test_depthwise_stride2_gradients_keep_to_what_each_tap_reads(isa, rng):
-    # Without padding, 3x3 windows with stride 2 over 10 x 36 never read row 9 or column 35,
-    # which the sweep's vectors cover: an Inf there must not reach either gradient. With
-    # padding 1 over 14 x 36, only filter column 2 reads column 35 and only filter row 2 reads
-    # row 13: the other taps' gradients stay finite and exact.
-    x = rng.standard_normal((2, 3, 10, 36)).astype(np.float32)
-    w = rng.standard_normal((3, 1, 3, 3)).astype(np.float32)
-    gy = rng.standard_normal((2, 3, 4, 17)).astype(np.float32)
-    bad = x.copy()
-    bad[:, :, 9, :] = np.inf
-    bad[:, :, :, 35] = -np.inf
-    gx, gw, _ = ops.conv2d_backward(gy, bad, w, stride=2, groups=3)
-    ref = conv_backward(gy, x, w, stride=2, groups=3)
-    assert np.isfinite(gw).all() and close(gw, ref[1]) and close(gx, ref[0])
-    x = rng.standard_normal((2, 3, 14, 36)).astype(np.float32)
-    gy = rng.standard_normal((2, 3, 7, 18)).astype(np.float32)
-    ref = conv_backward(gy, x, w, stride=2, padding=1, groups=3)[1]
-    for index, clean in (((Ellipsis, 35), (Ellipsis, slice(0, 2))),
-                         ((Ellipsis, 13, slice(None)), (Ellipsis, slice(0, 2), slice(None)))):
-        bad = x.copy()
-        bad[index] = np.inf
-        g = ops.conv2d_backward(gy, bad, w, stride=2, padding=1, groups=3, needs=(False, True, False))[1]
-        assert not np.isfinite(g).all() and close(g[clean], ref[clean]), index
 
 
 # float32 2-D weight gradients on large enough planes run on the direct weight-gradient
@@ -285,18 +268,22 @@ def test_pointwise_convolution_over_small_planes(isa, rng, n, c_in, c_out, size,
         assert close(g, r, tol), (name, float(np.abs(g - r).max()))
 
 
-def test_weight_gradient_ignores_inputs_that_no_window_reads(isa, rng):
-    # Stride 2 and a 3x3 kernel over 10 x 402 never read row 9 or column 401. The direct
-    # kernel's vectors run over those positions (past each row's last output): an Inf
-    # there must not turn into 0 * Inf = NaN.
-    x = rng.standard_normal((1, 2, 10, 402)).astype(np.float32)
-    w = rng.standard_normal((1, 2, 3, 3)).astype(np.float32)
-    gy = rng.standard_normal((1, 1, 4, 200)).astype(np.float32)
+@pytest.mark.parametrize("x_shape,w_shape,groups", [
+    ((1, 2, 10, 402), (1, 2, 3, 3), 1),  # the direct weight-gradient kernel
+    ((2, 3, 10, 36), (3, 1, 3, 3), 3),   # the depthwise stride-2 sweep
+])
+def test_weight_gradient_ignores_inputs_that_no_window_reads(isa, rng, x_shape, w_shape, groups):
+    # Stride 2 and a 3x3 kernel over 10 rows and an even width never read the last row or
+    # column. The kernels' vectors run over those positions (past each row's last output): an
+    # Inf there must not turn into 0 * Inf = NaN.
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    gy = rng.standard_normal(conv(x, w, stride=2, groups=groups).shape).astype(np.float32)
     unread = x.copy()
-    unread[:, :, 9, :] = np.inf
-    unread[:, :, :, 401] = -np.inf
-    gx, gw, _ = ops.conv2d_backward(gy, unread, w, stride=2)
-    ref = conv_backward(gy, x, w, stride=2)
+    unread[:, :, -1, :] = np.inf
+    unread[:, :, :, -1] = -np.inf
+    gx, gw, _ = ops.conv2d_backward(gy, unread, w, stride=2, groups=groups)
+    ref = conv_backward(gy, x, w, stride=2, groups=groups)
     assert np.isfinite(gw).all()
     assert close(gw, ref[1]) and close(gx, ref[0])
 
