@@ -6,9 +6,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from fastconv.ops import conv2d, conv2d_output_shape
+from fastconv.ops import conv2d, conv2d_backward, conv2d_output_shape
 from reference import close
 from reference import conv2d as ref_conv2d
+from reference import conv_backward as ref_conv_backward
 
 try:
     import torch
@@ -265,3 +266,48 @@ def test_wide_images_on_both_phase_layouts(isa, rng, width):
     w = rng.standard_normal((5, 3, 3, 4), dtype=np.float32)
     for padding in ((1, 1), (0, 2), "same"):
         assert close(conv2d(x, w, padding=padding, algo="direct"), ref_conv2d(x, w, padding=padding))
+
+
+# Stride-1 convolutions whose output rows keep the input's width, with at least 24 input
+# channels per group, run on dense flat output positions on AVX-512 (csrc/conv/direct_flat.h),
+# and so do their data gradients (a convolution with c_out input channels). Planes whose last
+# vector is full, partial, or at most half full (then a half-width vector); one and two channel
+# chunks of 32; taps past the row ends; partial channel blocks (2- and 4-row tiles); groups;
+# both thread splits (one image shared, whole images per thread).
+@pytest.mark.parametrize("n,c_in,c_out,size,kernel,kw", [
+    (1, 24, 26, (7, 7), (3, 3), dict(padding=1)),                    # 49 outputs: 3 vectors and a half
+    (3, 40, 31, (14, 14), (3, 3), dict(padding=1)),                  # 196: a last tile of only a half
+    (1, 32, 5, (5, 5), (5, 5), dict(padding=2)),                     # 25: a vector and a partial one
+    (2, 24, 28, (9, 8), (3, 3), dict(padding="same", dilation=2)),   # 72: four vectors and a half
+    (1, 48, 24, (4, 4), (4, 4), dict(padding="same")),               # more padding after than before
+    (1, 24, 3, (1, 1), (3, 3), dict(padding=1)),                     # one output
+    (1, 64, 9, (12, 1), (3, 3), dict(padding=1)),                    # one column
+    (2, 48, 50, (6, 37), (3, 3), dict(padding=(0, 1), groups=2)),    # fewer rows out than in
+    (1, 24, 40, (3, 17), (1, 3), dict(padding=(0, 1))),
+])
+def test_direct_convolution_on_flat_positions(isa, rng, n, c_in, c_out, size, kernel, kw):
+    x = rng.standard_normal((n, c_in, *size), dtype=np.float32)
+    w = rng.standard_normal((c_out, c_in // kw.get("groups", 1), *kernel), dtype=np.float32)
+    b = rng.standard_normal(c_out, dtype=np.float32)
+    for act in (None, "relu6"):
+        y = conv2d(x, w, b, activation=act, algo="direct", **kw)
+        assert close(y, ref_conv2d(x, w, b, activation=act, **kw)), act
+    gy = rng.standard_normal(y.shape, dtype=np.float32)
+    gx = conv2d_backward(gy, x, w, needs=(True, False, False), **kw)[0]
+    assert close(gx, ref_conv_backward(gy, x, w, **kw)[0])
+
+
+def test_flat_positions_never_read_past_a_row(isa, rng):
+    # A tap past a row's end would find the next row's first input on flat positions (and one
+    # before the first row, the previous channel's last): those lanes are masked, so an Inf
+    # there reaches exactly the outputs whose windows hold it.
+    x = rng.uniform(0.5, 1.0, (2, 32, 9, 10)).astype(np.float32)
+    x[0, 3, :, 0] = np.inf
+    x[0, 5, :, -1] = np.inf
+    x[1, 7, 0, :] = np.inf
+    x[1, 8, -1, 4] = np.inf
+    w = rng.uniform(0.1, 1.0, (8, 32, 3, 3)).astype(np.float32)
+    y = conv2d(x, w, padding=1, algo="direct")
+    ref = ref_conv2d(x, w, padding=1)
+    assert np.isinf(ref).any() and np.isfinite(ref).any()
+    assert close(y, ref)

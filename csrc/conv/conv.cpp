@@ -5,7 +5,7 @@
 
 #include "conv/conv_gemm.h"
 #include "conv/depthwise_backward.h"
-#include "conv/direct.h"
+#include "conv/direct_flat.h"
 #include "conv/direct_weight_grad.h"
 
 namespace fastconv {

@@ -1,4 +1,5 @@
-// Blocked direct convolution over phase-split input (see phase.h).
+// Blocked direct convolution over phase-split input (see phase.h); on AVX-512, stride-1
+// convolutions that keep the row width run on flat output positions instead (direct_flat.h).
 // A task computes an MR-channel x (NV * width)-position register tile of the
 // output: per input channel and tap, NV contiguous vector loads of input and MR
 // weight broadcasts feed MR * NV FMAs. Depthwise convolution is the MR = 1 case.
@@ -199,7 +200,7 @@ void conv2d_direct_nv(const Conv2dArgs& a, const PhaseLayout& L) {
 // epilogue are spread; the ResNet stem ran 3% faster on the wide tile although the
 // narrow one saved 0.25% of its lanes). On AVX2 the narrow tile would leave too few
 // accumulators to hide FMA latency.
-inline void conv2d_direct(const Conv2dArgs& a) {
+inline void conv2d_direct_phases(const Conv2dArgs& a) {
   constexpr int T = kDirectNV * VecF::kWidth;
   const PhaseLayout L(a, T);  // its slack covers the overrun of either tile width
   const int64_t flat = L.flat_outputs;

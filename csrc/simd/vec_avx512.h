@@ -104,6 +104,29 @@ struct VecF {
   static __mmask16 mask(int n) { return static_cast<__mmask16>(n >= 16 ? 0xFFFFu : ((1u << n) - 1u)); }
 };
 
+// Half a VecF (8 float lanes in a ymm register, AVX-512VL masks): the tail of a tile of
+// positions whose last vector would hold at most 8 of them. On cores that split a 512-bit
+// FMA into two 256-bit halves (AMD Zen 4) it costs half a VecF FMA.
+struct VecH {
+  using Scalar = float;
+  static constexpr int kWidth = 8;
+  __m256 v;
+
+  static VecH zero() { return {_mm256_setzero_ps()}; }
+  static VecH set1(float x) { return {_mm256_set1_ps(x)}; }
+  static VecH load(const float* p) { return {_mm256_loadu_ps(p)}; }
+  static VecH load_partial(const float* p, int n) { return {_mm256_maskz_loadu_ps(mask(n), p)}; }
+  static VecH load_mask(const float* p, unsigned bits) { return {_mm256_maskz_loadu_ps(static_cast<__mmask8>(bits), p)}; }
+  void store_partial(float* p, int n) const { _mm256_mask_storeu_ps(p, mask(n), v); }
+  static VecH fmadd(VecH a, VecH b, VecH c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+  static VecH add(VecH a, VecH b) { return {_mm256_add_ps(a.v, b.v)}; }
+  static VecH clamp_min(VecH v, float lo) { return {_mm256_max_ps(_mm256_set1_ps(lo), v.v)}; }
+  static VecH clamp_max(VecH v, float hi) { return {_mm256_min_ps(_mm256_set1_ps(hi), v.v)}; }
+
+ private:
+  static __mmask8 mask(int n) { return static_cast<__mmask8>(n >= 8 ? 0xFFu : ((1u << n) - 1u)); }
+};
+
 // 8 double lanes: the float64 path of the templated kernels.
 struct VecD {
   using Scalar = double;

@@ -60,6 +60,8 @@ struct VecScalar {
 
 using VecF = VecScalar<float>;
 using VecD = VecScalar<double>;
+// No narrower vector than one element: kernels never take a half-vector tail here.
+using VecH = VecScalar<float>;
 
 }  // namespace FC_NS
 }  // namespace fastconv
