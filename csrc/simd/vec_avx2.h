@@ -117,32 +117,6 @@ struct VecF {
   }
 };
 
-// Half a VecF (4 float lanes in an xmm register): the tail of a tile of positions whose last
-// vector would hold at most 4 of them; a 128-bit FMA costs half a 256-bit one on cores with
-// two 128-bit halves per FMA unit, and no more than one elsewhere.
-struct VecH {
-  using Scalar = float;
-  static constexpr int kWidth = 4;
-  __m128 v;
-
-  static VecH zero() { return {_mm_setzero_ps()}; }
-  static VecH set1(float x) { return {_mm_set1_ps(x)}; }
-  static VecH load(const float* p) { return {_mm_loadu_ps(p)}; }
-  static VecH load_partial(const float* p, int n) { return load_mask(p, n >= 4 ? 0xFu : (1u << n) - 1u); }
-  static VecH load_mask(const float* p, unsigned bits) { return {_mm_maskload_ps(p, bits_mask(bits))}; }
-  void store_partial(float* p, int n) const { _mm_maskstore_ps(p, bits_mask(n >= 4 ? 0xFu : (1u << n) - 1u), v); }
-  static VecH fmadd(VecH a, VecH b, VecH c) { return {_mm_fmadd_ps(a.v, b.v, c.v)}; }
-  static VecH add(VecH a, VecH b) { return {_mm_add_ps(a.v, b.v)}; }
-  static VecH clamp_min(VecH v, float lo) { return {_mm_max_ps(_mm_set1_ps(lo), v.v)}; }
-  static VecH clamp_max(VecH v, float hi) { return {_mm_min_ps(_mm_set1_ps(hi), v.v)}; }
-
- private:
-  static __m128i bits_mask(unsigned bits) {
-    const __m128i bit = _mm_setr_epi32(1, 2, 4, 8);
-    return _mm_cmpeq_epi32(_mm_and_si128(_mm_set1_epi32(static_cast<int>(bits)), bit), bit);
-  }
-};
-
 // 4 double lanes: the float64 path of the templated kernels.
 struct VecD {
   using Scalar = double;
@@ -197,6 +171,10 @@ struct VecD {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kTable + 4 - n));
   }
 };
+
+// The flat direct kernel, the only user of a half-width vector, runs on AVX-512 only (on AVX2 it
+// measured slower than the phase kernel): no narrower type here.
+using VecH = VecF;
 
 }  // namespace FC_NS
 }  // namespace fastconv

@@ -60,7 +60,8 @@ struct VecScalar {
 
 using VecF = VecScalar<float>;
 using VecD = VecScalar<double>;
-// No narrower vector than one element: kernels never take a half-vector tail here.
+// No narrower vector than one element (and the flat direct kernel, which takes half-vector tails,
+// runs on AVX-512 only).
 using VecH = VecScalar<float>;
 
 }  // namespace FC_NS
