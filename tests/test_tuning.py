@@ -178,6 +178,8 @@ def test_conv_algorithm_reports_the_heuristic(rng):
     x = rng.standard_normal((1, 6, 9, 9)).astype(np.float32)
     assert conv_algorithm(x, np.ones((6, 1, 3, 3), np.float32), padding=1, groups=6) == "depthwise"
     assert conv_algorithm(x, np.ones((4, 6, 1, 1), np.float32)) == "pointwise"
+    assert conv_algorithm(x, np.ones((4, 6, 1, 1), np.float32), stride=2) == "im2col"  # a strided shortcut
+    assert conv_algorithm(x, np.ones((4, 6, 1, 1), np.float32), padding=1) == "direct"
     assert conv_algorithm(x, np.ones((4, 6, 3, 3), np.float32)) == "direct"
     assert conv_algorithm(x[:, :, None], np.ones((4, 6, 1, 3, 3), np.float32)) == "im2col"
     with pytest.raises(ValueError, match="spatial"):

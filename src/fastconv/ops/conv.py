@@ -248,6 +248,11 @@ def _heuristic_algo(conv: _Conv) -> str:
 
     - groups == C_in (> 1): the depthwise kernel (memory-bound; vectorised along W).
     - 1x1, stride 1, no padding: pointwise, a plain GEMM on the input planes.
+    - 1x1 with a stride (ResNet's downsampling shortcuts), no padding: im2col, whose col is just
+      the subsampled input, where the direct kernel would copy every stride phase of the input to
+      read one. Measured (in-process, medians of 5 rounds): 64->128 @56/2 1.19x faster than direct
+      at batch 1 and 1.41x at batch 8, 128->256 @28/2 1.12x / 1.14x, 256->512 @14/2 1.11x / 0.99x,
+      256->512 @56/2 1.30x (batch 1), 512->1024 @28/2 1.08x (batch 8).
     - otherwise: the blocked direct kernel (1-D and 2-D), which needs no im2col buffer
       and handles stride, dilation and groups through the phase-split input copy;
       3-D convolutions run on im2col + GEMM.
@@ -261,6 +266,8 @@ def _heuristic_algo(conv: _Conv) -> str:
         return "depthwise"
     if conv.is_pointwise():
         return "pointwise"
+    if all(k == 1 for k in conv.kernel) and not any(conv.pad_before + conv.pad_after):
+        return "im2col"
     return "im2col" if conv.nd == 3 else "direct"
 
 
