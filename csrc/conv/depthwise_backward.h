@@ -25,6 +25,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "conv/flat_lanes.h"
 #include "simd/vec_math.h"
 
 namespace fastconv {
@@ -115,33 +116,15 @@ struct Plane {
       for (int64_t t = 0; t < kFlatTaps; ++t) {
         int64_t i, j;
         tap(t, &i, &j);
-        flat_off.push_back(in_place ? (i * dh - ph) * W + j * dw - pw : xoff[j] + i * dh * Wq);
+        flat_off.push_back(in_place ? flat_tap_offset(W, i, j, dh, dw, ph, pw) : xoff[j] + i * dh * Wq);
       }
       if (in_place) {
-        // Per vector, the lanes whose x row is inside the input for each filter row i, and whose
-        // x column is for each filter column j; a tap's mask is the AND of its row's and its
-        // column's. A vector's lanes run through a few row pieces (one division each).
-        std::vector<unsigned> row_bits(flat_vecs * kh, 0u), col_bits(flat_vecs * kw, 0u);
-        for (int64_t v = 0; v < flat_vecs; ++v) {
-          const int64_t v_end = imin((v + 1) * L, flat_len);
-          for (int64_t q = v * L; q < v_end;) {
-            const int64_t oh = q / W, ow = q % W, len = imin(v_end - q, W - ow), lane = q - v * L;
-            for (int64_t i = 0; i < kh; ++i) {
-              const int64_t r = oh + i * dh - ph;
-              if (r >= 0 && r < H) row_bits[v * kh + i] |= lane_range_bits(lane, lane + len);
-            }
-            for (int64_t j = 0; j < kw; ++j) {  // columns ow .. ow + len reading x columns lo .. hi
-              const int64_t lo = imax(ow, pw - j * dw), hi = imin(ow + len, W + pw - j * dw);
-              if (lo < hi) col_bits[v * kw + j] |= lane_range_bits(lane + lo - ow, lane + hi - ow);
-            }
-            q += len;
-          }
-        }
+        const FlatLanes lanes(H, W, Ho, kh, kw, dh, dw, ph, pw, L);
         for (int64_t v = 0; v < flat_vecs; ++v)
           for (int64_t t = 0; t < kFlatTaps; ++t) {
             int64_t i, j;
             tap(t, &i, &j);
-            flat_masks.push_back(row_bits[v * kh + i] & col_bits[v * kw + j]);
+            flat_masks.push_back(lanes.tap(v, i, j));
           }
       } else {
         for (int64_t v = 0; v < flat_vecs; ++v) {  // the copies' output lanes, the same for every tap

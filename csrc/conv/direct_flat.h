@@ -19,10 +19,10 @@
 #pragma once
 #include <omp.h>
 
-#include <algorithm>
 #include <cstdint>
 
 #include "conv/direct.h"
+#include "conv/flat_lanes.h"
 
 namespace fastconv {
 namespace FC_NS {
@@ -45,51 +45,27 @@ inline bool direct_flat_applies(const Conv2dArgs& a) {
          a.w > 0 && a.c_in / a.groups >= kFlatMinChannels;
 }
 
-// Per call: the input offset and the lanes inside the input, per (vector, tap).
+// Per call: the input offset of each tap, and the lanes each tap reads inside the input,
+// per (vector, tap) (flat_lanes.h).
 struct FlatPlan {
   int64_t plane_in = 0, plane_out = 0, taps = 0;
-  int64_t full = 0, rem = 0;  // full vectors of outputs per plane; outputs in the last, partial one
-  Scratch<int64_t> offs;      // offs[t]: input offset of tap t (row-major taps)
-  Scratch<unsigned> masks;    // masks[v * taps + t]: lanes of output vector v that tap t reads
+  Scratch<int64_t> offs;    // offs[t]: input offset of tap t (row-major taps)
+  Scratch<unsigned> masks;  // masks[v * taps + t]: lanes of output vector v that tap t reads
 
   explicit FlatPlan(const Conv2dArgs& a)
       : plane_in(a.h * a.w),
         plane_out(a.h_out * a.w_out),
         taps(a.kh * a.kw),
-        full(plane_out / VecF::kWidth),
-        rem(plane_out % VecF::kWidth),
         offs(taps),
         masks(ceil_div(plane_out, VecF::kWidth) * taps) {
-    constexpr int L = VecF::kWidth;
-    const int64_t vectors = ceil_div(plane_out, L);
-    for (int64_t kh = 0; kh < a.kh; ++kh)
-      for (int64_t kw = 0; kw < a.kw; ++kw)
-        offs.data()[kh * a.kw + kw] = (kh * a.dil_h - a.pad_top) * a.w + kw * a.dil_w - a.pad_left;
-    // Per vector, the lanes whose input row (column) lies inside for each filter row (column);
-    // a tap's mask is the AND of its row's and its column's.
-    Scratch<unsigned> rows(a.kh), cols(a.kw);
-    int64_t oh = 0, ow = 0;  // of the vector's lane 0
-    for (int64_t v = 0; v < vectors; ++v) {
-      std::fill(rows.data(), rows.data() + a.kh, 0u);
-      std::fill(cols.data(), cols.data() + a.kw, 0u);
-      int64_t h = oh, c = ow;
-      for (int l = 0; l < L && v * L + l < plane_out; ++l) {
-        for (int64_t kh = 0; kh < a.kh; ++kh) {
-          const int64_t ih = h + kh * a.dil_h - a.pad_top;
-          if (ih >= 0 && ih < a.h) rows.data()[kh] |= 1u << l;
-        }
-        for (int64_t kw = 0; kw < a.kw; ++kw) {
-          const int64_t iw = c + kw * a.dil_w - a.pad_left;
-          if (iw >= 0 && iw < a.w) cols.data()[kw] |= 1u << l;
-        }
-        if (++c == a.w) c = 0, ++h;
+    const FlatLanes lanes(a.h, a.w, a.h_out, a.kh, a.kw, a.dil_h, a.dil_w, a.pad_top, a.pad_left, VecF::kWidth);
+    const int64_t vectors = ceil_div(plane_out, VecF::kWidth);
+    for (int64_t i = 0; i < a.kh; ++i)
+      for (int64_t j = 0; j < a.kw; ++j) {
+        const int64_t t = i * a.kw + j;
+        offs.data()[t] = flat_tap_offset(a.w, i, j, a.dil_h, a.dil_w, a.pad_top, a.pad_left);
+        for (int64_t v = 0; v < vectors; ++v) masks.data()[v * taps + t] = lanes.tap(v, i, j);
       }
-      oh = h;
-      ow = c;
-      unsigned* m = masks.data() + v * taps;
-      for (int64_t kh = 0; kh < a.kh; ++kh)
-        for (int64_t kw = 0; kw < a.kw; ++kw) m[kh * a.kw + kw] = rows.data()[kh] & cols.data()[kw];
-    }
   }
 };
 
@@ -198,9 +174,10 @@ inline void conv2d_direct_flat(const Conv2dArgs& a) {
   const int64_t cin_g = a.c_in / a.groups, cout_g = a.c_out / a.groups;
   // Tiles of NV full vectors, then the rest: the remaining full vectors, the partial one as
   // a full vector if it holds more than half a vector of outputs, as a half vector otherwise.
-  const bool half_last = p.rem > 0 && p.rem <= VecH::kWidth && VecH::kWidth < L;
-  const int nv_last = static_cast<int>(p.full % NV) + (p.rem > 0 && !half_last ? 1 : 0);
-  const int64_t full_tiles = p.full / NV;
+  const int64_t full = p.plane_out / L, rem = p.plane_out % L;
+  const bool half_last = rem > 0 && rem <= VecH::kWidth && VecH::kWidth < L;
+  const int nv_last = static_cast<int>(full % NV) + (rem > 0 && !half_last ? 1 : 0);
+  const int64_t full_tiles = full / NV;
   const int64_t tiles = full_tiles + (nv_last > 0 || half_last ? 1 : 0);
   const int64_t blocks = ceil_div(cout_g, MR);
   const int64_t tasks = a.groups * tiles * blocks;
