@@ -166,9 +166,11 @@ class _Conv:
         lead = 3 - self.nd
         return (1,) * lead + self.stride, (0,) * lead + self.pad_before, (1,) * lead + self.dilation
 
+    def is_unpadded_1x1(self) -> bool:
+        return all(k == 1 for k in self.kernel) and not any(self.pad_before + self.pad_after)
+
     def is_pointwise(self) -> bool:
-        return all(k == 1 for k in self.kernel) and all(s == 1 for s in self.stride) and not any(
-            self.pad_before + self.pad_after)
+        return self.is_unpadded_1x1() and all(s == 1 for s in self.stride)
 
     def is_depthwise(self) -> bool:
         return self.groups == self.c_in and self.c_in > 1 and self.nd <= 2
@@ -266,7 +268,7 @@ def _heuristic_algo(conv: _Conv) -> str:
         return "depthwise"
     if conv.is_pointwise():
         return "pointwise"
-    if all(k == 1 for k in conv.kernel) and not any(conv.pad_before + conv.pad_after):
+    if conv.is_unpadded_1x1():  # with a stride
         return "im2col"
     return "im2col" if conv.nd == 3 else "direct"
 
