@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "conv/phase.h"
 #include "core/buffer.h"
@@ -127,9 +128,19 @@ inline void direct_task_rows(const Conv2dArgs& a, const PhaseLayout& L, const fl
   store_direct_tile<R, NV>(acc, m, co, j0, L, a, y_image, epi);
 }
 
-// One output tile task of the dense/grouped direct convolution: kDirectMR output
-// channels, except that a group's last, partial block runs a 2- or 4-row tile when
-// that covers it, rather than computing rows that are thrown away.
+// Calls fn(std::integral_constant<int, R>) with the register tile's row count R for a block
+// of m output channels: kDirectMR, or 2 or 4 where that covers a group's last, partial block,
+// rather than computing rows that are thrown away.
+template <class Fn>
+inline decltype(auto) with_direct_tile_rows(int m, Fn fn) {
+  constexpr int MR = kDirectMR;
+  if (m <= 2 && MR > 2) return fn(std::integral_constant<int, 2>());
+  if (m <= 4 && MR > 4) return fn(std::integral_constant<int, 4>());
+  return fn(std::integral_constant<int, MR>());
+}
+
+// One output tile task of the dense/grouped direct convolution, on the tile rows
+// with_direct_tile_rows picks for its block.
 template <int NV>
 inline void direct_task(const Conv2dArgs& a, const PhaseLayout& L, const float* phases, const int64_t* offs,
                         int64_t g, int64_t tile, int64_t block, float* y_image, const Epilogue& epi) {
@@ -137,12 +148,9 @@ inline void direct_task(const Conv2dArgs& a, const PhaseLayout& L, const float* 
   const int64_t cout_g = a.c_out / a.groups;
   const int64_t j0 = tile * T, co = g * cout_g + block * MR;
   const int m = static_cast<int>(imin(MR, cout_g - block * MR));
-  if (m <= 2 && MR > 2)
-    direct_task_rows<2, NV>(a, L, phases, offs, g, j0, co, m, y_image, epi);
-  else if (m <= 4 && MR > 4)
-    direct_task_rows<4, NV>(a, L, phases, offs, g, j0, co, m, y_image, epi);
-  else
-    direct_task_rows<MR, NV>(a, L, phases, offs, g, j0, co, m, y_image, epi);
+  with_direct_tile_rows(m, [&](auto rows) {
+    direct_task_rows<decltype(rows)::value, NV>(a, L, phases, offs, g, j0, co, m, y_image, epi);
+  });
 }
 
 template <int NV>

@@ -162,10 +162,7 @@ inline FlatTileFn flat_tile_for_rows(int nv, bool half) {
 }
 
 inline FlatTileFn flat_tile_for(int m, int nv, bool half) {
-  constexpr int MR = kDirectMR;
-  if (m <= 2 && MR > 2) return flat_tile_for_rows<2>(nv, half);
-  if (m <= 4 && MR > 4) return flat_tile_for_rows<4>(nv, half);
-  return flat_tile_for_rows<MR>(nv, half);
+  return with_direct_tile_rows(m, [&](auto rows) { return flat_tile_for_rows<decltype(rows)::value>(nv, half); });
 }
 
 inline void conv2d_direct_flat(const Conv2dArgs& a) {
