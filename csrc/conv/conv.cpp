@@ -60,6 +60,7 @@ void conv_forward(const ConvForward<T>& f, ConvAlgo algo) {
   ConvForward<T> a = f;
   a.g = sized_for_threads(f.g);
   if constexpr (std::is_same_v<T, float>) {
+    if (is_2d(a.g) && algo == ConvAlgo::pointwise && flat_runs_pointwise(to_conv2d(a))) algo = ConvAlgo::direct;
     if (is_2d(a.g) && algo == ConvAlgo::direct) return conv2d_direct(to_conv2d(a));
     if (is_2d(a.g) && algo == ConvAlgo::depthwise) return conv2d_depthwise(to_conv2d(a));
   }
@@ -68,20 +69,8 @@ void conv_forward(const ConvForward<T>& f, ConvAlgo algo) {
 
 // With stride 1, grad_x is the convolution of grad_y with every filter flipped and
 // its input and output channels swapped within each group, padded by
-// dil * (k - 1) - pad before: a forward kernel computes it. Needs that padding >= 0.
-// A 1x1 convolution's data gradient is a plain GEMM already (no col2im): not this.
-static bool data_grad_is_a_forward(const ConvBackward<float>& b) {
-  const ConvNdArgs<float>& g = b.g;
-  bool ok = b.grad_x && is_2d(g) && !ConvShape<float>(g).pointwise;
-  for (int d = 1; d < 3; ++d) ok = ok && g.stride[d] == 1 && g.pad[d] <= g.dil[d] * (g.kernel[d] - 1);
-  return ok;
-}
-
-// Runs grad_x = that convolution: on the direct kernel, reading the filters in place
-// (dense and grouped), or on the depthwise one (one filter per channel, where the
-// swap is the identity; its row kernel reads filters in order, so they are flipped
-// into a copy, a few floats per channel).
-static void data_grad_as_forward(const ConvBackward<float>& b, ConvAlgo algo) {
+// dil * (k - 1) - pad before: that forward convolution.
+static ConvForward<float> data_grad_forward(const ConvBackward<float>& b) {
   const ConvNdArgs<float>& g = b.g;
   ConvForward<float> f;
   f.g = g;
@@ -95,6 +84,27 @@ static void data_grad_as_forward(const ConvBackward<float>& b, ConvAlgo algo) {
   f.x = b.grad_y;
   f.weight = b.weight;
   f.y = b.grad_x;
+  return f;
+}
+
+// Whether a forward kernel computes grad_x: stride 1, and padding >= 0 in that forward.
+// A 1x1 convolution's data gradient is a plain GEMM already (no col2im), which runs it
+// unless the plane is small enough for the flat kernel to win (flat_runs_pointwise).
+static bool data_grad_is_a_forward(const ConvBackward<float>& b) {
+  const ConvNdArgs<float>& g = b.g;
+  if (!b.grad_x || !is_2d(g)) return false;
+  for (int d = 1; d < 3; ++d)
+    if (g.stride[d] != 1 || g.pad[d] > g.dil[d] * (g.kernel[d] - 1)) return false;
+  return !ConvShape<float>(g).pointwise || flat_runs_pointwise(to_conv2d(data_grad_forward(b)));
+}
+
+// Runs grad_x = that convolution: on the direct kernel, reading the filters in place
+// (dense and grouped), or on the depthwise one (one filter per channel, where the
+// swap is the identity; its row kernel reads filters in order, so they are flipped
+// into a copy, a few floats per channel).
+static void data_grad_as_forward(const ConvBackward<float>& b, ConvAlgo algo) {
+  const ConvNdArgs<float>& g = b.g;
+  ConvForward<float> f = data_grad_forward(b);
   if (algo != ConvAlgo::depthwise) {
     Conv2dArgs a = to_conv2d(f);
     a.weight_transposed = true;

@@ -249,7 +249,8 @@ def _heuristic_algo(conv: _Conv) -> str:
     """The algorithm ``algo='auto'`` picks from the shape alone.
 
     - groups == C_in (> 1): the depthwise kernel (memory-bound; vectorised along W).
-    - 1x1, stride 1, no padding: pointwise, a plain GEMM on the input planes.
+    - 1x1, stride 1, no padding: pointwise, a plain GEMM on the input planes (small planes on
+      AVX-512: the flat direct kernel, chosen in C++ by ``flat_runs_pointwise``).
     - 1x1 with a stride (ResNet's downsampling shortcuts), no padding: im2col, whose col is just
       the subsampled input, where the direct kernel would copy every stride phase of the input to
       read one. Measured (in-process, medians of 5 rounds): 64->128 @56/2 1.19x faster than direct
@@ -359,7 +360,8 @@ def conv2d(
 
     ``algo``: ``'auto'`` (choose per shape), ``'direct'`` (blocked direct convolution),
     ``'im2col'`` (explicit im2col buffer + packed GEMM), ``'pointwise'`` (1x1, stride
-    1, no padding: a GEMM with no im2col) or ``'depthwise'`` (groups == C_in, any
+    1, no padding: a GEMM with no im2col; on AVX-512, planes of at most 256 positions with
+    24+ input channels run on the flat direct kernel, which beats the GEMM there) or ``'depthwise'`` (groups == C_in, any
     channel multiplier). Every algorithm gives the same answer where it applies; one
     asked for a shape it cannot handle raises ``ValueError``. float64 runs every
     algorithm on the GEMM.
