@@ -45,18 +45,20 @@ inline bool direct_flat_applies(const Conv2dArgs& a) {
          a.w > 0 && a.c_in / a.groups >= kFlatMinChannels;
 }
 
-// A pointwise convolution (1x1, stride 1, no padding) over planes of at most
-// kFlatPointwiseMaxPlane positions runs here rather than on the GEMM, forward and as its
-// data gradient: the GEMM pads each plane's columns to whole micro-kernel tiles and packs
-// its operand on every call, which small planes do not repay. Measured (in-process A/B,
-// 2 threads, flat kernel vs GEMM): forward @7 and @14 1.05-1.62x at batch 8 and
-// 1.06-1.36x at batch 1 (MobileNetV2's and ResNet-50's 1x1 layers), data gradient at
-// batch 8 1.07-1.13x @14 and 1.00-1.08x @7; @28 it was 0.86-1.23x, @56 and @112 0.70-0.96x,
-// and on AVX2 (the phase kernel) 0.35-0.76x, so those stay on the GEMM.
-constexpr int64_t kFlatPointwiseMaxPlane = 256;
+// A pointwise convolution (1x1, stride 1, no padding) over small planes runs here rather
+// than on the GEMM, forward and as its data gradient: the GEMM pads each plane's columns to
+// whole micro-kernel tiles and packs its operand on every call, which small planes do not
+// repay. Measured (in-process A/B, 2 threads, flat kernel vs GEMM): forward @7 and @14
+// 1.05-1.62x at batch 8 and 1.06-1.36x at batch 1 (MobileNetV2's and ResNet-50's 1x1
+// layers), data gradient at batch 8 1.07-1.13x @14 and 1.00-1.08x @7. @28 it wins at batch 1
+// (forward 0.98-1.21x, data gradient 0.99-1.16x over ten layers) but not reliably at batch
+// 2-8 (0.86-1.18x); @56 and @112 0.70-0.96x, and on AVX2 (the phase kernel) 0.35-0.76x, so
+// those stay on the GEMM.
+constexpr int64_t kFlatPointwiseMaxPlane = 256, kFlatPointwiseMaxPlaneBatch1 = 784;
 
 inline bool flat_runs_pointwise(const Conv2dArgs& a) {
-  return direct_flat_applies(a) && a.h_out * a.w_out <= kFlatPointwiseMaxPlane;
+  return direct_flat_applies(a) &&
+         a.h_out * a.w_out <= (a.n == 1 ? kFlatPointwiseMaxPlaneBatch1 : kFlatPointwiseMaxPlane);
 }
 
 // Per call: the input offset of each tap, and the lanes each tap reads inside the input,

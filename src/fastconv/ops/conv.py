@@ -360,8 +360,9 @@ def conv2d(
 
     ``algo``: ``'auto'`` (choose per shape), ``'direct'`` (blocked direct convolution),
     ``'im2col'`` (explicit im2col buffer + packed GEMM), ``'pointwise'`` (1x1, stride
-    1, no padding: a GEMM with no im2col; on AVX-512, planes of at most 256 positions with
-    24+ input channels run on the flat direct kernel, which beats the GEMM there) or ``'depthwise'`` (groups == C_in, any
+    1, no padding: a GEMM with no im2col; on AVX-512, planes of at most 256 positions (784
+    at batch 1) with 24+ input channels run on the flat direct kernel, which beats the GEMM
+    there) or ``'depthwise'`` (groups == C_in, any
     channel multiplier). Every algorithm gives the same answer where it applies; one
     asked for a shape it cannot handle raises ``ValueError``. float64 runs every
     algorithm on the GEMM.
