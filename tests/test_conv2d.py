@@ -297,33 +297,6 @@ def test_direct_convolution_on_flat_positions(isa, rng, n, c_in, c_out, size, ke
     assert close(gx, ref_conv_backward(gy, x, w, **kw)[0])
 
 
-# Pointwise convolutions over planes of at most 256 positions (784 at batch 1) run on the flat
-# kernel on AVX-512, forward and as their data gradient (flat_runs_pointwise); larger planes,
-# fewer than 24 channels, and other ISAs stay on the GEMM. Both sides of each limit.
-@pytest.mark.parametrize("n,c_in,c_out,size", [
-    (2, 24, 30, (7, 7)),
-    (1, 96, 24, (14, 14)),     # the data gradient's forward has 24 input channels
-    (3, 40, 64, (16, 16)),     # 256 positions: the largest flat plane at batch > 1
-    (2, 24, 26, (16, 17)),     # 272: the GEMM
-    (1, 32, 40, (28, 28)),     # 784 positions: the largest flat plane at batch 1
-    (1, 24, 32, (28, 29)),     # 812: the GEMM
-    (2, 16, 48, (7, 7)),       # 16 input channels: the GEMM forward, a flat data gradient
-    (1, 32, 8, (1, 5)),
-])
-def test_pointwise_on_small_planes(isa, rng, n, c_in, c_out, size):
-    x = rng.standard_normal((n, c_in, *size), dtype=np.float32)
-    w = rng.standard_normal((c_out, c_in, 1, 1), dtype=np.float32)
-    b = rng.standard_normal(c_out, dtype=np.float32)
-    for algo in ("pointwise", "auto"):
-        for act in (None, "relu6"):
-            y = conv2d(x, w, b, activation=act, algo=algo)
-            assert close(y, ref_conv2d(x, w, b, activation=act)), (algo, act)
-    gy = rng.standard_normal(y.shape, dtype=np.float32)
-    gx, gw, gb = conv2d_backward(gy, x, w)
-    ref = ref_conv_backward(gy, x, w)
-    assert close(gx, ref[0]) and close(gw, ref[1]) and close(gb, ref[2])
-
-
 def test_flat_positions_never_read_past_a_row(isa, rng):
     # A tap past a row's end would find the next row's first input on flat positions (and one
     # before the first row, the previous channel's last): those lanes are masked, so an Inf

@@ -251,18 +251,33 @@ def test_pointwise_weight_gradient_keeps_each_plane_to_itself(isa, rng):
 
 
 # A 1x1 convolution over planes narrower than four micro-kernel tiles runs, forward and backward
-# data, as one GEMM whose columns run through every image of the batch. These shapes put one image
-# or many (a 1x1 plane) in a tile, and planes on both sides of the size where that stops.
-@pytest.mark.parametrize("n,c_in,c_out,size", [(2, 5, 7, (7, 7)), (70, 16, 9, (1, 1)), (3, 9, 4, (2, 3)),
-                                               (5, 6, 13, (14, 14)), (2, 4, 3, (15, 17)), (2, 4, 3, (16, 16))])
+# data, as one GEMM whose columns run through every image of the batch (the first six shapes: one
+# image or many in a tile, and planes on both sides of the size where that stops). With 24+
+# input channels, float32 planes of at most 256 positions (784 at batch 1) run instead on the
+# flat direct kernel on AVX-512, forward and as the data gradient (flat_runs_pointwise); larger
+# planes, fewer channels and other ISAs stay on the GEMM (the other shapes: both sides of each limit).
+@pytest.mark.parametrize("n,c_in,c_out,size", [
+    (2, 5, 7, (7, 7)), (70, 16, 9, (1, 1)), (3, 9, 4, (2, 3)), (5, 6, 13, (14, 14)), (2, 4, 3, (15, 17)),
+    (2, 4, 3, (16, 16)),
+    (2, 24, 30, (7, 7)),
+    (1, 96, 24, (14, 14)),     # the data gradient's forward has 24 input channels
+    (3, 40, 64, (16, 16)),     # 256 positions: the largest flat plane at batch > 1
+    (2, 24, 26, (16, 17)),     # 272: the GEMM
+    (1, 32, 40, (28, 28)),     # 784 positions: the largest flat plane at batch 1
+    (1, 24, 32, (28, 29)),     # 812: the GEMM
+    (2, 16, 48, (7, 7)),       # 16 input channels: the GEMM forward, a flat data gradient
+    (1, 32, 8, (1, 5)),
+])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_pointwise_convolution_over_small_planes(isa, rng, n, c_in, c_out, size, dtype):
     tol = 1e-4 if dtype == np.float32 else 1e-10
     x = rng.standard_normal((n, c_in, *size)).astype(dtype)
     w = rng.standard_normal((c_out, c_in, 1, 1)).astype(dtype)
     b = rng.standard_normal(c_out).astype(dtype)
-    for act in (None, "relu6"):
-        assert close(ops.conv2d(x, w, b, activation=act, algo="pointwise"), conv(x, w, b, activation=act), tol), act
+    for algo in ("pointwise", "auto"):
+        for act in (None, "relu6"):
+            y = ops.conv2d(x, w, b, activation=act, algo=algo)
+            assert close(y, conv(x, w, b, activation=act), tol), (algo, act)
     gy = rng.standard_normal((n, c_out, *size)).astype(dtype)
     for name, g, r in zip(("input", "weight", "bias"), ops.conv2d_backward(gy, x, w), conv_backward(gy, x, w)):
         assert close(g, r, tol), (name, float(np.abs(g - r).max()))
