@@ -615,8 +615,9 @@ def batch_norm(input: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], 
 
     Training normalises with the batch mean and biased variance (the running statistics
     are updated by :func:`update_running_stats`, a separate op because autograd formulas
-    attach only to functional ops); eval normalises with ``running_mean`` / ``running_var``
-    and returns them as the mean and ``1 / sqrt(var + eps)``.
+    attach only to functional ops; around the dispatcher, :func:`batch_norm_training` has the
+    kernel do both); eval normalises with ``running_mean`` / ``running_var`` and returns them
+    as the mean and ``1 / sqrt(var + eps)``.
     """
     x = _np(input)
     if training:
@@ -690,6 +691,48 @@ def _bn_backward(ctx, grad, grad_mean, grad_invstd):
 
 
 _register_autograd(batch_norm, _bn_backward, _bn_setup)
+
+
+def _bn_training_updating(input, weight, bias, running_mean, running_var, eps, activation, momentum):
+    """The training forward whose kernel pass also updates the running statistics in place (the
+    unbiased variance, as :func:`update_running_stats`), then bumps their version counters as
+    torch's in-place ops do."""
+    y, mean, invstd = ops.batch_norm(_np(input), _np(running_mean), _np(running_var), _np(weight), _np(bias), True,
+                                     momentum, eps, activation=activation)
+    torch.autograd.graph.increment_version((running_mean, running_var))
+    return _torch(y), _torch(mean), _torch(invstd)
+
+
+def _bn_updating_forward(ctx, input, weight, bias, running_mean, running_var, eps, activation, momentum):
+    output = _bn_training_updating(input, weight, bias, running_mean, running_var, eps, activation, momentum)
+    _bn_setup(ctx, (input, weight, bias, running_mean, running_var, True, eps, activation), output)
+    return output
+
+
+# :func:`_bn_training_updating` with :func:`batch_norm`'s autograd formula (one gradient or None per argument),
+# named as the :data:`DIRECT_AUTOGRAD` functions are.
+_BN_UPDATING_DIRECT = type("batch_norm_updating_direct", (torch.autograd.Function,), {
+    "forward": staticmethod(_bn_updating_forward), "backward": staticmethod(_bn_backward)})
+
+
+def batch_norm_training(input: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], running_mean: Tensor,
+                        running_var: Tensor, momentum: float, eps: float,
+                        activation: Optional[str]) -> Tuple[Tensor, Tensor, Tensor]:
+    """Training BatchNorm that updates ``running_mean`` / ``running_var``: :func:`batch_norm` then
+    :func:`update_running_stats`, or, where :func:`unwatched` allows and the statistics are plain
+    contiguous tensors, one kernel call that does both (the pair costs ~10 small torch ops, ~40 us,
+    per layer and step)."""
+    args = (input, weight, bias, running_mean, running_var)
+    if (unwatched(args) and running_mean.is_contiguous() and running_var.is_contiguous()
+            and not running_mean.is_inference() and not running_var.is_inference()):
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias)):
+            return _BN_UPDATING_DIRECT.apply(*args, eps, activation, momentum)
+        return _bn_training_updating(*args, eps, activation, momentum)
+    y, mean, invstd = call(batch_norm, *args, True, eps, activation)
+    count = input.numel() // input.shape[1]  # > 1: the op refuses a batch with one value per channel
+    # The statistics carry no gradient into the update: detached, the call can skip the dispatcher.
+    call(update_running_stats, running_mean, running_var, mean.detach(), invstd.detach(), count, momentum, eps)
+    return y, mean, invstd
 
 
 # --------------------------------------------------------------------------- fused inference conv + BN + activation

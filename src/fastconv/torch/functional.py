@@ -233,14 +233,13 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
     _check("batch_norm", input=input, running_mean=running_mean, running_var=running_var, weight=weight, bias=bias)
     if not training and (running_mean is None or running_var is None):
         raise ValueError("batch_norm in eval mode (training=False) needs running_mean and running_var")
-    y, mean, invstd = _call(_ops.batch_norm, input, weight, bias, running_mean, running_var, bool(training),
-                            float(eps), _activation(activation))
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("give both running_mean and running_var, or neither")
     if training and running_mean is not None:
-        count = input.numel() // input.shape[1]  # > 1: the op refuses a batch with one value per channel
-        # The statistics carry no gradient into the update: detached, the call can skip the dispatcher.
-        _call(_ops.update_running_stats, running_mean, running_var, mean.detach(), invstd.detach(), count,
-              float(momentum), float(eps))
-    return y
+        return _ops.batch_norm_training(input, weight, bias, running_mean, running_var, float(momentum), float(eps),
+                                        _activation(activation))[0]
+    return _call(_ops.batch_norm, input, weight, bias, running_mean, running_var, bool(training), float(eps),
+                 _activation(activation))[0]
 
 
 def conv2d_bn(input: Tensor, weight: Tensor, bias: Optional[Tensor], running_mean: Tensor, running_var: Tensor,
