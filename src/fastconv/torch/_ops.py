@@ -527,6 +527,22 @@ def _make_max_backward(n_args):
 
 
 _register_autograd(max_pool2d, _make_max_backward(5), _max_setup)
+
+
+def _max_pool2d_values(input, kernel_size, stride, padding, dilation, ceil_mode) -> Tensor:
+    return _torch(ops.max_pool2d(_np(input), tuple(kernel_size), tuple(stride) or None, tuple(padding),
+                                 tuple(dilation), ceil_mode))
+
+
+def max_pool2d_values(input: Tensor, kernel_size: List[int], stride: List[int], padding: List[int],
+                      dilation: List[int], ceil_mode: bool) -> Tensor:
+    """:func:`max_pool2d`'s output without its indices: where no backward is recorded (no gradient
+    enabled for ``input``) and :func:`unwatched` allows, the kernel runs without writing them (an
+    int64 per output: ResNet-18's max pool at batch 1 takes a third of the time); else the op, whose
+    indices the backward needs."""
+    if unwatched((input,)) and not (input.requires_grad and torch.is_grad_enabled()):
+        return _max_pool2d_values(input, kernel_size, stride, padding, dilation, ceil_mode)
+    return call(max_pool2d, input, kernel_size, stride, padding, dilation, ceil_mode)[0]
 _register_autograd(adaptive_max_pool2d, _make_max_backward(1), _max_setup)
 
 

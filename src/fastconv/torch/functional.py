@@ -184,9 +184,8 @@ def max_pool2d(input: Tensor, kernel_size: IntOrSeq, stride: Optional[IntOrSeq] 
     _check("max_pool2d", input=input)
     k = _ints(kernel_size, 2, "kernel_size")
     s = _pool_stride(stride, k)
-    y, idx = _call(_ops.max_pool2d, input, k, s, _ints(padding, 2, "padding"), _ints(dilation, 2, "dilation"),
-                   bool(ceil_mode))
-    return (y, idx) if return_indices else y
+    args = (input, k, s, _ints(padding, 2, "padding"), _ints(dilation, 2, "dilation"), bool(ceil_mode))
+    return _call(_ops.max_pool2d, *args) if return_indices else _ops.max_pool2d_values(*args)
 
 
 @_batched_dims(4)
