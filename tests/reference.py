@@ -92,9 +92,11 @@ def pool(x, mode, kernel, stride, padding, dilation, ceil_mode, count_include_pa
             y[(Ellipsis,) + o] = -np.inf
             idx[(Ellipsis,) + o] = -1
         elif mode == "max":
-            # First maximum in window order; a NaN wins.
+            # First maximum in window order; a NaN wins, the last one in window order (as in PyTorch, where
+            # each tap that is NaN replaces the running maximum).
             nan = np.isnan(vals)
-            arg = np.where(nan.any(-1), nan.argmax(-1), vals.argmax(-1))
+            last_nan = vals.shape[-1] - 1 - nan[..., ::-1].argmax(-1)
+            arg = np.where(nan.any(-1), last_nan, vals.argmax(-1))
             y[(Ellipsis,) + o] = np.take_along_axis(vals, arg[..., None], -1)[..., 0]
             idx[(Ellipsis,) + o] = np.asarray(flat)[arg]
         else:

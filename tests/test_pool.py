@@ -128,8 +128,10 @@ def test_max_pool_without_indices_and_nan(isa, rng):
 def test_pooling_with_stride_2_along_rows(width, kernel, dilation, ceil_mode, data):
     # float32 max pooling without indices and average pooling, with stride 2 along W, run a vector row
     # kernel (a load pair and a deinterleave per tap, or per two taps without dilation), after folding
-    # a window's rows into one when a row takes two pairs or more: rows of any width, on both sides of
-    # the vector lengths, windows 1 to 3 rows tall; for max, NaN and -inf included.
+    # a window's rows into one when a row takes two pairs or more; max pooling with indices (AVX-512)
+    # keeps each vector's maximum and its position over the taps: rows of any width, on both sides of
+    # the vector lengths, windows 1 to 3 rows tall; for max, NaN and -inf included (the index of the
+    # first maximum, of the last NaN, of the first tap where a window holds only -inf).
     rows = data.draw(st.integers(1, 3))
     padding = data.draw(st.integers(0, kernel // 2))
     row_padding = data.draw(st.integers(0, rows // 2))
@@ -141,17 +143,21 @@ def test_pooling_with_stride_2_along_rows(width, kernel, dilation, ceil_mode, da
     special[rng.random(x.shape) < 0.02] = np.nan
     special[rng.random(x.shape) < 0.02] = -np.inf
     args = ((rows, kernel), (1, 2), (row_padding, padding), (1, dilation), ceil_mode)
-    ref, _ = pool(special, "max", *args)
+    ref, ref_idx = pool(special, "max", *args)
     include_pad, divisor = data.draw(st.booleans()), data.draw(st.sampled_from([None, 3]))
     avg_args = ((rows, kernel), (1, 2), (row_padding, padding), ceil_mode, include_pad, divisor)
     ref_avg, _ = pool(x, "avg", *avg_args[:3], (1, 1), *avg_args[3:])
     for isa in ISAS:
         with fastconv.use_isa(isa):
             y = ops.max_pool2d(special, *args)
-            y_indexed, _ = ops.max_pool2d(special, *args, return_indices=True)
+            y_indexed, idx = ops.max_pool2d(special, *args, return_indices=True)
             y_avg = ops.avg_pool2d(x, *avg_args)
         assert np.array_equal(y, ref, equal_nan=True), isa
         assert np.array_equal(y, y_indexed, equal_nan=True), isa
+        assert np.array_equal(idx, ref_idx), isa
+    if torch is not None:
+        _, torch_idx = F.max_pool2d(torch.from_numpy(special), *args, return_indices=True)
+        assert np.array_equal(torch_idx.numpy(), ref_idx)
         assert close(y_avg, ref_avg), isa
 
 

@@ -179,6 +179,87 @@ inline void max_row_stride2(const PoolArgs& a, const float* xp, const int64_t* r
     store_n(pool_vector_stride2(a, xp, rows, nrows, ow, kNegInf, VecF::max_nan), yr + ow, a.out[2] - ow);
 }
 
+#if defined(__AVX512F__)
+// Bits of the lanes j of a vector whose input column col0 + 2j lies in [0, w).
+inline __mmask16 stride2_lanes_inside(int64_t col0, int64_t w) {
+  const int64_t lo = imax(0, ceil_div(-col0, 2)), hi = imin(VecF::kWidth, ceil_div(w - col0, 2));
+  return static_cast<__mmask16>(hi <= lo ? 0u : lane_range_bits(lo, hi));
+}
+
+// One output row of a float max pool with stride 2 along W, with indices: each vector of
+// outputs keeps its running maximum and that input's position in the plane in registers over
+// the window's taps (the position as a float, exact below 2^24), where the generic sweep
+// makes strided loads and reads and writes both rows once per tap. Taps run in the generic
+// sweep's order and win by its rule: above the maximum, NaN, or the first inside the input.
+inline void max_row_stride2_indices(const PoolArgs& a, const float* xp, const int64_t* rows, int nrows, float* yr,
+                                    int64_t* ir) {
+  using V = VecF;
+  constexpr int L = V::kWidth;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const int64_t w = a.in[2], wo = a.out[2];
+  const __m512 two_j = _mm512_set_ps(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const int64_t step = a.dil[2] == 1 ? 2 : 1;  // without dilation, tap kx + 1 is the odd lanes of tap kx's pair
+  for (int64_t ow = 0; ow < wo; ow += L) {
+    __m512 best = _mm512_set1_ps(kNegInf), at = _mm512_set1_ps(-1.0f);
+    __mmask16 seen = 0;
+    auto take = [&](__m512 v, __mmask16 inside, int64_t pos0) {
+      const __mmask16 wins = (_mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) |
+                              static_cast<__mmask16>(~seen)) & inside;
+      best = _mm512_mask_mov_ps(best, wins, v);
+      at = _mm512_mask_add_ps(at, wins, _mm512_set1_ps(static_cast<float>(pos0)), two_j);
+      seen |= wins;
+    };
+    // Every tap of a vector whose window lies inside the row: whole loads, and a win is a tap above
+    // the maximum or NaN (the first tap starts them).
+    const bool interior = 2 * ow - a.pad[2] >= 0 && 2 * ow + (a.kernel[2] - 1) * a.dil[2] - a.pad[2] + 2 * L <= w;
+    if (interior) {
+      bool first = true;
+      for (int r = 0; r < nrows; ++r) {
+        const float* xr = xp + rows[r];
+        for (int64_t kx = 0; kx < a.kernel[2]; kx += step) {
+          const int64_t c = 2 * ow + kx * a.dil[2] - a.pad[2];
+          V even, odd;
+          V::deinterleave2(V::load(xr + c), V::load(xr + c + L), &even, &odd);
+          for (int h = 0; h < (step == 2 && kx + 1 < a.kernel[2] ? 2 : 1); ++h) {
+            const __m512 v = h ? odd.v : even.v;
+            const __m512 pos = _mm512_add_ps(_mm512_set1_ps(static_cast<float>(rows[r] + c + h)), two_j);
+            if (first) {
+              best = v;
+              at = pos;
+              first = false;
+              continue;
+            }
+            const __mmask16 wins = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+            best = _mm512_mask_mov_ps(best, wins, v);
+            at = _mm512_mask_mov_ps(at, wins, pos);
+          }
+        }
+      }
+    }
+    for (int r = 0; r < (interior ? 0 : nrows); ++r) {
+      const float* xr = xp + rows[r];
+      for (int64_t kx = 0; kx < a.kernel[2]; kx += step) {
+        const int64_t c = 2 * ow + kx * a.dil[2] - a.pad[2];  // the tap's input column for lane 0
+        const bool inside = c >= 0 && c + 2 * L <= w;
+        const V lo = inside ? V::load(xr + c) : V::load_mask_or(xr + c, lanes_inside(c, w), kNegInf);
+        const V hi = inside ? V::load(xr + c + L) : V::load_mask_or(xr + c + L, lanes_inside(c + L, w), kNegInf);
+        V even, odd;
+        V::deinterleave2(lo, hi, &even, &odd);
+        take(even.v, stride2_lanes_inside(c, w), rows[r] + c);
+        if (step == 2 && kx + 1 < a.kernel[2]) take(odd.v, stride2_lanes_inside(c + 1, w), rows[r] + c + 1);
+      }
+    }
+    const int n = static_cast<int>(imin(L, wo - ow));
+    V{best}.store_partial(yr + ow, n);
+    const __m512i at32 = _mm512_cvtps_epi32(at);
+    const __mmask8 m0 = static_cast<__mmask8>(n >= 8 ? 0xFFu : (1u << n) - 1u);
+    const __mmask8 m1 = static_cast<__mmask8>(n >= L ? 0xFFu : n > 8 ? (1u << (n - 8)) - 1u : 0u);
+    _mm512_mask_storeu_epi64(ir + ow, m0, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(at32)));
+    _mm512_mask_storeu_epi64(ir + ow + 8, m1, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(at32, 1)));
+  }
+}
+#endif
+
 template <class T, class I>
 void max_pool_rows(const PoolArgs& a, const T* x, T* y, int64_t* indices) {
   const int64_t wo = a.out[2], sw = a.stride[2], in_vol = a.in_volume(), out_vol = a.out_volume();
@@ -187,6 +268,10 @@ void max_pool_rows(const PoolArgs& a, const T* x, T* y, int64_t* indices) {
     T* yr = y + p * out_vol + orow * wo;
     if constexpr (std::is_same_v<T, float>) {
       if (!indices && sw == 2) return max_row_stride2(a, x + p * in_vol, rows, nrows, scratch, yr);
+#if defined(__AVX512F__)
+      if (sw == 2 && in_vol < (int64_t(1) << 24))
+        return max_row_stride2_indices(a, x + p * in_vol, rows, nrows, yr, indices + p * out_vol + orow * wo);
+#endif
     }
     int64_t* ir64 = indices ? indices + p * out_vol + orow * wo : nullptr;
     // The int32 row of indices lives in the first half of the int64 output row and
