@@ -117,6 +117,17 @@ inline void max_tap(const T* __restrict xr, T* __restrict yr, I* __restrict ir, 
   }
 }
 
+// Lanes j of a vector get columns c + 2j (even) and c + 2j + 1 (odd) of input row xr, of width
+// w, from two loads and a deinterleave; columns outside the row read as `fill`.
+inline void load_stride2_pair(const float* xr, int64_t c, int64_t w, float fill, VecF* even, VecF* odd) {
+  using V = VecF;
+  constexpr int L = V::kWidth;
+  const bool inside = c >= 0 && c + 2 * L <= w;
+  const V lo = inside ? V::load(xr + c) : V::load_mask_or(xr + c, lanes_inside(c, w), fill);
+  const V hi = inside ? V::load(xr + c + L) : V::load_mask_or(xr + c + L, lanes_inside(c + L, w), fill);
+  V::deinterleave2(lo, hi, even, odd);
+}
+
 // One output row of a float pool with stride 2 along W (max without indices, or
 // average): each vector of outputs is kept in a register over every tap of the window,
 // and a tap's inputs for it (every other element from its first) come from two loads
@@ -127,7 +138,6 @@ template <class Combine>
 inline VecF pool_vector_stride2(const PoolArgs& a, const float* xp, const int64_t* rows, int nrows, int64_t ow,
                                 float fill, Combine combine) {
   using V = VecF;
-  constexpr int L = V::kWidth;
   const int64_t w = a.in[2];
   V acc = V::set1(fill);
   for (int r = 0; r < nrows; ++r) {
@@ -135,12 +145,8 @@ inline VecF pool_vector_stride2(const PoolArgs& a, const float* xp, const int64_
     // Without dilation, tap kx + 1 reads the odd lanes of the pair tap kx loads.
     const int64_t step = a.dil[2] == 1 ? 2 : 1;
     for (int64_t kx = 0; kx < a.kernel[2]; kx += step) {
-      const int64_t c = 2 * ow + kx * a.dil[2] - a.pad[2];  // the tap's input column for lane 0
-      const bool inside = c >= 0 && c + 2 * L <= w;
-      const V lo = inside ? V::load(xr + c) : V::load_mask_or(xr + c, lanes_inside(c, w), fill);
-      const V hi = inside ? V::load(xr + c + L) : V::load_mask_or(xr + c + L, lanes_inside(c + L, w), fill);
       V even, odd;
-      V::deinterleave2(lo, hi, &even, &odd);
+      load_stride2_pair(xr, 2 * ow + kx * a.dil[2] - a.pad[2], w, fill, &even, &odd);
       acc = combine(acc, even);
       if (step == 2 && kx + 1 < a.kernel[2]) acc = combine(acc, odd);
     }
@@ -240,11 +246,8 @@ inline void max_row_stride2_indices(const PoolArgs& a, const float* xp, const in
       const float* xr = xp + rows[r];
       for (int64_t kx = 0; kx < a.kernel[2]; kx += step) {
         const int64_t c = 2 * ow + kx * a.dil[2] - a.pad[2];  // the tap's input column for lane 0
-        const bool inside = c >= 0 && c + 2 * L <= w;
-        const V lo = inside ? V::load(xr + c) : V::load_mask_or(xr + c, lanes_inside(c, w), kNegInf);
-        const V hi = inside ? V::load(xr + c + L) : V::load_mask_or(xr + c + L, lanes_inside(c + L, w), kNegInf);
         V even, odd;
-        V::deinterleave2(lo, hi, &even, &odd);
+        load_stride2_pair(xr, c, w, kNegInf, &even, &odd);
         take(even.v, stride2_lanes_inside(c, w), rows[r] + c);
         if (step == 2 && kx + 1 < a.kernel[2]) take(odd.v, stride2_lanes_inside(c + 1, w), rows[r] + c + 1);
       }
