@@ -527,6 +527,7 @@ def _make_max_backward(n_args):
 
 
 _register_autograd(max_pool2d, _make_max_backward(5), _max_setup)
+_register_autograd(adaptive_max_pool2d, _make_max_backward(1), _max_setup)
 
 
 def _max_pool2d_values(input, kernel_size, stride, padding, dilation, ceil_mode) -> Tensor:
@@ -543,7 +544,6 @@ def max_pool2d_values(input: Tensor, kernel_size: List[int], stride: List[int], 
     if unwatched((input,)) and not (input.requires_grad and torch.is_grad_enabled()):
         return _max_pool2d_values(input, kernel_size, stride, padding, dilation, ceil_mode)
     return call(max_pool2d, input, kernel_size, stride, padding, dilation, ceil_mode)[0]
-_register_autograd(adaptive_max_pool2d, _make_max_backward(1), _max_setup)
 
 
 @_op("avg_pool2d")
