@@ -123,11 +123,37 @@ def test_depthwise_weight_gradient_over_flat_planes(isa, rng, stride, padding, d
     assert close(g, r, 1e-4 if dtype == np.float32 else 1e-10), float(np.abs(g - r).max())
 
 
+# 3x3 stride-1 depthwise weight gradients whose output rows fill more than half a vector run
+# by rows (x and grad_y row by row, in chunks of one or two vectors of columns): rows of one
+# chunk and of several, the last one partly filled, and padding 0 to 2 per side (outputs
+# narrower or wider than the input).
+@pytest.mark.parametrize("size,padding", [
+    ((9, 9), 1), ((5, 17), 1), ((6, 33), 1), ((4, 70), 1), ((7, 40), 0), ((3, 31), 2),
+    ((8, 50), (0, 2)), ((10, 34), (2, 0)), ((2, 16), (1, 0)),
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_depthwise_weight_gradient_by_rows(isa, rng, size, padding, dtype):
+    c = 3
+    x = rng.standard_normal((2, c, *size)).astype(dtype)
+    w = rng.standard_normal((c, 1, 3, 3)).astype(dtype)
+    kw = dict(padding=padding, groups=c)
+    gy = rng.standard_normal(conv(x, w, **kw).shape).astype(dtype)
+    ref = conv_backward(gy, x, w, **kw)
+    for needs in ((False, True, False), (True, True, True)):
+        got = ops.conv2d_backward(gy, x, w, needs=needs, **kw)
+        for g, r, wanted in zip(got, ref, needs):
+            assert (g is None) != wanted
+            assert g is None or close(g, r, 1e-4 if dtype == np.float32 else 1e-10), float(np.abs(g - r).max())
+
+
 @pytest.mark.parametrize("stride,size,cases", [
     # 3x3, padding 1: filter column 2 never reads input column 0, column 0 never reads the last
-    # column, and filter row 2 never reads input row 0 (the flat form's vectors run across them).
+    # column, and filter row 2 never reads input row 0 (the flat form's vectors and the rows
+    # form's chunks run across them).
     (1, (14, 14), (((Ellipsis, 0), (Ellipsis, 2)), ((Ellipsis, 13), (Ellipsis, 0)),
                    ((Ellipsis, 0, slice(None)), (Ellipsis, 2, slice(None))))),
+    (1, (6, 40), (((Ellipsis, 0), (Ellipsis, 2)), ((Ellipsis, 39), (Ellipsis, 0)),
+                  ((Ellipsis, 0, slice(None)), (Ellipsis, 2, slice(None))))),
     # Stride 2 over 14 x 36 (the stride-2 sweep): only filter column 2 reads column 35 and only
     # filter row 2 reads row 13.
     (2, (14, 36), (((Ellipsis, 35), (Ellipsis, slice(0, 2))),
