@@ -81,8 +81,8 @@ struct Plane {
   // plane. No copies at all.
   bool in_place;
   // The weight gradient by rows (RowsWeightGrad), when grad_w is asked for with a 3 x 3
-  // filter, stride 1, no dilation, one filter per channel and output rows of at least a
-  // vector: rows_nv vectors per chunk of output columns (2 from rows of two vectors on,
+  // filter, stride 1, no dilation, one filter per channel and output rows of more than half
+  // a vector: rows_nv vectors per chunk of output columns (2 from rows of two vectors on,
   // else 1; 0 where the form does not run), and per chunk from ow0 the lanes of the x loads
   // of tap column j, [j * rows_nv + v] (inside the input and an output), then those of
   // grad_y's, [3 * rows_nv + v] (an output).
@@ -721,7 +721,8 @@ void depthwise_backward(const ConvBackward<T>& b) {
     for (int64_t c = 0; c < a.c_in; ++c) {
       T* gw = b.grad_w ? b.grad_w + c * g.mult * taps : nullptr;
       if (g.rows_nv)  // one filter per channel, as in the flat form
-        rows_weight_grad(g, b.x + c * in_plane, a.c_in * in_plane, b.grad_y + c * out_plane, a.c_out * out_plane, a.n, gw);
+        rows_weight_grad(g, b.x + c * in_plane, a.c_in * in_plane, b.grad_y + c * out_plane, a.c_out * out_plane,
+                         a.n, gw);
       else if (g.flat)  // one filter per channel: grad_y's channel c is the filter's
         flat_weight_grad(g, b.x + c * in_plane, a.c_in * in_plane, b.grad_y + c * out_plane, a.c_out * out_plane,
                          a.n, xph, dyf, gw);
