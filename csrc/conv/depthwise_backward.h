@@ -45,12 +45,6 @@ int backward_threads(const ConvNdArgs<T>& a, int64_t work) {
 // Kernels of at most this many taps take the flat weight gradient (one register chain per tap).
 constexpr int kFlatTaps = 9;
 
-// Lanes l of a vector of L starting at column col that fall inside [0, w).
-inline unsigned lanes_in_row(int64_t col, int64_t w, int L) {
-  const int64_t lo = imax(0, -col), hi = imin(L, w - col);
-  return hi <= lo ? 0u : lane_range_bits(lo, hi);
-}
-
 // The plane geometry and the per-thread buffers' layout.
 template <class T>
 struct Plane {
@@ -113,9 +107,9 @@ struct Plane {
         const size_t at = rows_masks.size();
         rows_masks.resize(at + 4 * rows_nv);
         for (int v = 0; v < rows_nv; ++v) {
-          const unsigned out = lanes_in_row(ow0 + v * L, Wo, L);
+          const unsigned out = lanes_inside(ow0 + v * L, Wo, L);
           rows_masks[at + 3 * rows_nv + v] = out;
-          for (int j = 0; j < 3; ++j) rows_masks[at + j * rows_nv + v] = out & lanes_in_row(ow0 + v * L + j - pw, W, L);
+          for (int j = 0; j < 3; ++j) rows_masks[at + j * rows_nv + v] = out & lanes_inside(ow0 + v * L + j - pw, W, L);
         }
       }
     }

@@ -89,9 +89,10 @@ inline unsigned lane_range_bits(int64_t lo, int64_t hi) {
   return ((hi >= 32 ? 0u : (1u << hi)) - 1u) & ~((1u << lo) - 1u);
 }
 
-// Lanes l of a float vector starting at column `col` that fall inside [0, w).
-inline unsigned lanes_inside(int64_t col, int64_t w) {
-  const int64_t lo = imax(0, -col), hi = imin(VecF::kWidth, w - col);
+// Lanes l of a vector of `lanes` (a float vector's by default) starting at column `col` that
+// fall inside [0, w).
+inline unsigned lanes_inside(int64_t col, int64_t w, int64_t lanes = VecF::kWidth) {
+  const int64_t lo = imax(0, -col), hi = imin(lanes, w - col);
   return hi <= lo ? 0u : lane_range_bits(lo, hi);
 }
 
