@@ -241,15 +241,16 @@ inline void max_row_stride2_indices(const PoolArgs& a, const float* xp, const in
           }
         }
       }
-    }
-    for (int r = 0; r < (interior ? 0 : nrows); ++r) {
-      const float* xr = xp + rows[r];
-      for (int64_t kx = 0; kx < a.kernel[2]; kx += step) {
-        const int64_t c = 2 * ow + kx * a.dil[2] - a.pad[2];  // the tap's input column for lane 0
-        V even, odd;
-        load_stride2_pair(xr, c, w, kNegInf, &even, &odd);
-        take(even.v, stride2_lanes_inside(c, w), rows[r] + c);
-        if (step == 2 && kx + 1 < a.kernel[2]) take(odd.v, stride2_lanes_inside(c + 1, w), rows[r] + c + 1);
+    } else {
+      for (int r = 0; r < nrows; ++r) {
+        const float* xr = xp + rows[r];
+        for (int64_t kx = 0; kx < a.kernel[2]; kx += step) {
+          const int64_t c = 2 * ow + kx * a.dil[2] - a.pad[2];  // the tap's input column for lane 0
+          V even, odd;
+          load_stride2_pair(xr, c, w, kNegInf, &even, &odd);
+          take(even.v, stride2_lanes_inside(c, w), rows[r] + c);
+          if (step == 2 && kx + 1 < a.kernel[2]) take(odd.v, stride2_lanes_inside(c + 1, w), rows[r] + c + 1);
+        }
       }
     }
     const int n = static_cast<int>(imin(L, wo - ow));
