@@ -45,6 +45,9 @@ int backward_threads(const ConvNdArgs<T>& a, int64_t work) {
 // Kernels of at most this many taps take the flat weight gradient (one register chain per tap).
 constexpr int kFlatTaps = 9;
 
+// The filter size (kRowsK x kRowsK) that the weight gradient by rows (RowsWeightGrad) takes.
+constexpr int kRowsK = 3;
+
 // The plane geometry and the per-thread buffers' layout.
 template <class T>
 struct Plane {
@@ -79,7 +82,7 @@ struct Plane {
   // a vector: rows_nv vectors per chunk of output columns (2 from rows of two vectors on,
   // else 1; 0 where the form does not run), and per chunk from ow0 the lanes of the x loads
   // of tap column j, [j * rows_nv + v] (inside the input and an output), then those of
-  // grad_y's, [3 * rows_nv + v] (an output).
+  // grad_y's, [kRowsK * rows_nv + v] (an output).
   int rows_nv = 0;
   std::vector<unsigned> rows_masks;
   // Where filter column j's run of x starts in the phase planes: (phase * xrows) * Wq + shift,
@@ -101,15 +104,17 @@ struct Plane {
     mult = a.c_out / a.c_in;
     reach = (kw - 1) * dw / sw;
     Wq = Wo + reach;
-    if (weight_grad && mult == 1 && kh == 3 && kw == 3 && sh == 1 && sw == 1 && dh == 1 && dw == 1 && 2 * Wo > L) {
+    if (weight_grad && mult == 1 && kh == kRowsK && kw == kRowsK && sh == 1 && sw == 1 && dh == 1 && dw == 1 &&
+        2 * Wo > L) {
       rows_nv = Wo >= 2 * L ? 2 : 1;
       for (int64_t ow0 = 0; ow0 < Wo; ow0 += rows_nv * L) {
         const size_t at = rows_masks.size();
-        rows_masks.resize(at + 4 * rows_nv);
+        rows_masks.resize(at + (kRowsK + 1) * rows_nv);
         for (int v = 0; v < rows_nv; ++v) {
           const unsigned out = lanes_inside(ow0 + v * L, Wo, L);
-          rows_masks[at + 3 * rows_nv + v] = out;
-          for (int j = 0; j < 3; ++j) rows_masks[at + j * rows_nv + v] = out & lanes_inside(ow0 + v * L + j - pw, W, L);
+          rows_masks[at + kRowsK * rows_nv + v] = out;
+          for (int j = 0; j < kRowsK; ++j)
+            rows_masks[at + j * rows_nv + v] = out & lanes_inside(ow0 + v * L + j - pw, W, L);
         }
       }
     }
@@ -354,7 +359,7 @@ void flat_weight_grad(const Plane<T>& g, const T* x, int64_t x_image, const T* d
   flat_weight_grad_channel<T, kFlatTaps>(g, x, x_image, dy, dy_image, n, xph, dyf, grad_w);
 }
 
-// The weight gradient by rows (Plane::rows_nv > 0): a 3 x 3 filter, stride 1, no dilation,
+// The weight gradient by rows (Plane::rows_nv > 0): a K x K filter (K = kRowsK = 3), stride 1, no dilation,
 // one filter per channel, output rows filling more than half a vector. Input row r is loaded
 // once per filter column j, a chunk of NV vectors of columns at a time (masked to the input
 // and to the chunk's outputs, so padding reads zero), and meets the K grad_y rows r + ph - i
@@ -369,8 +374,9 @@ void flat_weight_grad(const Plane<T>& g, const T* x, int64_t x_image, const T* d
 // 32 @112 0.85-0.88 -> 0.49-0.61, 576 @14 0.24-0.25 -> 0.19 (144 @56, bound by memory,
 // 1.05-1.26 -> 0.67-1.12). On 960 @7 (7 of 16 lanes) it lost: 0.033-0.037 ms against the
 // flat form's 0.031-0.035. AVX2 gains as well (32 @112 0.177 -> 0.107 ms).
-template <int K, int NV>
+template <int NV>
 struct RowsWeightGrad {
+  static constexpr int K = kRowsK;
   static constexpr int kMasks = (K + 1) * NV;  // per chunk in Plane::rows_masks
 
   template <class T>
@@ -425,8 +431,8 @@ struct RowsWeightGrad {
 template <class T>
 void rows_weight_grad(const Plane<T>& g, const T* x, int64_t x_image, const T* dy, int64_t dy_image, int64_t n,
                       T* grad_w) {
-  if (g.rows_nv == 2) return RowsWeightGrad<3, 2>::channel(g, x, x_image, dy, dy_image, n, grad_w);
-  RowsWeightGrad<3, 1>::channel(g, x, x_image, dy, dy_image, n, grad_w);
+  if (g.rows_nv == 2) return RowsWeightGrad<2>::channel(g, x, x_image, dy, dy_image, n, grad_w);
+  RowsWeightGrad<1>::channel(g, x, x_image, dy, dy_image, n, grad_w);
 }
 
 // dyp[m][oh][reach + ow] = grad_y[m][oh][ow], zero elsewhere.
