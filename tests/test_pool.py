@@ -157,8 +157,11 @@ def test_pooling_with_stride_2_along_rows(width, kernel, dilation, ceil_mode, da
         assert np.array_equal(idx, ref_idx), isa
         assert close(y_avg, ref_avg), isa
     if torch is not None:
+        # A window wholly in the padding has no maximum to point at: fastconv and the reference give
+        # -1, PyTorch a position outside the window. Everywhere else the indices agree.
         _, torch_idx = F.max_pool2d(torch.from_numpy(special), *args, return_indices=True)
-        assert np.array_equal(torch_idx.numpy(), ref_idx)
+        inside = ref_idx >= 0
+        assert np.array_equal(torch_idx.numpy()[inside], ref_idx[inside])
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
