@@ -141,7 +141,8 @@ def max_pool2d(input, kernel_size: IntOrTuple, stride: Optional[IntOrTuple] = No
     ``stride`` defaults to ``kernel_size``; ``padding`` (implicit -inf) must be at most half
     the dilated kernel. With ``return_indices``, also returns the int64 flat position of
     each maximum within its H x W plane (the input :func:`max_pool2d_backward` takes).
-    NaN propagates, as in PyTorch.
+    NaN propagates, as in PyTorch. A window that lies wholly in the padding gives -inf and
+    index -1 (PyTorch's index there points outside the window).
     """
     return _max_pool(2, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
 
