@@ -122,6 +122,50 @@ def test_max_pool_without_indices_and_nan(isa, rng):
     assert close(np.nan_to_num(y), np.nan_to_num(ref))
 
 
+def scatter_reference(g, idx, shape):
+    """Max pooling's backward by definition: each gradient added at its index in its plane."""
+    planes = int(np.prod(shape[:2]))
+    out = np.zeros((planes, int(np.prod(shape[2:]))), np.float64)
+    for p, (gp, ip) in enumerate(zip(g.reshape(planes, -1), idx.reshape(planes, -1))):
+        keep = ip >= 0
+        np.add.at(out[p], ip[keep], gp[keep])
+    return out.reshape(shape)
+
+
+# grad_x of 16 MiB or more, planes of at most 256 KiB: built in scratch and streamed out
+# (2-D row by row, so that an index before its window lands behind the rows written).
+@pytest.mark.parametrize("shape,kernel,stride,padding,dtype", [
+    ((2, 34, 253, 251), 3, 2, 1, np.float32),
+    ((2, 34, 253, 251), 2, 2, 0, np.float32),
+    ((7, 19, 127, 125), 3, 1, 1, np.float64),
+    ((2, 66, 9, 61, 59), 3, 2, 1, np.float32),
+])
+def test_max_pool_backward_of_a_large_gradient(isa, shape, kernel, stride, padding, dtype):
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape).astype(dtype)
+    nd = len(shape) - 2
+    y, idx = MAX_POOL[nd](x, kernel, stride, padding, return_indices=True)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    idx = idx.copy()
+    flat = idx.reshape(-1)
+    picks = rng.choice(flat.size, 2000, replace=False)
+    flat[picks[:500]] = 0  # before its window: a row already written
+    flat[picks[500:1000]] = -1  # no tap inside the input: contributes nothing
+    flat[picks[1000:]] = rng.integers(0, int(np.prod(shape[2:])), 1000)  # anywhere in the plane
+    ref = scatter_reference(g, idx, shape)
+    before = fastconv.get_num_threads()
+    try:
+        for threads in (1, 2):
+            fastconv.set_num_threads(threads)
+            gx = MAX_POOL_BWD[nd](g, idx, shape)
+            assert gx.dtype == dtype and close(gx, ref), threads
+    finally:
+        fastconv.set_num_threads(before)
+    flat[picks[0]] = int(np.prod(shape[2:]))
+    with pytest.raises(ValueError, match="outside its input plane"):
+        MAX_POOL_BWD[nd](g, idx, shape)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(width=st.integers(1, 70), kernel=st.integers(1, 4), dilation=st.integers(1, 2), ceil_mode=st.booleans(),
        data=st.data())

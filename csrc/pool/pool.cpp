@@ -306,24 +306,81 @@ void max_pool_forward(const PoolArgs& a, const T* x, T* y, int64_t* indices) {
     max_pool_rows<T, int64_t>(a, x, y, indices);
 }
 
+// Adds grad_y's n values at their indices in a plane of in_vol: below `done` into
+// `written`, from there into `building`. False if an index is neither in the plane
+// nor -1 (a window with no tap inside the input).
+template <class T>
+bool add_at_indices(const T* gy, const int64_t* ix, int64_t n, int64_t in_vol, int64_t done, T* written,
+                    T* building) {
+  bool ok = true;
+  for (int64_t o = 0; o < n; ++o) {
+    const int64_t i = ix[o];
+    if (static_cast<uint64_t>(i) < static_cast<uint64_t>(in_vol))
+      (i < done ? written : building)[i] += gy[o];
+    else if (i != -1)
+      ok = false;
+  }
+  return ok;
+}
+
+// Planes of at most this many bytes are built in a thread's scratch buffer (in its
+// L2) and streamed out when grad_x is large (kStreamMinBytes).
+constexpr int64_t kStagedPlaneMaxBytes = int64_t{256} << 10;
+
+// One plane of max_pool_backward built in `scratch` and copied to gx with non-temporal
+// stores, so that gx's lines are never read from memory (a plain store reads each line
+// first). For a 2-D pool the copy goes row by row, as soon as no later output's
+// window reaches a row, so that the writes overlap the reads of grad_y and the indices;
+// an index below that point (outside its window) is added to gx itself.
+template <class T>
+bool max_backward_plane_staged(const PoolArgs& a, const T* gy, const int64_t* ix, T* scratch, T* gx) {
+  const int64_t in_vol = a.in_volume(), wo = a.out[2], out_rows = a.out[0] * a.out[1];
+  std::memset(scratch, 0, sizeof(T) * in_vol);
+  int64_t done = 0;  // gx[0 .. done) is written
+  bool ok = true;
+  for (int64_t r = 0; r < out_rows; ++r) {
+    ok = add_at_indices(gy + r * wo, ix + r * wo, wo, in_vol, done, gx, scratch) && ok;
+    int64_t next = in_vol;  // where the next output row's window starts
+    if (a.out[0] == 1 && r + 1 < out_rows) {
+      next = imin(a.in[1], imax(0, (r + 1) * a.stride[1] - a.pad[1])) * a.in[2];
+      // down to a cache line of gx, so that no line takes both kinds of store
+      const int64_t line = 64 / int64_t(sizeof(T));
+      next -= (reinterpret_cast<uintptr_t>(gx + next) / sizeof(T)) % line;
+    }
+    if (next > done) {
+      stream_copy(gx + done, scratch + done, next - done);
+      done = next;
+    }
+  }
+  return ok;
+}
+
+// Max-pooling backward: per plane, zero the plane and add each output's gradient at
+// its index. When grad_x is too large to stay in the caches, planes go through
+// max_backward_plane_staged.
 template <class T>
 bool max_pool_backward(const PoolArgs& a, const T* grad_y, const int64_t* indices, T* grad_x) {
   const int64_t in_vol = a.in_volume(), out_vol = a.out_volume();
   const int threads = pool_threads(a);
+  const bool staged = int64_t(sizeof(T)) * in_vol <= kStagedPlaneMaxBytes &&
+                      int64_t(sizeof(T)) * in_vol * a.planes >= kStreamMinBytes;
   bool ok = true;
-#pragma omp parallel for num_threads(threads) schedule(static) reduction(&& : ok) if (threads > 1)
-  for (int64_t p = 0; p < a.planes; ++p) {
-    T* gx = grad_x + p * in_vol;
-    const T* gy = grad_y + p * out_vol;
-    const int64_t* ix = indices + p * out_vol;
-    std::memset(gx, 0, sizeof(T) * in_vol);
-    for (int64_t o = 0; o < out_vol; ++o) {
-      const int64_t i = ix[o];
-      if (i >= 0 && i < in_vol)
-        gx[i] += gy[o];
-      else if (i != -1)  // -1: a window with no tap inside the input
-        ok = false;
+#pragma omp parallel num_threads(threads) reduction(&& : ok) if (threads > 1)
+  {
+    std::vector<T> scratch(staged ? in_vol : 0);
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < a.planes; ++p) {
+      T* gx = grad_x + p * in_vol;
+      const T* gy = grad_y + p * out_vol;
+      const int64_t* ix = indices + p * out_vol;
+      if (staged) {
+        ok = max_backward_plane_staged(a, gy, ix, scratch.data(), gx) && ok;
+      } else {
+        std::memset(gx, 0, sizeof(T) * in_vol);
+        ok = add_at_indices(gy, ix, out_vol, in_vol, 0, gx, gx) && ok;
+      }
     }
+    if (staged) stream_fence();
   }
   return ok;
 }

@@ -18,6 +18,8 @@
 #include "simd/vec_scalar.h"
 #endif
 
+#include <cstdint>
+
 #include "core/buffer.h"
 #include "core/params.h"
 
@@ -37,6 +39,28 @@ struct VecOf<double> {
 };
 template <class T>
 using Vec = typename VecOf<T>::type;
+
+// Outputs of at least this many bytes in all are written with non-temporal stores
+// where a kernel offers it: they would not stay in the caches (a fraction of the
+// last-level cache) anyway, and a plain store first reads each line it writes
+// (read-for-ownership), a third more memory traffic for a kernel that only writes.
+constexpr int64_t kStreamMinBytes = int64_t{16} << 20;
+
+// dst[0 .. n) = src[0 .. n), with non-temporal stores where dst is aligned to a
+// vector. They are weakly ordered: call stream_fence() once the thread's copies are
+// done, before a barrier after which other threads read them (a fence per call
+// would wait for each copy to reach memory).
+template <class T>
+inline void stream_copy(T* dst, const T* src, int64_t n) {
+  using V = Vec<T>;
+  constexpr int64_t kAlign = sizeof(T) * V::kWidth;
+  int64_t i = 0;
+  for (; i < n && reinterpret_cast<uintptr_t>(dst + i) % kAlign != 0; ++i) dst[i] = src[i];
+  for (; i + V::kWidth <= n; i += V::kWidth) V::load(src + i).stream(dst + i);
+  for (; i < n; ++i) dst[i] = src[i];
+}
+
+inline void stream_fence() { VecF::stream_fence(); }
 
 // ReLU / ReLU6 on a vector; NaN inputs stay NaN (as in PyTorch).
 template <class V>

@@ -15,6 +15,10 @@ struct VecF {
   static VecF load(const float* p) { return {_mm256_loadu_ps(p)}; }
   static VecF load_partial(const float* p, int n) { return {_mm256_maskload_ps(p, mask(n))}; }
   void store(float* p) const { _mm256_storeu_ps(p, v); }
+  // Non-temporal store to a 32-byte aligned p (see stream_copy in vec.h).
+  void stream(float* p) const { _mm256_stream_ps(p, v); }
+  // Orders this thread's non-temporal stores before its later stores (and so before a barrier).
+  static void stream_fence() { _mm_sfence(); }
   void store_partial(float* p, int n) const { _mm256_maskstore_ps(p, mask(n), v); }
   // Stores the lanes whose bit is set in `bits`; other lanes' addresses are never touched.
   void store_mask(float* p, unsigned bits) const { _mm256_maskstore_ps(p, bits_mask(bits), v); }
@@ -134,6 +138,8 @@ struct VecD {
     return {_mm256_maskload_pd(p, m)};
   }
   void store(double* p) const { _mm256_storeu_pd(p, v); }
+  void stream(double* p) const { _mm256_stream_pd(p, v); }
+  static void stream_fence() { _mm_sfence(); }
   void store_partial(double* p, int n) const { _mm256_maskstore_pd(p, mask(n), v); }
   static VecD fmadd(VecD a, VecD b, VecD c) { return {_mm256_fmadd_pd(a.v, b.v, c.v)}; }
   static VecD add(VecD a, VecD b) { return {_mm256_add_pd(a.v, b.v)}; }

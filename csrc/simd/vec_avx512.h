@@ -18,6 +18,10 @@ struct VecF {
   void store_partial(float* p, int n) const { _mm512_mask_storeu_ps(p, mask(n), v); }
   // Stores the lanes whose bit is set in `bits`; other lanes' addresses are never touched.
   void store_mask(float* p, unsigned bits) const { _mm512_mask_storeu_ps(p, static_cast<__mmask16>(bits), v); }
+  // Non-temporal store to a 64-byte aligned p (see stream_copy in vec.h).
+  void stream(float* p) const { _mm512_stream_ps(p, v); }
+  // Orders this thread's non-temporal stores before its later stores (and so before a barrier).
+  static void stream_fence() { _mm_sfence(); }
   // Even and odd elements of the 2 * kWidth values a, b.
   static void deinterleave2(VecF lo, VecF hi, VecF* even, VecF* odd) {
     const __m512 a = lo.v, b = hi.v;
@@ -137,6 +141,8 @@ struct VecD {
   static VecD set1(double x) { return {_mm512_set1_pd(x)}; }
   static VecD load(const double* p) { return {_mm512_loadu_pd(p)}; }
   static VecD load_partial(const double* p, int n) { return {_mm512_maskz_loadu_pd(mask(n), p)}; }
+  void stream(double* p) const { _mm512_stream_pd(p, v); }
+  static void stream_fence() { _mm_sfence(); }
   // Loads the lanes whose bit is set in `bits` (others are zero and never touched).
   static VecD load_mask(const double* p, unsigned bits) {
     return {_mm512_maskz_loadu_pd(static_cast<__mmask8>(bits), p)};

@@ -17,6 +17,9 @@ struct VecScalar {
   static VecScalar load(const T* p) { return {*p}; }
   static VecScalar load_partial(const T* p, int n) { return {n > 0 ? *p : T(0)}; }
   void store(T* p) const { *p = v; }
+  // The wider types' non-temporal store; here a plain one.
+  void stream(T* p) const { *p = v; }
+  static void stream_fence() {}
   void store_partial(T* p, int n) const {
     if (n > 0) *p = v;
   }
