@@ -227,13 +227,16 @@ def test_depthwise_separable_equals_two_convolutions(isa, rng):
 
 
 @pytest.mark.parametrize("k", [3, 5])
-@pytest.mark.parametrize("stride,width", [(1, 5), (1, 7), (1, 16), (1, 17), (1, 31), (1, 33), (1, 56), (1, 70),
-                                          (2, 7), (2, 14), (2, 33), (2, 63), (2, 64), (2, 67), (2, 112), (2, 131)])
-@pytest.mark.parametrize("padding", [0, 1, 2, (2, 0)])
+@pytest.mark.parametrize("stride,width", [(1, 5), (1, 7), (1, 8), (1, 16), (1, 17), (1, 31), (1, 33), (1, 56),
+                                          (1, 70), (2, 7), (2, 14), (2, 33), (2, 63), (2, 64), (2, 67), (2, 112),
+                                          (2, 131)])
+@pytest.mark.parametrize("padding", [0, 1, 2, (2, 0), (0, 1), (1, 2)])
 def test_depthwise_row_kernel_shapes(isa, rng, k, stride, width, padding):
     # 3x3 / 5x5, stride 1 or 2, undilated, take the row kernel (masked edge loads,
     # stride-2 deinterleave in registers, two output rows per pass, 1- or 2-vector
     # chunks): narrow and wide rows, odd heights, both borders, channel multipliers.
+    # With stride 1, rows of at most half a vector and the row width kept (padding 1
+    # for 3x3, 2 for 5x5, any padding along H), the flat kernel runs instead.
     x = rng.standard_normal((2, 3, 9, width), dtype=np.float32)
     for mult in (1, 2):
         w = rng.standard_normal((3 * mult, 1, k, k), dtype=np.float32)
@@ -241,6 +244,24 @@ def test_depthwise_row_kernel_shapes(isa, rng, k, stride, width, padding):
         ref = ref_conv2d(x, w, b, stride=(stride, stride), padding=padding, groups=3, activation="relu")
         got = conv2d(x, w, b, stride=stride, padding=padding, groups=3, activation="relu", algo="depthwise")
         assert close(got, ref)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_depthwise_flat_kernel_on_tiny_planes(isa, rng, k):
+    # Planes down to 1 x 1 with the row width kept: each output vector runs across
+    # rows, its taps masked to the input's rows and columns.
+    for height in (1, 2, 3):
+        for width in (1, 2, 3, 4):
+            for pad_top in range(k // 2 + 1):
+                if height + 2 * pad_top < k:
+                    continue  # no output rows
+                padding = (pad_top, k // 2)
+                x = rng.standard_normal((2, 2, height, width), dtype=np.float32)
+                w = rng.standard_normal((4, 1, k, k), dtype=np.float32)
+                b = rng.standard_normal(4, dtype=np.float32)
+                ref = ref_conv2d(x, w, b, padding=padding, groups=2)
+                got = conv2d(x, w, b, padding=padding, groups=2, algo="depthwise")
+                assert close(got, ref), (height, width, padding)
 
 
 @pytest.mark.parametrize("padding", [(0, 9), (3, 12), (1, 20), (2, (1, 0))])

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "conv/flat_lanes.h"
 #include "conv/phase.h"
 #include "core/buffer.h"
 
@@ -361,10 +362,46 @@ inline void depthwise_plane_rows(const Conv2dArgs& a, const float* x, const floa
   }
 }
 
+// A K x K depthwise filter with stride 1 whose output rows are as wide as its input
+// rows, on flat output positions (flat_lanes.h): a vector of L outputs runs across
+// rows, and tap t reads the input at a fixed flat offset under the lanes `masks`[v *
+// K * K + t] (made once per call by depthwise_flat_masks). K * K masked loads and
+// FMAs per vector. For rows of at most half a vector, where the row kernel's vectors
+// hold one row each and leave most lanes empty (7 of 16 on 7x7 planes). (Two vectors
+// at a time, four FMA chains, measured no faster.)
+template <int K>
+inline void depthwise_plane_flat(const Conv2dArgs& a, const float* x, const float* w, float* y, const Epilogue& epi,
+                                 int64_t co, const unsigned* masks) {
+  constexpr int L = VecF::kWidth, T = K * K;
+  VecF wv[T];
+  int64_t off[T];
+#pragma GCC unroll 32
+  for (int t = 0; t < T; ++t) {
+    wv[t] = VecF::set1(w[t]);
+    off[t] = flat_tap_offset(a.w, t / K, t % K, 1, 1, a.pad_top, a.pad_left);
+  }
+  const int64_t len = a.h_out * a.w_out;
+  for (int64_t q = 0; q < len; q += L, masks += T) {
+    VecF acc[2] = {VecF::zero(), VecF::zero()};  // two FMA chains
+#pragma GCC unroll 32
+    for (int t = 0; t < T; ++t) acc[t % 2] = VecF::fmadd(wv[t], VecF::load_mask(x + q + off[t], masks[t]), acc[t % 2]);
+    apply_epilogue(VecF::add(acc[0], acc[1]), epi, co, 0, L).store_partial(y + q, static_cast<int>(imin(L, len - q)));
+  }
+}
+
+template <int K>
+inline void depthwise_flat_masks(const Conv2dArgs& a, unsigned* masks) {
+  const FlatLanes lanes(a.h, a.w, a.h_out, K, K, 1, 1, a.pad_top, a.pad_left, VecF::kWidth);
+  const int64_t vectors = ceil_div(a.h_out * a.w_out, VecF::kWidth);
+  for (int64_t v = 0; v < vectors; ++v)
+    for (int t = 0; t < K * K; ++t) masks[v * K * K + t] = lanes.tap(v, t / K, t % K);
+}
+
 // The row kernel and its masks for one shape: square 3x3 / 5x5 filters, stride 1 or 2
 // (the same on both axes), no dilation. Chunks are two vectors wide, or one for rows
 // that fit in one vector. Measured faster than the phase-split path on every such
-// MobileNet layer, the 7x7 ones included.
+// MobileNet layer, the 7x7 ones included. Stride-1 planes that keep their row width
+// with rows of at most half a vector take the flat kernel instead.
 using DepthwisePlaneFn = void (*)(const Conv2dArgs&, const float*, const float*, float*, const Epilogue&, int64_t,
                                   const unsigned*);
 struct DepthwiseRowsKernel {
@@ -381,6 +418,8 @@ inline DepthwiseRowsKernel depthwise_rows_kernel_for(const Conv2dArgs& a) {
 
 template <int K, int S>
 inline DepthwiseRowsKernel depthwise_rows_kernel_for_width(const Conv2dArgs& a) {
+  if (S == 1 && a.w_out == a.w && 2 * a.w_out <= VecF::kWidth)
+    return {&depthwise_plane_flat<K>, &depthwise_flat_masks<K>, ceil_div(a.h_out * a.w_out, VecF::kWidth) * K * K};
   return a.w_out <= VecF::kWidth ? depthwise_rows_kernel_for<K, S, 1>(a) : depthwise_rows_kernel_for<K, S, 2>(a);
 }
 
