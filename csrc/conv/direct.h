@@ -391,10 +391,7 @@ inline void depthwise_plane_flat(const Conv2dArgs& a, const float* x, const floa
 
 template <int K>
 inline void depthwise_flat_masks(const Conv2dArgs& a, unsigned* masks) {
-  const FlatLanes lanes(a.h, a.w, a.h_out, K, K, 1, 1, a.pad_top, a.pad_left, VecF::kWidth);
-  const int64_t vectors = ceil_div(a.h_out * a.w_out, VecF::kWidth);
-  for (int64_t v = 0; v < vectors; ++v)
-    for (int t = 0; t < K * K; ++t) masks[v * K * K + t] = lanes.tap(v, t / K, t % K);
+  FlatLanes(a.h, a.w, a.h_out, K, K, 1, 1, a.pad_top, a.pad_left, VecF::kWidth).tap_masks(masks);
 }
 
 // The row kernel and its masks for one shape: square 3x3 / 5x5 filters, stride 1 or 2

@@ -74,14 +74,11 @@ struct FlatPlan {
         taps(a.kh * a.kw),
         offs(taps),
         masks(ceil_div(plane_out, VecF::kWidth) * taps) {
-    const FlatLanes lanes(a.h, a.w, a.h_out, a.kh, a.kw, a.dil_h, a.dil_w, a.pad_top, a.pad_left, VecF::kWidth);
-    const int64_t vectors = ceil_div(plane_out, VecF::kWidth);
+    FlatLanes(a.h, a.w, a.h_out, a.kh, a.kw, a.dil_h, a.dil_w, a.pad_top, a.pad_left, VecF::kWidth)
+        .tap_masks(masks.data());
     for (int64_t i = 0; i < a.kh; ++i)
-      for (int64_t j = 0; j < a.kw; ++j) {
-        const int64_t t = i * a.kw + j;
-        offs.data()[t] = flat_tap_offset(a.w, i, j, a.dil_h, a.dil_w, a.pad_top, a.pad_left);
-        for (int64_t v = 0; v < vectors; ++v) masks.data()[v * taps + t] = lanes.tap(v, i, j);
-      }
+      for (int64_t j = 0; j < a.kw; ++j)
+        offs.data()[i * a.kw + j] = flat_tap_offset(a.w, i, j, a.dil_h, a.dil_w, a.pad_top, a.pad_left);
   }
 };
 

@@ -4,8 +4,8 @@
 // offset flat_tap_offset(...) from q whenever that row and column lie inside the input.
 // Elsewhere the flat offset lands on a neighbouring row (or outside the plane), so the lanes
 // of an output vector that a tap reads from inside the input are a mask per (vector, tap).
-// Shared by the flat direct convolution (direct_flat.h) and the depthwise weight gradient
-// read in place (depthwise_backward.h).
+// Shared by the flat direct convolution (direct_flat.h), the depthwise forward's flat kernel
+// (direct.h) and the depthwise weight gradient read in place (depthwise_backward.h).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -52,6 +52,13 @@ struct FlatLanes {
 
   // The lanes of vector v that tap (i, j) reads from inside the input.
   unsigned tap(int64_t v, int64_t i, int64_t j) const { return rows[v * kh + i] & cols[v * kw + j]; }
+
+  // masks[v * kh * kw + i * kw + j] = tap(v, i, j) for every vector v.
+  void tap_masks(unsigned* masks) const {
+    const int64_t taps = kh * kw, vectors = static_cast<int64_t>(rows.size()) / kh;
+    for (int64_t v = 0; v < vectors; ++v)
+      for (int64_t t = 0; t < taps; ++t) masks[v * taps + t] = tap(v, t / kw, t % kw);
+  }
 };
 
 }  // namespace FC_NS
