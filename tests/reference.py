@@ -1,17 +1,18 @@
 """Plain numpy references (float64), independent of fastconv's kernels.
 
-The convolution references are the benchmark's (``fastconv.bench.reference``: pure
-numpy, vectorised over everything but the filter taps), so that the tests and
-``fastconv-bench`` check answers against one definition.
+The convolution references and max pooling's backward from indices are the benchmark's
+(``fastconv.bench.reference``: pure numpy, vectorised over everything but the filter
+taps), so that the tests and ``fastconv-bench`` check answers against one definition.
 """
 
 import itertools
 
 import numpy as np
 
-from fastconv.bench.reference import conv, conv_backward
+from fastconv.bench.reference import conv, conv_backward, max_pool_backward_at
 
-__all__ = ["conv", "conv_backward", "conv2d", "close", "numerical_grad", "pool_output_size", "pool"]
+__all__ = ["conv", "conv_backward", "max_pool_backward_at", "conv2d", "close", "numerical_grad", "pool_output_size",
+           "pool"]
 
 
 def conv2d(x, w, bias=None, stride=(1, 1), padding=0, dilation=(1, 1), groups=1, activation=None):

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import fastconv
 from fastconv import ops
-from reference import avg_pool_backward, close, numerical_grad, pool
+from reference import avg_pool_backward, close, max_pool_backward_at, numerical_grad, pool
 
 try:
     import torch
@@ -122,16 +122,6 @@ def test_max_pool_without_indices_and_nan(isa, rng):
     assert close(np.nan_to_num(y), np.nan_to_num(ref))
 
 
-def scatter_reference(g, idx, shape):
-    """Max pooling's backward by definition: each gradient added at its index in its plane."""
-    planes = int(np.prod(shape[:2]))
-    out = np.zeros((planes, int(np.prod(shape[2:]))), np.float64)
-    for p, (gp, ip) in enumerate(zip(g.reshape(planes, -1), idx.reshape(planes, -1))):
-        keep = ip >= 0
-        np.add.at(out[p], ip[keep], gp[keep])
-    return out.reshape(shape)
-
-
 # grad_x of 16 MiB or more, planes of at most 256 KiB: built in scratch and streamed out
 # (2-D row by row, so that an index before its window lands behind the rows written).
 @pytest.mark.parametrize("shape,kernel,stride,padding,dtype", [
@@ -152,7 +142,7 @@ def test_max_pool_backward_of_a_large_gradient(isa, shape, kernel, stride, paddi
     flat[picks[:500]] = 0  # before its window: a row already written
     flat[picks[500:1000]] = -1  # no tap inside the input: contributes nothing
     flat[picks[1000:]] = rng.integers(0, int(np.prod(shape[2:])), 1000)  # anywhere in the plane
-    ref = scatter_reference(g, idx, shape)
+    ref = max_pool_backward_at(g, idx, shape)
     before = fastconv.get_num_threads()
     try:
         for threads in (1, 2):

@@ -128,11 +128,19 @@ def max_pool2d(x, kernel: int, stride: int, padding: int):
 
 def max_pool2d_backward(gy, x, kernel: int, stride: int, padding: int):
     _, idx = max_pool2d(x, kernel, stride, padding)
-    n, c = gy.shape[:2]
-    gx = np.zeros((n * c, x.shape[2] * x.shape[3]))
-    rows = np.repeat(np.arange(n * c), idx[0, 0].size)
-    np.add.at(gx, (rows, idx.reshape(-1)), np.asarray(gy, np.float64).reshape(-1))
-    return gx.reshape(x.shape)
+    return max_pool_backward_at(gy, idx, x.shape)
+
+
+def max_pool_backward_at(gy, indices, input_shape):
+    """Max pooling's backward from its indices, any dimensionality: each gradient added, in
+    float64, at its flat index within its plane; index -1 (a window with no input) adds nothing."""
+    planes = int(np.prod(input_shape[:2]))
+    idx = np.asarray(indices).reshape(planes, -1)
+    rows = np.broadcast_to(np.arange(planes)[:, None], idx.shape)
+    keep = idx >= 0
+    gx = np.zeros((planes, int(np.prod(input_shape[2:]))))
+    np.add.at(gx, (rows[keep], idx[keep]), np.asarray(gy, np.float64).reshape(planes, -1)[keep])
+    return gx.reshape(input_shape)
 
 
 def avg_pool2d(x, kernel: int, stride: int, padding: int):
