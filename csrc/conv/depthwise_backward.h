@@ -57,7 +57,7 @@ struct Plane {
   int64_t Wu;       // padded-input columns per phase that hold an input column
   int64_t Wu_len;   // Wu rounded up to whole vectors: a grad_x phase row's length
   int64_t Wd;       // row length of the zero-padded grad_y copy
-  int64_t x_phase_elems;  // the x phase planes; the padded-row scratch follows them
+  int64_t x_phase_elems;  // the x phase planes, the padded-row scratch after them (none where x is not copied)
   int64_t x_elems, dy_elems, dx_elems;
   // The weight gradient's flat form (flat_weight_grad_channel), when grad_w is asked for, with
   // stride_h 1, one filter per channel and at most kFlatTaps taps. The x phase planes then hold
@@ -125,12 +125,15 @@ struct Plane {
     // Room for the full-vector reads of data_grad_row and for every grad_y column.
     Wu_len = round_up(Wu, L);
     Wd = reach + imax(Wu_len + L, Wo);
-    x_phase_elems = per_thread_floats(sw * xrows * Wq);
-    x_elems = x_phase_elems + per_thread_floats(sw * Wq);
     dy_elems = per_thread_floats(mult * Ho * Wd);
     dx_elems = per_thread_floats(sw * Wu_len);
     for (int64_t j = 0; j < kw; ++j) xoff.push_back(((j * dw) % sw) * xrows * Wq + (j * dw) / sw);
     in_place = flat && sw == 1 && Wo == W;
+    // x is copied only by the weight gradient's phase-split form and its flat form's copies: the
+    // rows form and the in-place flat form read x where it lies, the data gradient never reads it.
+    const bool copies_x = weight_grad && !rows_nv && !in_place;
+    x_phase_elems = copies_x ? per_thread_floats(sw * xrows * Wq) : 0;
+    x_elems = copies_x ? x_phase_elems + per_thread_floats(sw * Wq) : 0;
     flat_len = Ho * (in_place ? W : Wq);
     flat_vecs = ceil_div(flat_len, L);
     flat_dy_elems = flat && !in_place ? per_thread_floats(flat_vecs * L) : 0;
