@@ -74,6 +74,9 @@ def algorithms_for(case):
         algos.append("pointwise")
     if case["groups"] == case["c_in"]:
         algos.append("depthwise")
+    if (case["kernel"] == (3, 3) and case["stride"] == (1, 1) and case["dilation"] == (1, 1)
+            and case["groups"] == 1):
+        algos.append("winograd")
     return algos
 
 

@@ -38,7 +38,7 @@ W = np.zeros((6, 4, 3, 3), np.float32)
         (dict(bias=np.zeros(5, np.float32)), ValueError, "bias must have 6 elements"),
         (dict(bias=np.zeros(6, np.float64)), TypeError, "bias has dtype float64 but the input is float32"),
         (dict(activation="gelu"), ValueError, "activation must be None, 'relu' or 'relu6'"),
-        (dict(algo="winograd"), ValueError, "algo must be one of"),
+        (dict(algo="fft"), ValueError, "algo must be one of"),
         (dict(algo="pointwise"), ValueError, "algo='pointwise' needs a 1x1 kernel"),
         (dict(algo="depthwise"), ValueError, "algo='depthwise' needs groups == input channels"),
         (dict(padding=2**40), ValueError, "padding is too large"),

@@ -78,7 +78,7 @@ ConvNdArgs<T> conv_geometry(const py::array& input_like, const py::array& weight
 }
 
 ConvAlgo to_algo(int algo) {
-  if (algo < 0 || algo > 3) throw py::value_error("unknown algorithm code");
+  if (algo < 0 || algo > static_cast<int>(ConvAlgo::winograd)) throw py::value_error("unknown algorithm code");
   return static_cast<ConvAlgo>(algo);
 }
 
@@ -90,6 +90,11 @@ void check_algo(const ConvNdArgs<T>& g, ConvAlgo algo) {
     if (!ok) throw py::value_error("pointwise needs a 1x1 kernel, stride 1 and no padding");
   }
   if (algo == ConvAlgo::depthwise && g.groups != g.c_in) throw py::value_error("depthwise needs groups == input channels");
+  if (algo == ConvAlgo::winograd) {
+    bool ok = g.groups == 1 && g.in[0] == 1 && g.kernel[0] == 1 && g.out[0] == 1;
+    for (int d = 1; d < 3; ++d) ok = ok && g.kernel[d] == 3 && g.stride[d] == 1 && g.dil[d] == 1;
+    if (!ok) throw py::value_error("winograd needs a 2-D 3x3 kernel, stride 1, dilation 1 and groups 1");
+  }
 }
 
 template <class T>

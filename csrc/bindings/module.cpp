@@ -121,5 +121,5 @@ PYBIND11_MODULE(_core, m) {
   m.attr("CACHE_MIN_BYTES") = kCacheMinBytes;
   m.attr("ACTIVATIONS") = py::dict(py::arg("none") = 0, py::arg("relu") = 1, py::arg("relu6") = 2);
   m.attr("ALGORITHMS") = py::dict(py::arg("direct") = 0, py::arg("im2col") = 1, py::arg("pointwise") = 2,
-                                  py::arg("depthwise") = 3);
+                                  py::arg("depthwise") = 3, py::arg("winograd") = 4);
 }

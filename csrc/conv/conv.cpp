@@ -7,6 +7,7 @@
 #include "conv/depthwise_backward.h"
 #include "conv/direct_flat.h"
 #include "conv/direct_weight_grad.h"
+#include "conv/winograd.h"
 
 namespace fastconv {
 namespace FC_NS {
@@ -63,6 +64,7 @@ void conv_forward(const ConvForward<T>& f, ConvAlgo algo) {
     if (is_2d(a.g) && algo == ConvAlgo::pointwise && flat_runs_pointwise(to_conv2d(a))) algo = ConvAlgo::direct;
     if (is_2d(a.g) && algo == ConvAlgo::direct) return conv2d_direct(to_conv2d(a));
     if (is_2d(a.g) && algo == ConvAlgo::depthwise) return conv2d_depthwise(to_conv2d(a));
+    if (is_2d(a.g) && algo == ConvAlgo::winograd) return conv2d_winograd(to_conv2d(a));
   }
   conv_gemm_forward(a);
 }
@@ -108,7 +110,7 @@ static void data_grad_as_forward(const ConvBackward<float>& b, ConvAlgo algo) {
   if (algo != ConvAlgo::depthwise) {
     Conv2dArgs a = to_conv2d(f);
     a.weight_transposed = true;
-    return conv2d_direct(a);
+    return algo == ConvAlgo::winograd && winograd_applies(a) ? conv2d_winograd(a) : conv2d_direct(a);
   }
   const int64_t taps = g.kernel[1] * g.kernel[2];
   Scratch<float> flipped(checked_mul(g.c_out, taps));
@@ -125,7 +127,9 @@ void conv_backward(const ConvBackward<T>& b, ConvAlgo algo) {
   if (a.grad_b) conv_backward_bias(a);
   if constexpr (std::is_same_v<T, float>) {
     // Depthwise with a channel multiplier swaps into a grouped convolution: its own kernel below.
-    const bool as_forward = algo == ConvAlgo::direct || (algo == ConvAlgo::depthwise && a.g.c_out == a.g.c_in);
+    // 'winograd' (the Python layer's choice for the data gradient) runs the rest as 'direct' does.
+    const bool as_forward = algo == ConvAlgo::direct || algo == ConvAlgo::winograd ||
+                            (algo == ConvAlgo::depthwise && a.g.c_out == a.g.c_in);
     if (as_forward && data_grad_is_a_forward(a)) {
       data_grad_as_forward(a, algo);
       a.grad_x = nullptr;
@@ -138,7 +142,8 @@ void conv_backward(const ConvBackward<T>& b, ConvAlgo algo) {
   if constexpr (std::is_same_v<T, float>) {
     // Planes small enough for several images per GEMM (wgrad_images_per_gemm) run faster there:
     // 3x3 512 @7 at batch 8 1.3x, 256 -> 512 @14 stride 2 1.35x, 128 @4 batch 16 1.4x.
-    if (algo == ConvAlgo::direct && a.grad_w && is_2d(a.g) && wgrad_images_per_gemm(a.g, ConvShape<float>(a.g)) == 1) {
+    const bool direct = algo == ConvAlgo::direct || algo == ConvAlgo::winograd;
+    if (direct && a.grad_w && is_2d(a.g) && wgrad_images_per_gemm(a.g, ConvShape<float>(a.g)) == 1) {
       ConvForward<float> f;
       f.g = a.g;
       f.x = a.x;

@@ -36,7 +36,7 @@ struct GemmArgsT {
   int threads = 1;
 };
 
-enum class ConvAlgo : int { direct = 0, im2col = 1, pointwise = 2, depthwise = 3 };
+enum class ConvAlgo : int { direct = 0, im2col = 1, pointwise = 2, depthwise = 3, winograd = 4 };
 
 // NCHW float32 convolution. Output sizes are computed (and checked) by the caller;
 // bottom/right padding is implied by h_out/w_out, which allows PyTorch's asymmetric

@@ -38,6 +38,26 @@ template <class P, class = void>
 constexpr bool kHasInPlace = false;
 template <class P>
 constexpr bool kHasInPlace<P, std::void_t<decltype(std::declval<const P&>().in_place(0, 0))>> = true;
+// A B operand packed once for many products (PackBPacked) hands out its panels as they are.
+template <class P, class = void>
+constexpr bool kHasPacked = false;
+template <class P>
+constexpr bool kHasPacked<P, std::void_t<decltype(std::declval<const P&>().packed(0, 0))>> = true;
+
+// B packed once for the products that share it: for each kGemmKC-deep block of rows, all of
+// B's NR-column slivers (kc x NR each, zero-padded to whole slivers), the blocks one after
+// another, so the panel at (column j0, row p0) is a pointer and gemm_serial copies nothing.
+// Whoever fills it writes that layout (winograd_filters does, as it transforms the filters).
+template <class T>
+struct PackBPacked {
+  using Scalar = T;
+  const T* base;
+  int64_t k, n_padded;
+
+  PackBPacked(const T* b, int64_t k_, int64_t n) : base(b), k(k_), n_padded(round_up(n, gemm_nr<T>())) {}
+  static int64_t elems(int64_t k, int64_t n) { return k * round_up(n, gemm_nr<T>()); }
+  const T* packed(int64_t j0, int64_t p0) const { return base + p0 * n_padded + j0 * imin(kGemmKC, k - p0); }
+};
 
 // Thread-private packing buffers: A block first, then the B panel.
 template <class T>
@@ -67,17 +87,22 @@ void gemm_serial(int64_t m, int64_t n, int64_t k, const PackA& pack_a, const Pac
       // it costs about as much as they do: full slivers are read in place where the packer
       // allows it (only a partial last sliver is packed).
       const T* b_direct = nullptr;
+      const T* b_panel = bbuf;
       int64_t b_rows = NR;
-      if constexpr (kHasInPlace<PackB>) {
-        if (m <= kDirectBMaxM) {
-          b_direct = pack_b.in_place(col0 + jc, pc);
-          b_rows = pack_b.row_stride();
+      if constexpr (kHasPacked<PackB>) {
+        b_panel = pack_b.packed(col0 + jc, pc);
+      } else {
+        if constexpr (kHasInPlace<PackB>) {
+          if (m <= kDirectBMaxM) {
+            b_direct = pack_b.in_place(col0 + jc, pc);
+            b_rows = pack_b.row_stride();
+          }
         }
-      }
-      if (!b_direct) {
-        pack_b(bbuf, col0 + jc, nc, pc, kc);
-      } else if (nc % NR) {
-        pack_b(bbuf + (nc / NR) * NR * kc, col0 + jc + (nc / NR) * NR, nc % NR, pc, kc);  // the partial sliver
+        if (!b_direct) {
+          pack_b(bbuf, col0 + jc, nc, pc, kc);
+        } else if (nc % NR) {
+          pack_b(bbuf + (nc / NR) * NR * kc, col0 + jc + (nc / NR) * NR, nc % NR, pc, kc);  // the partial sliver
+        }
       }
       for (int64_t ic = 0; ic < m; ic += kGemmMC) {
         const int64_t mc = imin(kGemmMC, m - ic);
@@ -85,7 +110,7 @@ void gemm_serial(int64_t m, int64_t n, int64_t k, const PackA& pack_a, const Pac
         for (int64_t jr = 0; jr < nc; jr += NR) {
           const int nr = static_cast<int>(imin(NR, nc - jr));
           const bool direct = b_direct && nr == NR;
-          const T* bs = direct ? b_direct + jr : bbuf + jr * kc;
+          const T* bs = direct ? b_direct + jr : b_panel + jr * kc;
           const int64_t ldb = direct ? b_rows : NR;
           for (int64_t ir = 0; ir < mc; ir += MR) {
             const int mr = static_cast<int>(imin(MR, mc - ir));

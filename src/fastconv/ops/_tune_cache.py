@@ -23,7 +23,7 @@ from .._runtime import backend, get_num_threads
 FORMAT = "fastconv-tune-cache"
 VERSION = 1
 FILENAME = "conv_algos.json"
-_ALGOS = ("direct", "im2col", "pointwise", "depthwise")
+_ALGOS = ("direct", "im2col", "pointwise", "depthwise", "winograd")
 
 _lock = threading.Lock()
 _entries: Optional[Dict[str, str]] = None  # key -> algorithm; None: not read yet

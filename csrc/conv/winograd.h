@@ -1,0 +1,268 @@
+// Winograd F(4x4, 3x3) convolution: 3x3 filters, stride 1, no dilation, one group, float32.
+//
+// The output is cut into 4x4 tiles; tile t reads the 6x6 input patch d at its corner.
+// With the transforms of Lavin & Gray (2016), for every output channel k,
+//   y_tile = A^T [ sum_c (G g_kc G^T) .* (B^T d_c B) ] A,
+// and the sum over c of the 36 element-wise products is 36 independent GEMMs:
+//   M[e] (K x tiles) = U[e] (K x C) * V[e] (C x tiles),  e = one of the 6 x 6 positions,
+// with U = G g G^T (the filters, transformed once per call) and V = B^T d B (the input).
+// That is 36 multiply-adds per tile and channel pair where the direct convolution makes
+// 16 x 9 = 144: a quarter, paid for by the transforms, which are O(C + K) per tile.
+//
+// Each thread takes blocks of consecutive tiles (a block's V and M stay in its L2 and the
+// L3) and for each runs the input transform, the 36 GEMMs and the output transform with
+// the bias and activation; nothing is shared but U. The transforms run with one tile per
+// vector lane, tiles along a row of tiles: the input rows are first split by column
+// phase (x mod 4), so that every value a lane needs is a plain vector load.
+//
+// The transforms' fractions (1/4, 1/6, 1/24 in G) cost accuracy: the sum over c runs in
+// float32 on transformed values up to ~6x the inputs' size, so the error is a few times the
+// direct kernel's (tests/test_winograd.py bounds it against the float64 reference).
+#pragma once
+#include <omp.h>
+
+#include <cstdint>
+
+#include "core/params.h"
+#include "gemm/driver.h"
+#include "simd/vec.h"
+
+namespace fastconv {
+namespace FC_NS {
+
+constexpr int kWinoM = 4, kWinoA = 6, kWinoE = kWinoA * kWinoA;
+// Bytes of a block's V and M together (per thread): about the L2 of a Zen 4 core and a share
+// of the L3.
+constexpr int64_t kWinoBlockBytes = int64_t{3} << 19;
+
+inline bool winograd_applies(const Conv2dArgs& a) {
+  return a.kh == 3 && a.kw == 3 && a.stride_h == 1 && a.stride_w == 1 && a.dil_h == 1 && a.dil_w == 1 &&
+         a.groups == 1 && a.h_out > 0 && a.w_out > 0;
+}
+
+// o = B^T d for one column of six values (each a vector of tiles).
+template <class V>
+inline void winograd_input_1d(const V* d, int ds, V* o, int os) {
+  const V four = V::set1(4.0f), five = V::set1(5.0f), two = V::set1(2.0f);
+  const V d0 = d[0], d1 = d[ds], d2 = d[2 * ds], d3 = d[3 * ds], d4 = d[4 * ds], d5 = d[5 * ds];
+  const V t1 = V::sub(d4, V::mul(four, d2)), t2 = V::sub(d3, V::mul(four, d1));
+  const V t3 = V::sub(d4, d2), t4 = V::mul(two, V::sub(d3, d1));
+  o[0] = V::fmadd(four, d0, V::sub(d4, V::mul(five, d2)));
+  o[os] = V::add(t1, t2);
+  o[2 * os] = V::sub(t1, t2);
+  o[3 * os] = V::add(t3, t4);
+  o[4 * os] = V::sub(t3, t4);
+  o[5 * os] = V::fmadd(four, d1, V::sub(d5, V::mul(five, d3)));
+}
+
+// o = A^T m for six values -> four.
+template <class V>
+inline void winograd_output_1d(const V* m, int ms, V* o, int os) {
+  const V a = V::add(m[ms], m[2 * ms]), b = V::sub(m[ms], m[2 * ms]);
+  const V c = V::add(m[3 * ms], m[4 * ms]), d = V::sub(m[3 * ms], m[4 * ms]);
+  o[0] = V::add(V::add(m[0], a), c);
+  o[os] = V::fmadd(V::set1(2.0f), d, b);
+  o[2 * os] = V::fmadd(V::set1(4.0f), c, a);
+  o[3 * os] = V::add(V::fmadd(V::set1(8.0f), d, b), m[5 * ms]);
+}
+
+// o = G g for one column of three values (each a vector of filters): six values.
+template <class V>
+inline void winograd_filter_1d(const V* g, int gs, V* o, int os) {
+  const V g0 = g[0], g1 = g[gs], g2 = g[2 * gs];
+  const V even = V::add(g0, g2), sixth = V::set1(-1.0f / 6);
+  const V q = V::fmadd(V::set1(1.0f / 24), g0, V::mul(V::set1(1.0f / 6), g2)), h = V::mul(V::set1(1.0f / 12), g1);
+  o[0] = V::mul(V::set1(0.25f), g0);
+  o[os] = V::mul(sixth, V::add(even, g1));
+  o[2 * os] = V::mul(sixth, V::sub(even, g1));
+  o[3 * os] = V::add(q, h);
+  o[4 * os] = V::sub(q, h);
+  o[5 * os] = g2;
+}
+
+// The tiles of a call and how they are numbered: t = (image * tiles_h + tile row) * tiles_w + tile column.
+struct WinoTiles {
+  int64_t th, tw, per_image, total;
+  explicit WinoTiles(const Conv2dArgs& a)
+      : th(ceil_div(a.h_out, kWinoM)), tw(ceil_div(a.w_out, kWinoM)), per_image(th * tw), total(a.n * th * tw) {}
+  // Calls fn(image, tile row, first column, columns, index of the first within [t0, t1)) for each
+  // run of tiles of [t0, t1) along a row of tiles.
+  template <class Fn>
+  void for_each_run(int64_t t0, int64_t t1, Fn fn) const {
+    for (int64_t t = t0; t < t1;) {
+      const int64_t img = t / per_image, row = (t % per_image) / tw, col = t % tw;
+      const int64_t cols = imin(tw - col, t1 - t);
+      fn(img, row, col, cols, t - t0);
+      t += cols;
+    }
+  }
+};
+
+// U[e] (C x K) = G g G^T for every filter g = (k, c), written straight into the GEMM's
+// packed layout (PackBPacked, `panel` floats per e), a vector of output channels at a time:
+// their taps are first gathered tap-major into `taps` (9 x C x K floats). With
+// a.weight_transposed, filter (k, c) is weight[c][k] flipped.
+inline void winograd_filters(const Conv2dArgs& a, float* taps, float* U, int64_t panel) {
+  using V = VecF;
+  constexpr int L = V::kWidth, NR = gemm_nr<float>();
+  const int64_t K = a.c_out, C = a.c_in, KC = K * C, k_padded = round_up(K, NR);
+#pragma omp parallel num_threads(a.threads)
+  {
+    // Filters (k, .) lie 9 * C floats apart: a vector of them at a time, so that only that many
+    // rows (and pages) are read at once.
+#pragma omp for schedule(static)
+    for (int64_t k0 = 0; k0 < K; k0 += L)
+      for (int64_t c = 0; c < C; ++c)
+        for (int t = 0; t < 9; ++t)
+          for (int64_t k = k0; k < imin(K, k0 + L); ++k)
+            taps[t * KC + c * K + k] =
+                a.weight_transposed ? a.weight[(c * K + k) * 9 + 8 - t] : a.weight[(k * C + c) * 9 + t];
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t pc = c / kGemmKC * kGemmKC, kc = imin(kGemmKC, C - pc);
+      float* row = U + pc * k_padded + (c - pc) * NR;  // row c of the first sliver
+      for (int64_t k0 = 0; k0 < k_padded; k0 += L) {
+        const int64_t n = imax(0, imin(L, K - k0));  // lanes past K: zeros, the slivers' padding
+        V g[9], t[kWinoA * 3], u[kWinoE];
+        for (int i = 0; i < 9; ++i) g[i] = n ? load_n<V>(taps + i * KC + c * K + k0, n) : V::zero();
+        for (int j = 0; j < 3; ++j) winograd_filter_1d(g + j, 3, t + j, 3);               // G g: 6 x 3
+        for (int i = 0; i < kWinoA; ++i) winograd_filter_1d(t + i * 3, 1, u + i * kWinoA, 1);  // (G g) G^T
+        float* dst = row + (k0 / NR) * kc * NR + k0 % NR;
+        for (int e = 0; e < kWinoE; ++e) u[e].store(dst + e * panel);
+      }
+    }
+  }
+}
+
+// V[e][c][tb .. tb + cols) for one run of tiles and channel c: the input rows split by column
+// phase into `split` (6 rows x 4 phases x `stride` floats), then the transform per lane.
+inline void winograd_input_run(const Conv2dArgs& a, const float* plane, int64_t row, int64_t col, int64_t cols,
+                               float* split, int64_t stride, float* v, int64_t v_stride) {
+  using V = VecF;
+  constexpr int L = V::kWidth;
+  // Lane j holds input columns x0 + 4 j .. x0 + 4 j + 3 (j <= cols: the last tile's columns 4
+  // and 5 are the next lane's 0 and 1). Lanes [lo, hi) lie inside the row: a plain
+  // de-interleaving copy; the others test each column.
+  const int64_t x0 = col * kWinoM - a.pad_left, last = a.w - kWinoM - x0;
+  const int64_t lo = imin(cols + 1, imax(0, ceil_div(-x0, kWinoM)));
+  const int64_t hi = imax(lo, imin(cols + 1, last < 0 ? 0 : last / kWinoM + 1));
+  for (int r = 0; r < kWinoA; ++r) {
+    const int64_t y = row * kWinoM - a.pad_top + r;
+    float* __restrict ph = split + r * kWinoM * stride;
+    if (y < 0 || y >= a.h) {
+      for (int p = 0; p < kWinoM; ++p) fill_floats(ph + p * stride, 0.0f, cols + 1);
+      continue;
+    }
+    const float* __restrict src = plane + y * a.w;
+    for (int64_t j = lo; j < hi; ++j) {
+      const float* s4 = src + x0 + kWinoM * j;
+      ph[j] = s4[0];
+      ph[stride + j] = s4[1];
+      ph[2 * stride + j] = s4[2];
+      ph[3 * stride + j] = s4[3];
+    }
+    const auto edge = [&](int64_t j) {
+      for (int p = 0; p < kWinoM; ++p) {
+        const int64_t x = x0 + kWinoM * j + p;
+        ph[p * stride + j] = x >= 0 && x < a.w ? src[x] : 0.0f;
+      }
+    };
+    for (int64_t j = 0; j < lo; ++j) edge(j);
+    for (int64_t j = hi; j <= cols; ++j) edge(j);
+  }
+  for (int64_t j = 0; j < cols; j += L) {
+    V d[kWinoE], t[kWinoE];
+    for (int r = 0; r < kWinoA; ++r)
+      for (int i = 0; i < kWinoA; ++i)
+        d[r * kWinoA + i] = V::load(split + (r * kWinoM + i % kWinoM) * stride + j + i / kWinoM);
+    for (int r = 0; r < kWinoA; ++r) winograd_input_1d(d + r * kWinoA, 1, t + r * kWinoA, 1);    // d B, per row
+    for (int i = 0; i < kWinoA; ++i) winograd_input_1d(t + i, kWinoA, d + i, kWinoA);            // B^T (d B)
+    const int64_t n = imin(L, cols - j);
+    for (int e = 0; e < kWinoE; ++e) store_n(d[e], v + e * v_stride + j, n);
+  }
+}
+
+// y for one run of tiles from M[e][tb ..][k] (rows of K): per tile, a vector of output
+// channels at a time, the inverse transform, bias and activation, then each lane's 4x4
+// outputs written to its plane (through out16, 16 x L floats).
+inline void winograd_output_run(const Conv2dArgs& a, const float* m, int64_t m_stride, float* y_image, int64_t row,
+                                int64_t col, int64_t cols, float* out16) {
+  using V = VecF;
+  constexpr int L = V::kWidth;
+  const int64_t K = a.c_out, plane = a.h_out * a.w_out, y0 = row * kWinoM;
+  const int rows = static_cast<int>(imin(kWinoM, a.h_out - y0));
+  for (int64_t j = 0; j < cols; ++j) {
+    const int64_t x0 = (col + j) * kWinoM;
+    const int w = static_cast<int>(imin(kWinoM, a.w_out - x0));
+    float* corner = y_image + y0 * a.w_out + x0;
+    for (int64_t k0 = 0; k0 < K; k0 += L) {
+      const int64_t n = imin(L, K - k0);
+      V s[kWinoE], t[kWinoM * kWinoA];
+      for (int e = 0; e < kWinoE; ++e) s[e] = load_n<V>(m + e * m_stride + j * K + k0, n);
+      const V b = a.bias ? load_n<V>(a.bias + k0, n) : V::zero();
+      for (int i = 0; i < kWinoA; ++i) winograd_output_1d(s + i, kWinoA, t + i, kWinoA);  // A^T s: 4 x 6
+      for (int r = 0; r < rows; ++r) {
+        V o[kWinoM];
+        winograd_output_1d(t + r * kWinoA, 1, o, 1);  // (A^T s) A: one output row of the tile
+        for (int i = 0; i < kWinoM; ++i) apply_activation(V::add(o[i], b), a.act).store(out16 + (r * kWinoM + i) * L);
+      }
+      for (int64_t l = 0; l < n; ++l) {
+        float* dst = corner + (k0 + l) * plane;
+        for (int r = 0; r < rows; ++r)
+          for (int i = 0; i < w; ++i) dst[r * a.w_out + i] = out16[(r * kWinoM + i) * L + l];
+      }
+    }
+  }
+}
+
+inline void conv2d_winograd(const Conv2dArgs& a) {
+  const int64_t K = a.c_out, C = a.c_in;
+  const WinoTiles tiles(a);
+  constexpr int L = VecF::kWidth;
+  const int64_t panel = PackBPacked<float>::elems(C, K);
+  Scratch<float> U(checked_mul(kWinoE, panel));
+  {
+    Scratch<float> taps(checked_mul(9, K * C));
+    winograd_filters(a, taps.data(), U.data(), panel);
+  }
+  // Blocks of at most kWinoBlockBytes, as many for each thread, of equal size.
+  const int64_t fit = imax(kGemmMR, kWinoBlockBytes / (kWinoE * (C + K) * int64_t(sizeof(float))));
+  const int64_t block = ceil_div(tiles.total, round_up(ceil_div(tiles.total, fit), a.threads));
+  const int64_t blocks = ceil_div(tiles.total, block);
+  const int threads = static_cast<int>(imin(a.threads, blocks));
+  const int64_t split_stride = round_up(tiles.tw + 1, L) + L;
+  const int64_t per_thread = checked_mul(kWinoE * (C + K), block) + kWinoA * kWinoM * split_stride +
+                             kWinoM * kWinoM * L + gemm_scratch_per_thread<float>();
+  Scratch<float> scratch(checked_mul(threads, per_thread));
+  const Epilogue none;
+#pragma omp parallel num_threads(threads)
+  {
+    float* v = scratch.data() + omp_get_thread_num() * per_thread;
+    float* m = v + kWinoE * C * block;
+    float* split = m + kWinoE * K * block;
+    float* out16 = split + kWinoA * kWinoM * split_stride;
+    float* gemm_buf = out16 + kWinoM * kWinoM * L;
+    fill_floats(split, 0.0f, kWinoA * kWinoM * split_stride);  // lanes past a run read these
+#pragma omp for schedule(static)
+    for (int64_t bi = 0; bi < blocks; ++bi) {
+      const int64_t t0 = bi * block, t1 = imin(tiles.total, t0 + block), nt = t1 - t0;
+      tiles.for_each_run(t0, t1, [&](int64_t img, int64_t row, int64_t col, int64_t cols, int64_t tb) {
+        for (int64_t c = 0; c < C; ++c)
+          winograd_input_run(a, a.x + (img * C + c) * a.h * a.w, row, col, cols, split, split_stride,
+                             v + c * block + tb, C * block);
+      });
+      // M[e] (tiles x K) = V[e]^T (tiles x C) * U[e] (C x K); zero without input channels.
+      if (C == 0) fill_floats(m, 0.0f, kWinoE * K * block);
+      for (int e = 0; e < kWinoE && C > 0; ++e)
+        gemm_serial(nt, K, C, PackAStrided<float>{v + e * C * block, 1, block},
+                    PackBPacked<float>(U.data() + e * panel, C, K), m + e * block * K, K, none, 0, 0,
+                    GemmScratch<float>(gemm_buf));
+      tiles.for_each_run(t0, t1, [&](int64_t img, int64_t row, int64_t col, int64_t cols, int64_t tb) {
+        winograd_output_run(a, m + tb * K, block * K, a.y + img * K * a.h_out * a.w_out, row, col, cols, out16);
+      });
+    }
+  }
+}
+
+}  // namespace FC_NS
+}  // namespace fastconv
