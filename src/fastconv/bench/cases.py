@@ -22,6 +22,7 @@ import numpy as np
 from .. import Tensor, manual_seed, models, nn, no_grad, ops, optim
 from ..analysis import summary
 from ..ops._device import is_gpu_like
+from ..ops.conv import _Conv
 from ..ops.conv import conv2d_output_shape
 from . import reference as ref
 
@@ -252,8 +253,11 @@ class ConvCase(Case):
         p = Prepared(fastconv=lambda: ops.conv2d_backward(dgy, dx, dw, **kw),
                      reference=lambda: list(ref.conv_backward(gy, x, w, **kw)),
                      # On the CPU each gradient takes the direct kernel or the GEMM, whichever
-                     # measured faster for its shape (csrc/conv/direct_weight_grad.h, conv.cpp).
-                     algo="depthwise" if self.depthwise else ("gemm" if place.device == "cuda" else "dir|gemm"))
+                     # measured faster for its shape (csrc/conv/direct_weight_grad.h, conv.cpp),
+                     # and the data gradient Winograd where its rule picks it ("wino,dir|gemm").
+                     algo="depthwise" if self.depthwise else ("gemm" if place.device == "cuda" else (
+                         "wino,dir|gemm" if _Conv(2, x, w, self.stride, self.padding, 1, self.groups).backward_algo()
+                         == "winograd" else "dir|gemm")))
         if torch is not None:
             tx, tw, tgy = place.tensors(torch, x, w, gy)
             s, pad = [self.stride] * 2, [self.padding] * 2

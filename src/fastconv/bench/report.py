@@ -37,7 +37,8 @@ GPU_SUITE_TITLES = {
 
 LEGEND = (
     "ratio = PyTorch median / fastconv median (> 1: fastconv faster); same threads, calls alternated.\n"
-    "%lim = fraction of this machine's limit, measured in the same run: the SGEMM peak for GF/s rows;\n"
+    "%lim = fraction of this machine's limit, measured in the same run: the SGEMM peak for GF/s rows\n"
+    "(GF/s count the direct convolution's FLOPs, so Winograd rows, which make fewer, can pass 100%);\n"
     "for GB/s rows (compulsory traffic: inputs read and outputs written once) a parallel copy of as\n"
     "many bytes. IQR% = inter-quartile range / median. max err = max |fastconv - float64 reference|\n"
     "(numpy definitions; for models, the model in float64, its training step's loss); '!' marks an\n"
