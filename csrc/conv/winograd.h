@@ -4,16 +4,19 @@
 // With the transforms of Lavin & Gray (2016), for every output channel k,
 //   y_tile = A^T [ sum_c (G g_kc G^T) .* (B^T d_c B) ] A,
 // and the sum over c of the 36 element-wise products is 36 independent GEMMs:
-//   M[e] (K x tiles) = U[e] (K x C) * V[e] (C x tiles),  e = one of the 6 x 6 positions,
-// with U = G g G^T (the filters, transformed once per call) and V = B^T d B (the input).
-// That is 36 multiply-adds per tile and channel pair where the direct convolution makes
-// 16 x 9 = 144: a quarter, paid for by the transforms, which are O(C + K) per tile.
+//   M[e] (tiles x K) = V[e]^T (tiles x C) * U[e] (C x K),  e = one of the 6 x 6 positions,
+// with U = G g G^T (the filters, transformed once per call, straight into the GEMM's packed
+// layout) and V = B^T d B (the input). That is 36 multiply-adds per tile and channel pair
+// where the direct convolution makes 16 x 9 = 144: a quarter, paid for by the transforms,
+// which are O(C + K) per tile, and the filters' O(C K) per call. (Tiles are the GEMM's rows,
+// so a call with few tiles still fills the micro-kernel's wide columns with channels.)
 //
 // Each thread takes blocks of consecutive tiles (a block's V and M stay in its L2 and the
 // L3) and for each runs the input transform, the 36 GEMMs and the output transform with
-// the bias and activation; nothing is shared but U. The transforms run with one tile per
-// vector lane, tiles along a row of tiles: the input rows are first split by column
-// phase (x mod 4), so that every value a lane needs is a plain vector load.
+// the bias and activation; nothing is shared but U. The input transform holds one tile per
+// vector lane, tiles along a row of tiles: the input rows are first split by column phase
+// (x mod 4), so that every value a lane needs is a plain vector load. The output transform
+// holds one output channel per lane (M's rows), then writes each lane's 4x4 to its plane.
 //
 // The transforms' fractions (1/4, 1/6, 1/24 in G) cost accuracy: the sum over c runs in
 // float32 on transformed values up to ~6x the inputs' size, so the error is a few times the

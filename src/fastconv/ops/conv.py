@@ -181,7 +181,7 @@ class _Conv:
                 and self.groups == 1)
 
     def backward_algo(self) -> str:
-        """The kernel family of the backward pass: 'depthwise'; 'winograd' where the data gradient
+        """The kernel family of the backward pass: 'depthwise'; 'winograd' (CPU) where the data gradient
         (a stride-1 convolution of grad_output, padded by 2 - padding) is one that
         :func:`_winograd_wins` picks, the rest as 'direct'; 'direct' for other 1-D/2-D (float32
         runs the direct kernels wherever they beat the GEMM, which runs the rest; a 1x1
@@ -191,7 +191,7 @@ class _Conv:
         if self.nd == 3:
             return "im2col"
         if (self.dtype == np.float32 and self.is_winograd_shape() and max(self.pad_before) <= 2
-                and _winograd_wins(self.x.shape[0], self.c_out, self.c_in, *self.x.shape[2:])):
+                and not _device.is_gpu_like(self.x) and _winograd_wins(self.x.shape[0], self.c_out, self.c_in, *self.x.shape[2:])):
             return "winograd"
         return "direct"
 
@@ -403,10 +403,11 @@ def conv2d(
     ``'im2col'`` (explicit im2col buffer + packed GEMM), ``'pointwise'`` (1x1, stride
     1, no padding: a GEMM with no im2col; on AVX-512, planes of at most 256 positions (784
     at batch 1) with 24+ input channels run on the flat direct kernel, which beats the GEMM
-    there) or ``'depthwise'`` (groups == C_in, any
-    channel multiplier). Every algorithm gives the same answer where it applies; one
-    asked for a shape it cannot handle raises ``ValueError``. float64 runs every
-    algorithm on the GEMM.
+    there), ``'depthwise'`` (groups == C_in, any channel multiplier) or ``'winograd'``
+    (Winograd F(4x4, 3x3): 3x3, stride 1, dilation 1, groups 1; a quarter of the
+    multiply-adds, an error a few times the direct kernel's; CPU only). Every algorithm
+    gives the same answer where it applies (within float32 rounding); one asked for a
+    shape it cannot handle raises ``ValueError``. float64 runs every algorithm on the GEMM.
 
     Returns:
         (N, C_out, H_out, W_out) array of the input's dtype.
