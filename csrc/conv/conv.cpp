@@ -110,7 +110,9 @@ static void data_grad_as_forward(const ConvBackward<float>& b, ConvAlgo algo) {
   if (algo != ConvAlgo::depthwise) {
     Conv2dArgs a = to_conv2d(f);
     a.weight_transposed = true;
-    return algo == ConvAlgo::winograd && winograd_applies(a) ? conv2d_winograd(a) : conv2d_direct(a);
+    // 'winograd' comes only for a 3x3, stride-1, undilated, single-group convolution (check_algo),
+    // and so is this one.
+    return algo == ConvAlgo::winograd ? conv2d_winograd(a) : conv2d_direct(a);
   }
   const int64_t taps = g.kernel[1] * g.kernel[2];
   Scratch<float> flipped(checked_mul(g.c_out, taps));

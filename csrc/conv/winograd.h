@@ -38,11 +38,6 @@ constexpr int kWinoM = 4, kWinoA = 6, kWinoE = kWinoA * kWinoA;
 // of the L3.
 constexpr int64_t kWinoBlockBytes = int64_t{3} << 19;
 
-inline bool winograd_applies(const Conv2dArgs& a) {
-  return a.kh == 3 && a.kw == 3 && a.stride_h == 1 && a.stride_w == 1 && a.dil_h == 1 && a.dil_w == 1 &&
-         a.groups == 1 && a.h_out > 0 && a.w_out > 0;
-}
-
 // o = B^T d for one column of six values (each a vector of tiles).
 template <class V>
 inline void winograd_input_1d(const V* d, int ds, V* o, int os) {
@@ -254,12 +249,16 @@ inline void conv2d_winograd(const Conv2dArgs& a) {
           winograd_input_run(a, a.x + (img * C + c) * a.h * a.w, row, col, cols, split, split_stride,
                              v + c * block + tb, C * block);
       });
-      // M[e] (tiles x K) = V[e]^T (tiles x C) * U[e] (C x K); zero without input channels.
-      if (C == 0) fill_floats(m, 0.0f, kWinoE * K * block);
-      for (int e = 0; e < kWinoE && C > 0; ++e)
-        gemm_serial(nt, K, C, PackAStrided<float>{v + e * C * block, 1, block},
-                    PackBPacked<float>(U.data() + e * panel, C, K), m + e * block * K, K, none, 0, 0,
-                    GemmScratch<float>(gemm_buf));
+      // M[e] (tiles x K) = V[e]^T (tiles x C) * U[e] (C x K); zero without input channels (an
+      // empty sum, where gemm_serial writes nothing).
+      if (C == 0) {
+        fill_floats(m, 0.0f, kWinoE * K * block);
+      } else {
+        for (int e = 0; e < kWinoE; ++e)
+          gemm_serial(nt, K, C, PackAStrided<float>{v + e * C * block, 1, block},
+                      PackBPacked<float>(U.data() + e * panel, C, K), m + e * block * K, K, none, 0, 0,
+                      GemmScratch<float>(gemm_buf));
+      }
       tiles.for_each_run(t0, t1, [&](int64_t img, int64_t row, int64_t col, int64_t cols, int64_t tb) {
         winograd_output_run(a, m + tb * K, block * K, a.y + img * K * a.h_out * a.w_out, row, col, cols, out16);
       });

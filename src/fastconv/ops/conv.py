@@ -190,10 +190,18 @@ class _Conv:
             return "depthwise"
         if self.nd == 3:
             return "im2col"
-        if (self.dtype == np.float32 and self.is_winograd_shape() and max(self.pad_before) <= 2
-                and not _device.is_gpu_like(self.x) and _winograd_wins(self.x.shape[0], self.c_out, self.c_in, *self.x.shape[2:])):
-            return "winograd"
-        return "direct"
+        return "winograd" if self.winograd_picked(data_gradient=True) else "direct"
+
+    def winograd_picked(self, data_gradient: bool = False) -> bool:
+        """Whether ``algo='auto'`` runs Winograd for this convolution (float32 on the CPU, Winograd's
+        shape, :func:`_winograd_wins`), or with ``data_gradient`` for its data gradient: the
+        stride-1 convolution grad_output -> grad_input over the input's plane, padded by 2 - padding."""
+        if self.dtype != np.float32 or not self.is_winograd_shape() or _device.is_gpu_like(self.x):
+            return False
+        n = self.x.shape[0]
+        if data_gradient:
+            return max(self.pad_before) <= 2 and _winograd_wins(n, self.c_out, self.c_in, *self.x.shape[2:])
+        return _winograd_wins(n, self.c_in, self.c_out, *self.out_shape[2:])
 
     def unsupported(self, algo: str) -> Optional[str]:
         """Why ``algo`` (not 'auto') cannot run this convolution, or None if it can."""
@@ -289,8 +297,7 @@ def _heuristic_algo(conv: _Conv) -> str:
         return "pointwise"
     if conv.is_unpadded_1x1():  # with a stride
         return "im2col"
-    if conv.dtype == np.float32 and conv.is_winograd_shape() and _winograd_wins(conv.x.shape[0], conv.c_in,
-                                                                                 conv.c_out, *conv.out_shape[2:]):
+    if conv.winograd_picked():
         return "winograd"
     return "im2col" if conv.nd == 3 else "direct"
 
@@ -303,10 +310,11 @@ def _winograd_wins(n: int, c_in: int, c_out: int, h_out: int, w_out: int) -> boo
     output tile per output channel, and pads the plane to whole tiles. So it needs at least 64
     channels on both sides, at least 48 tiles in the batch, and planes of at least 28 x 28
     (14 x 14 from 128 channels). Measured against algo='direct' (in-process, alternated, 2
-    threads, AVX-512): 64 @56 1.44x, 128 @28 1.23x, 64->128 @56 1.76x, 128->64 @28 1.00x,
-    VGG 64 @224 1.94x, 64 @56 batch 32 1.53x, 256 @14 batch 4 1.12x and batch 8 1.24x; left on
-    the direct kernel: 256 @14 batch 1 (16 tiles) 0.51x, 512 @7 batch 16 0.91x, 64 @16 batch 8
-    0.91x, 96 @20 0.72x, 32 @112 1.11x, 16 @112 0.58x, 3->64 @224 0.67x.
+    threads, AVX-512): 64 @56 1.44x, 128 @28 1.30-1.34x, 64->128 @56 1.56x, 128->64 @28 1.16x,
+    VGG 64 @224 1.67-2.07x, 64 @56 batch 32 1.46x, 128 @28 batch 2 1.46x, 256 @14 batch 4 1.13x
+    and batch 8 1.31x; left on the direct kernel: 256 @14 batch 1 (16 tiles) 0.58x, 512 @7
+    batch 16 0.89x, 64 @16 batch 8 1.06x, 96 @20 0.81x, 128 @16 0.83x, 32 @112 0.90x,
+    16 @112 0.53x, 3->64 @224 0.48x.
     """
     tiles = n * -(-h_out // 4) * -(-w_out // 4)
     if min(c_in, c_out) < 64 or tiles < 48:
