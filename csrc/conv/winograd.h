@@ -37,6 +37,10 @@ constexpr int kWinoM = 4, kWinoA = 6, kWinoE = kWinoA * kWinoA;
 // Bytes of a block's V and M together (per thread): about the L2 of a Zen 4 core and a share
 // of the L3.
 constexpr int64_t kWinoBlockBytes = int64_t{3} << 19;
+// One cache line of floats: the skew between the arrays of the 36 positions. A transform's 36
+// loads or stores then fall in different cache sets, where a power of two apart they would
+// all fall in one (as V[e] does at 256 channels and 16 tiles a block: 16 KiB apart).
+constexpr int64_t kCacheLineFloats = 16;
 
 // o = B^T d for one column of six values (each a vector of tiles).
 template <class V>
@@ -76,6 +80,23 @@ inline void winograd_filter_1d(const V* g, int gs, V* o, int os) {
   o[3 * os] = V::add(q, h);
   o[4 * os] = V::sub(q, h);
   o[5 * os] = g2;
+}
+
+// Splits the 4 `lanes` values at src by phase (lanes <= L): lane j of ph[p] = src[4 j + p],
+// for ph + p * stride .. + L (lanes past `lanes`: zero). Reads nothing past src + 4 lanes.
+template <class V>
+inline void winograd_split4(const float* src, int64_t lanes, float* ph, int64_t stride) {
+  constexpr int L = V::kWidth;
+  V q[kWinoM], e0, o0, e1, o1, p[kWinoM];
+  for (int i = 0; i < kWinoM; ++i) {
+    const int64_t n = kWinoM * lanes - i * L;
+    q[i] = n >= L ? V::load(src + i * L) : n > 0 ? V::load_partial(src + i * L, static_cast<int>(n)) : V::zero();
+  }
+  V::deinterleave2(q[0], q[1], &e0, &o0);
+  V::deinterleave2(q[2], q[3], &e1, &o1);
+  V::deinterleave2(e0, e1, &p[0], &p[2]);
+  V::deinterleave2(o0, o1, &p[1], &p[3]);
+  for (int i = 0; i < kWinoM; ++i) p[i].store(ph + i * stride);
 }
 
 // The tiles of a call and how they are numbered: t = (image * tiles_h + tile row) * tiles_w + tile column.
@@ -152,13 +173,7 @@ inline void winograd_input_run(const Conv2dArgs& a, const float* plane, int64_t 
       continue;
     }
     const float* __restrict src = plane + y * a.w;
-    for (int64_t j = lo; j < hi; ++j) {
-      const float* s4 = src + x0 + kWinoM * j;
-      ph[j] = s4[0];
-      ph[stride + j] = s4[1];
-      ph[2 * stride + j] = s4[2];
-      ph[3 * stride + j] = s4[3];
-    }
+    for (int64_t j = lo; j < hi; j += L) winograd_split4<V>(src + x0 + kWinoM * j, imin(L, hi - j), ph + j, stride);
     const auto edge = [&](int64_t j) {
       for (int p = 0; p < kWinoM; ++p) {
         const int64_t x = x0 + kWinoM * j + p;
@@ -229,15 +244,17 @@ inline void conv2d_winograd(const Conv2dArgs& a) {
   const int64_t blocks = ceil_div(tiles.total, block);
   const int threads = static_cast<int>(imin(a.threads, blocks));
   const int64_t split_stride = round_up(tiles.tw + 1, L) + L;
-  const int64_t per_thread = checked_mul(kWinoE * (C + K), block) + kWinoA * kWinoM * split_stride +
+  // V[e] and M[e] lie a cache line more than whole rows apart (see kCacheLineFloats).
+  const int64_t ev = C * block + kCacheLineFloats, em = K * block + kCacheLineFloats;
+  const int64_t per_thread = checked_mul(kWinoE, ev + em) + kWinoA * kWinoM * split_stride +
                              kWinoM * kWinoM * L + gemm_scratch_per_thread<float>();
   Scratch<float> scratch(checked_mul(threads, per_thread));
   const Epilogue none;
 #pragma omp parallel num_threads(threads)
   {
     float* v = scratch.data() + omp_get_thread_num() * per_thread;
-    float* m = v + kWinoE * C * block;
-    float* split = m + kWinoE * K * block;
+    float* m = v + kWinoE * ev;
+    float* split = m + kWinoE * em;
     float* out16 = split + kWinoA * kWinoM * split_stride;
     float* gemm_buf = out16 + kWinoM * kWinoM * L;
     fill_floats(split, 0.0f, kWinoA * kWinoM * split_stride);  // lanes past a run read these
@@ -247,20 +264,20 @@ inline void conv2d_winograd(const Conv2dArgs& a) {
       tiles.for_each_run(t0, t1, [&](int64_t img, int64_t row, int64_t col, int64_t cols, int64_t tb) {
         for (int64_t c = 0; c < C; ++c)
           winograd_input_run(a, a.x + (img * C + c) * a.h * a.w, row, col, cols, split, split_stride,
-                             v + c * block + tb, C * block);
+                             v + c * block + tb, ev);
       });
       // M[e] (tiles x K) = V[e]^T (tiles x C) * U[e] (C x K); zero without input channels (an
       // empty sum, where gemm_serial writes nothing).
       if (C == 0) {
-        fill_floats(m, 0.0f, kWinoE * K * block);
+        fill_floats(m, 0.0f, kWinoE * em);
       } else {
         for (int e = 0; e < kWinoE; ++e)
-          gemm_serial(nt, K, C, PackAStrided<float>{v + e * C * block, 1, block},
-                      PackBPacked<float>(U.data() + e * panel, C, K), m + e * block * K, K, none, 0, 0,
+          gemm_serial(nt, K, C, PackAStrided<float>{v + e * ev, 1, block},
+                      PackBPacked<float>(U.data() + e * panel, C, K), m + e * em, K, none, 0, 0,
                       GemmScratch<float>(gemm_buf));
       }
       tiles.for_each_run(t0, t1, [&](int64_t img, int64_t row, int64_t col, int64_t cols, int64_t tb) {
-        winograd_output_run(a, m + tb * K, block * K, a.y + img * K * a.h_out * a.w_out, row, col, cols, out16);
+        winograd_output_run(a, m + tb * K, em, a.y + img * K * a.h_out * a.w_out, row, col, cols, out16);
       });
     }
   }
