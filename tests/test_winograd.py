@@ -116,3 +116,96 @@ def test_winograd_data_gradient_matches_the_reference(isa, shape):
     with fastconv.use_isa(isa):
         gx, gw, gb = ops.conv2d_backward(gy, x, wt, padding=padding)
     assert close(gx, rx) and close(gw, rw) and close(gb, rb)
+
+
+@pytest.fixture
+def winograd_weight_grad(monkeypatch):
+    """Every Winograd-shaped float32 convolution's weight gradient on the Winograd kernel, whatever its size."""
+    monkeypatch.setattr(conv_module, "_winograd_weight_grad_wins", lambda *shape: True)
+
+
+# (n, c_in, c_out, h, w, padding) for the weight gradient, besides SHAPES: two blocks of tiles
+# (the second adds into the first's sums), more than 1820 tiles of few channels, and output
+# rows (C_out) past one micro-kernel sliver.
+WEIGHT_GRAD_SHAPES = SHAPES + [
+    (1, 300, 20, 40, 40, 1),
+    (2, 8, 8, 120, 130, 1),
+    (2, 70, 13, 15, 18, 2),
+]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("shape", WEIGHT_GRAD_SHAPES, ids=str)
+def test_winograd_weight_gradient_matches_the_reference(isa, shape, winograd_weight_grad):
+    n, c_in, c_out, h, w, padding = shape
+    x, wt, _ = make(n, c_in, c_out, h, w)
+    conv_obj = conv_module._Conv(2, x, wt, 1, padding, 1, 1)
+    assert conv_obj.weight_grad_algo() == "winograd"
+    gy = np.random.default_rng(1).standard_normal(conv_obj.out_shape).astype(np.float32)
+    _, rw, _ = conv_backward(gy, x, wt, padding=padding)
+    with fastconv.use_isa(isa):
+        gx, gw, gb = ops.conv2d_backward(gy, x, wt, padding=padding, needs=(False, True, False))
+    assert gx is None and gb is None
+    assert gw.dtype == np.float32 and gw.shape == wt.shape
+    assert close(gw, rw), float(np.abs(gw - rw).max())
+
+
+@pytest.mark.parametrize("threads", [1, 3, 12])
+def test_winograd_weight_gradient_is_the_same_at_any_thread_count(threads, winograd_weight_grad):
+    # Blocks of tiles are fixed by the shape and each sum runs over them in order, so the thread
+    # count (here up to 12, where the GEMMs split S's rows) changes no bit of the result.
+    x, wt, _ = make(2, 40, 70, 37, 41, 1)
+    gy = np.random.default_rng(2).standard_normal((2, 70, 37, 41)).astype(np.float32)
+    before = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(2)
+        base = ops.conv2d_backward(gy, x, wt, padding=1, needs=(False, True, False))[1]
+        fastconv.set_num_threads(threads)
+        got = ops.conv2d_backward(gy, x, wt, padding=1, needs=(False, True, False))[1]
+    finally:
+        fastconv.set_num_threads(before)
+    assert np.array_equal(got, base)
+    assert close(got, conv_backward(gy, x, wt, padding=1)[1])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_winograd_weight_gradient_error_stays_near_the_direct_kernels(isa, monkeypatch):
+    # Each gradient element sums over 2 x 96 x 96 positions (1152 tiles of transformed values).
+    x, wt, _ = make(2, 16, 16, 96, 96, seed=4)
+    gy = np.random.default_rng(5).standard_normal((2, 16, 96, 96)).astype(np.float32)
+    ref = conv_backward(gy, x, wt, padding=1)[1]
+    errors = {}
+    with fastconv.use_isa(isa):
+        for wins in (True, False):
+            monkeypatch.setattr(conv_module, "_winograd_weight_grad_wins", lambda *shape, wins=wins: wins)
+            errors[wins] = np.abs(ops.conv2d_backward(gy, x, wt, padding=1)[1] - ref).max()
+    assert errors[True] <= max(20 * errors[False], 1e-6) and errors[True] < 1e-4 * (1 + np.abs(ref).max())
+
+
+def test_auto_takes_the_winograd_weight_gradient_for_wide_3x3_layers_only():
+    def algo(n, c_in, c_out, hw, dtype=np.float32, **kwargs):
+        x = np.zeros((n, c_in, hw, hw), dtype)
+        return conv_module._Conv(2, x, np.zeros((c_out, c_in, 3, 3), dtype), kwargs.get("stride", 1), 1, 1, 1)
+    assert algo(1, 64, 64, 56).weight_grad_algo() == "winograd"
+    assert algo(8, 256, 256, 14).weight_grad_algo() == "winograd"  # 128 tiles
+    assert algo(1, 256, 256, 14).weight_grad_algo() == "direct"  # 16 tiles
+    assert algo(1, 3, 64, 224).weight_grad_algo() == "direct"  # few input channels
+    assert algo(1, 64, 64, 56, np.float64).weight_grad_algo() == "direct"
+    assert algo(1, 64, 64, 56, stride=2).weight_grad_algo() == "direct"
+    # The data gradient has its own rule, which wants 64 channels on both sides.
+    c = algo(1, 32, 64, 56)
+    assert (c.backward_algo(), c.weight_grad_algo()) == ("direct", "winograd")
+
+
+def test_the_backend_checks_the_weight_gradients_algorithm():
+    from fastconv import _core
+    from fastconv.ops._device import kernels
+    x, wt, _ = make(1, 4, 4, 8, 8)
+    gy = np.zeros((1, 4, 4, 4), np.float32)
+    gw = np.empty_like(wt)
+    with pytest.raises(ValueError, match="winograd needs"):
+        kernels(x).conv_backward(gy, x, wt, None, gw, None, (1, 2, 2), (0, 1, 1), (1, 1, 1), 1,
+                                 _core.ALGORITHMS["direct"], _core.ALGORITHMS["winograd"])
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        kernels(x).conv_backward(gy, x, wt, None, gw, None, (1, 2, 2), (0, 1, 1), (1, 1, 1), 1,
+                                 _core.ALGORITHMS["direct"], 99)

@@ -122,10 +122,11 @@ void conv_forward(const Backend& be, const py::array& x, const py::array& weight
 }
 
 // Gradients of a convolution. The input's shape comes from grad_x when it is
-// wanted, else from x; weight is always given (it fixes the kernel size).
+// wanted, else from x; weight is always given (it fixes the kernel size). `algo` runs
+// the gradients, except grad_weight, which runs `weight_algo` where that is given (>= 0).
 void conv_backward(const Backend& be, const py::array& grad_y, const py::object& x, const py::array& weight,
                    const py::object& grad_x, const py::object& grad_w, const py::object& grad_b, Triple stride,
-                   Triple pad, Triple dil, int64_t groups, int algo) {
+                   Triple pad, Triple dil, int64_t groups, int algo, int weight_algo) {
   dispatch_float(grad_y, "grad_output", [&](auto tag) {
     using T = decltype(tag);
     const py::object& shape_src = grad_x.is_none() ? x : grad_x;
@@ -135,6 +136,8 @@ void conv_backward(const Backend& be, const py::array& grad_y, const py::object&
     b.g = conv_geometry<T>(input_like, weight, grad_y, stride, pad, dil, groups);
     const ConvAlgo a = to_algo(algo);
     check_algo(b.g, a);
+    b.weight_algo = weight_algo < 0 ? a : to_algo(weight_algo);
+    check_algo(b.g, b.weight_algo);
     const int64_t in_numel = numel(input_like);
     b.grad_y = in_ptr<T>(grad_y, "grad_output");
     b.weight = in_ptr<T>(weight, "weight", weight_numel(b.g));
@@ -158,7 +161,7 @@ void register_linalg_conv(BackendClass& cls) {
           py::arg("algo"));
   cls.def("conv_backward", &conv_backward, py::arg("grad_output"), py::arg("x"), py::arg("weight"),
           py::arg("grad_input"), py::arg("grad_weight"), py::arg("grad_bias"), py::arg("stride"), py::arg("padding"),
-          py::arg("dilation"), py::arg("groups"), py::arg("algo"));
+          py::arg("dilation"), py::arg("groups"), py::arg("algo"), py::arg("weight_algo") = -1);
 }
 
 }  // namespace fastconv

@@ -8,6 +8,7 @@
 #include "conv/direct_flat.h"
 #include "conv/direct_weight_grad.h"
 #include "conv/winograd.h"
+#include "conv/winograd_weight_grad.h"
 
 namespace fastconv {
 namespace FC_NS {
@@ -142,13 +143,18 @@ void conv_backward(const ConvBackward<T>& b, ConvAlgo algo) {
     return;
   }
   if constexpr (std::is_same_v<T, float>) {
+    ConvForward<float> f;
+    f.g = a.g;
+    f.x = a.x;
+    // 'winograd' comes only for a 3x3, stride-1, undilated, single-group convolution (check_algo).
+    if (a.grad_w && a.weight_algo == ConvAlgo::winograd) {
+      conv2d_winograd_weight_grad(to_conv2d(f), a.grad_y, a.grad_w);
+      a.grad_w = nullptr;
+    }
     // Planes small enough for several images per GEMM (wgrad_images_per_gemm) run faster there:
     // 3x3 512 @7 at batch 8 1.3x, 256 -> 512 @14 stride 2 1.35x, 128 @4 batch 16 1.4x.
-    const bool direct = algo == ConvAlgo::direct || algo == ConvAlgo::winograd;
-    if (direct && a.grad_w && is_2d(a.g) && wgrad_images_per_gemm(a.g, ConvShape<float>(a.g)) == 1) {
-      ConvForward<float> f;
-      f.g = a.g;
-      f.x = a.x;
+    if (a.weight_algo == ConvAlgo::direct && a.grad_w && is_2d(a.g) &&
+        wgrad_images_per_gemm(a.g, ConvShape<float>(a.g)) == 1) {
       if (conv2d_weight_grad_direct(to_conv2d(f), a.grad_y, a.grad_w)) a.grad_w = nullptr;
     }
   }

@@ -98,6 +98,9 @@ struct ConvBackward {
   T* grad_x = nullptr;
   T* grad_w = nullptr;
   T* grad_b = nullptr;
+  // The weight gradient's kernel family where it is not the call's (conv_backward's `algo`):
+  // 'winograd' for a Winograd-shaped float32 convolution, whatever runs the data gradient.
+  ConvAlgo weight_algo = ConvAlgo::direct;
 };
 
 // Pooling over up to three spatial dimensions of `planes` = N * C independent

@@ -252,12 +252,8 @@ class ConvCase(Case):
         (dgy,) = place.put(gy)
         p = Prepared(fastconv=lambda: ops.conv2d_backward(dgy, dx, dw, **kw),
                      reference=lambda: list(ref.conv_backward(gy, x, w, **kw)),
-                     # On the CPU each gradient takes the direct kernel or the GEMM, whichever
-                     # measured faster for its shape (csrc/conv/direct_weight_grad.h, conv.cpp),
-                     # and the data gradient Winograd where its rule picks it ("wino,dir|gemm").
-                     algo="depthwise" if self.depthwise else ("gemm" if place.device == "cuda" else (
-                         "wino,dir|gemm" if _Conv(2, x, w, self.stride, self.padding, 1, self.groups).backward_algo()
-                         == "winograd" else "dir|gemm")))
+                     algo="depthwise" if self.depthwise else "gemm" if place.device == "cuda" else
+                     _backward_label(_Conv(2, x, w, self.stride, self.padding, 1, self.groups)))
         if torch is not None:
             tx, tw, tgy = place.tensors(torch, x, w, gy)
             s, pad = [self.stride] * 2, [self.padding] * 2
@@ -265,6 +261,16 @@ class ConvCase(Case):
             p.torch = lambda: torch.ops.aten.convolution_backward(
                 tgy, tx, tw, [self.c_out], s, pad, [1, 1], False, [0, 0], self.groups, [True, True, True])
         return p
+
+
+def _backward_label(conv: _Conv) -> str:
+    """The kernels of a dense CPU backward, data gradient first: each takes the direct kernel or the
+    GEMM, whichever measured faster for its shape (csrc/conv/direct_weight_grad.h, conv.cpp), or
+    Winograd where its rule picks it: "dir|gemm" or "winograd" for both, else e.g. "wino,dir|gemm"."""
+    data, weight = ("wino" if a == "winograd" else "dir|gemm" for a in (conv.backward_algo(), conv.weight_grad_algo()))
+    if data != weight:
+        return f"{data},{weight}"
+    return "winograd" if data == "wino" else data
 
 
 def _both_directions(cases: Sequence[ConvCase]) -> Tuple[ConvCase, ...]:

@@ -40,7 +40,9 @@ class CudaBackend:
         _conv.forward(x, weight, bias, out, g, act, _ALGOS[algo])
 
     def conv_backward(self, grad_output, x, weight, grad_input, grad_weight, grad_bias, stride, pad, dil, groups,
-                      algo):
+                      algo, weight_algo=-1):
+        # weight_algo (the CPU's choice for grad_weight alone) never differs here: the GPU's weight
+        # gradient runs the family of `algo`.
         like = grad_input if grad_input is not None else x
         g = _conv.Geometry(like.shape, weight.shape, grad_output.shape, stride, pad, dil, groups)
         _conv.backward(grad_output, x, weight, grad_input, grad_weight, grad_bias, g, _ALGOS[algo] == "depthwise")
