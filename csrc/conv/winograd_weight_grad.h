@@ -96,7 +96,7 @@ inline void conv2d_winograd_weight_grad(const Conv2dArgs& a, const float* gy, fl
   const int64_t K = a.c_out, C = a.c_in;
   if (K == 0 || C == 0) return;
   const WinoTiles tiles(a);
-  // Equal blocks of at most kWinoGradBlockBytes.
+  // Equal blocks (see kWinoGradBlockBytes).
   const int64_t fit = imax(kWinoGradMinTiles, kWinoGradBlockBytes / (kWinoE * (C + K) * int64_t(sizeof(float))));
   const int64_t block = ceil_div(tiles.total, ceil_div(tiles.total, fit));
   const int64_t blocks = ceil_div(tiles.total, block);
