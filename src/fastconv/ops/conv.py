@@ -197,17 +197,21 @@ class _Conv:
         :func:`_winograd_weight_grad_wins` picks it for this shape, otherwise the backward pass's
         (:meth:`backward_algo`, whose 'winograd' means the data gradient's: its weight gradient
         then runs as 'direct')."""
-        if (self.dtype == np.float32 and self.is_winograd_shape() and not _device.is_gpu_like(self.x)
-                and _winograd_weight_grad_wins(self.x.shape[0], self.c_in, self.c_out, *self.out_shape[2:])):
+        if self.winograd_kernels_apply() and _winograd_weight_grad_wins(self.x.shape[0], self.c_in, self.c_out,
+                                                                         *self.out_shape[2:]):
             return "winograd"
         algo = self.backward_algo()
         return "direct" if algo == "winograd" else algo
+
+    def winograd_kernels_apply(self) -> bool:
+        """Whether fastconv's Winograd kernels can run this convolution: float32, on the CPU, Winograd's shape."""
+        return self.dtype == np.float32 and self.is_winograd_shape() and not _device.is_gpu_like(self.x)
 
     def winograd_picked(self, data_gradient: bool = False) -> bool:
         """Whether ``algo='auto'`` runs Winograd for this convolution (float32 on the CPU, Winograd's
         shape, :func:`_winograd_wins`), or with ``data_gradient`` for its data gradient: the
         stride-1 convolution grad_output -> grad_input over the input's plane, padded by 2 - padding."""
-        if self.dtype != np.float32 or not self.is_winograd_shape() or _device.is_gpu_like(self.x):
+        if not self.winograd_kernels_apply():
             return False
         n = self.x.shape[0]
         if data_gradient:
