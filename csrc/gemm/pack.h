@@ -24,7 +24,9 @@ struct PackAStrided {
       const int rows = static_cast<int>(imin(MR, mc - s));
       T* d = dst + s * kc;
       const T* src = a + (i0 + s) * rs + p0 * cs;
-      if (rows == MR) {
+      if (rows == MR && rs == 1) {  // each column's MR values lie together
+        for (int64_t p = 0; p < kc; ++p) std::memcpy(d + p * MR, src + p * cs, MR * sizeof(T));
+      } else if (rows == MR) {
         for (int64_t p = 0; p < kc; ++p)
 #pragma GCC unroll 16
           for (int r = 0; r < MR; ++r) d[p * MR + r] = src[r * rs + p * cs];
