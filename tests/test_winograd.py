@@ -102,6 +102,13 @@ def test_auto_picks_winograd_for_wide_3x3_layers_only():
     assert ops.conv_algorithm(x[:, :16], wt[:16, :16], padding=1) == "direct"  # few channels
     assert ops.conv_algorithm(x[:, :, :12, :12], wt, padding=1) == "direct"  # few tiles
     assert ops.conv_algorithm(x, wt, stride=2, padding=1) == "direct"
+    # Many channels: from 8192 tiles x channels, on planes of any size.
+    x7, w512 = np.zeros((4, 512, 7, 7), np.float32), np.zeros((512, 512, 3, 3), np.float32)
+    assert ops.conv_algorithm(x7, w512, padding=1) == "winograd"  # 16 tiles
+    assert ops.conv_algorithm(x7[:2], w512, padding=1) == "direct"  # 8 tiles
+    x14, w256 = np.zeros((2, 256, 14, 14), np.float32), np.zeros((256, 256, 3, 3), np.float32)
+    assert ops.conv_algorithm(x14, w256, padding=1) == "winograd"  # 32 tiles
+    assert ops.conv_algorithm(x14[:1], w256, padding=1) == "direct"  # 16 tiles
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -116,6 +123,64 @@ def test_winograd_data_gradient_matches_the_reference(isa, shape):
     with fastconv.use_isa(isa):
         gx, gw, gb = ops.conv2d_backward(gy, x, wt, padding=padding)
     assert close(gx, rx) and close(gw, rw) and close(gb, rb)
+
+
+# (n, c_in, c_out, h, w, padding) where csrc/conv/winograd.h:winograd_shares_tiles holds at 1-3
+# threads on every ISA (c_in + c_out >= 512, few tiles): one block of all tiles shared by the
+# threads, the filters transformed a GEMM depth block at a time. Input channels in two such
+# blocks (256 + 128), output channels past whole micro-kernel slivers, partial tiles, a plane
+# smaller than two tiles.
+SHARED_SHAPES = [
+    (2, 384, 136, 9, 11, 1),
+    (1, 200, 320, 7, 7, "same"),
+    (1, 260, 300, 5, 6, 0),
+]
+
+
+@pytest.fixture
+def winograd_everywhere(monkeypatch):
+    """Every Winograd-shaped float32 convolution (and data gradient) on the Winograd kernel, whatever its size."""
+    monkeypatch.setattr(conv_module, "_winograd_wins", lambda *shape: True)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("shape", SHARED_SHAPES, ids=str)
+def test_winograd_with_shared_tiles_matches_the_reference(isa, shape, winograd_everywhere):
+    n, c_in, c_out, h, w, padding = shape
+    x, wt, b = make(n, c_in, c_out, h, w)
+    ref = np.maximum(conv(x, wt, b, padding=padding), 0)
+    conv_obj = conv_module._Conv(2, x, wt, 1, padding, 1, 1)
+    gy = np.random.default_rng(1).standard_normal(conv_obj.out_shape).astype(np.float32)
+    rx, _, _ = conv_backward(gy, x, wt, padding=padding)
+    with fastconv.use_isa(isa):
+        got = ops.conv2d(x, wt, b, padding=padding, activation="relu", algo="winograd")
+        gx, _, _ = ops.conv2d_backward(gy, x, wt, padding=padding, needs=(True, False, False))
+    assert close(got, ref), float(np.abs(got - ref).max())
+    assert conv_obj.backward_algo() == "winograd"
+    assert close(gx, rx), float(np.abs(gx - rx).max())
+
+
+@pytest.mark.parametrize("threads", [1, 3, 12])
+def test_winograd_output_is_the_same_at_any_thread_count(threads, winograd_everywhere):
+    # With 2 and 3 threads the shape below shares its tiles (3 output slivers on AVX-512, more on
+    # the others); with 12 on AVX-512 each thread takes blocks of its own. The GEMMs group every
+    # sum alike either way, so the output and the data gradient are bitwise the same.
+    x, wt, b = make(2, 384, 136, 9, 11, seed=5)
+    gy = np.random.default_rng(2).standard_normal((2, 136, 9, 11)).astype(np.float32)
+
+    def run():
+        return (ops.conv2d(x, wt, b, padding=1, algo="winograd"),
+                ops.conv2d_backward(gy, x, wt, padding=1, needs=(True, False, False))[0])
+
+    before = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(2)
+        want = run()
+        fastconv.set_num_threads(threads)
+        got = run()
+    finally:
+        fastconv.set_num_threads(before)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
 
 
 @pytest.fixture

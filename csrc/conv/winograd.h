@@ -37,6 +37,17 @@ constexpr int kWinoM = 4, kWinoA = 6, kWinoE = kWinoA * kWinoA;
 // Bytes of a block's V and M together (per thread): about the L2 of a Zen 4 core and a share
 // of the L3.
 constexpr int64_t kWinoBlockBytes = int64_t{3} << 19;
+// Input channels per job of the filter transform (a divisor of kGemmKC): enough jobs for the
+// threads at 128 x 128 channels.
+constexpr int64_t kWinoFilterRows = 64;
+// Input channels whose taps a filter-transform job gathers at a time (8 x 9 x 64 floats: 18 KiB).
+constexpr int64_t kWinoFilterGather = 8;
+// U's size from which the filter transform writes it with non-temporal stores: half the L3.
+constexpr int64_t kWinoStreamBytes = int64_t{16} << 20;
+// The whole batch's V and M up to which conv2d_winograd_shared runs where the channels are
+// many, and up to which it runs at all.
+constexpr int64_t kWinoSharedBytes = int64_t{6} << 20, kWinoSharedMaxBytes = int64_t{64} << 20;
+static_assert(kGemmKC % kWinoFilterRows == 0, "a filter-transform job stays within one block of rows");
 // One cache line of floats: the skew between the arrays of the 36 positions. A transform's 36
 // loads or stores then fall in different cache sets, where a power of two apart they would
 // all fall in one (as V[e] does at 256 channels and 16 tiles a block: 16 KiB apart).
@@ -117,40 +128,69 @@ struct WinoTiles {
   }
 };
 
-// U[e] (C x K) = G g G^T for every filter g = (k, c), written straight into the GEMM's
-// packed layout (PackBPacked, `panel` floats per e), a vector of output channels at a time:
-// their taps are first gathered tap-major into `taps` (9 x C x K floats). With
-// a.weight_transposed, filter (k, c) is weight[c][k] flipped.
-inline void winograd_filters(const Conv2dArgs& a, float* taps, float* U, int64_t panel) {
+// Rows [c0, c1) of U's NR-column sliver at output channel k0 (nk <= NR of them real, the
+// rest zero: the slivers' padding): G g G^T for each filter g = (k, c), a vector of output
+// channels at a time, row c of position e written to dst + e * e_stride + (c - c0) * NR
+// (non-temporal stores with `stream`). The filters are first gathered tap-major into a small
+// buffer, a few rows at a time, in the weight's own order. With a.weight_transposed, filter
+// (k, c) is weight[c][k] flipped.
+inline void winograd_filter_rows(const Conv2dArgs& a, int64_t c0, int64_t c1, int64_t k0, int64_t nk, float* dst,
+                                 int64_t e_stride, bool stream) {
   using V = VecF;
   constexpr int L = V::kWidth, NR = gemm_nr<float>();
-  const int64_t K = a.c_out, C = a.c_in, KC = K * C, k_padded = round_up(K, NR);
-#pragma omp parallel num_threads(a.threads)
-  {
-    // Filters (k, .) lie 9 * C floats apart: a vector of them at a time, so that only that many
-    // rows (and pages) are read at once.
-#pragma omp for schedule(static)
-    for (int64_t k0 = 0; k0 < K; k0 += L)
-      for (int64_t c = 0; c < C; ++c)
-        for (int t = 0; t < 9; ++t)
-          for (int64_t k = k0; k < imin(K, k0 + L); ++k)
-            taps[t * KC + c * K + k] =
-                a.weight_transposed ? a.weight[(c * K + k) * 9 + 8 - t] : a.weight[(k * C + c) * 9 + t];
-#pragma omp for schedule(static)
-    for (int64_t c = 0; c < C; ++c) {
-      const int64_t pc = c / kGemmKC * kGemmKC, kc = imin(kGemmKC, C - pc);
-      float* row = U + pc * k_padded + (c - pc) * NR;  // row c of the first sliver
-      for (int64_t k0 = 0; k0 < k_padded; k0 += L) {
-        const int64_t n = imax(0, imin(L, K - k0));  // lanes past K: zeros, the slivers' padding
+  const int64_t K = a.c_out, C = a.c_in;
+  alignas(64) float taps[kWinoFilterGather * 9 * NR];  // taps[(c * 9 + i) * NR + k]
+  for (int64_t cg = c0; cg < c1; cg += kWinoFilterGather) {
+    const int64_t nc = imin(kWinoFilterGather, c1 - cg);
+    if (a.weight_transposed) {  // filters (., c) lie together: nk of them, 9 floats each
+      for (int64_t c = 0; c < nc; ++c) {
+        const float* w = a.weight + ((cg + c) * K + k0) * 9;
+        for (int64_t k = 0; k < nk; ++k)
+          for (int i = 0; i < 9; ++i) taps[(c * 9 + i) * NR + k] = w[k * 9 + 8 - i];
+      }
+    } else {  // filters (k, .) lie together: nc of them, 9 floats each
+      for (int64_t k = 0; k < nk; ++k) {
+        const float* w = a.weight + ((k0 + k) * C + cg) * 9;
+        for (int64_t j = 0; j < nc * 9; ++j) taps[j * NR + k] = w[j];
+      }
+    }
+    for (int64_t j = 0; j < nc * 9; ++j) fill_floats(taps + j * NR + nk, 0.0f, NR - nk);
+    for (int64_t c = 0; c < nc; ++c) {
+      float* row = dst + (cg + c - c0) * NR;
+      for (int l = 0; l < NR; l += L) {
         V g[9], t[kWinoA * 3], u[kWinoE];
-        for (int i = 0; i < 9; ++i) g[i] = n ? load_n<V>(taps + i * KC + c * K + k0, n) : V::zero();
-        for (int j = 0; j < 3; ++j) winograd_filter_1d(g + j, 3, t + j, 3);               // G g: 6 x 3
+        for (int i = 0; i < 9; ++i) g[i] = V::load(taps + (c * 9 + i) * NR + l);
+        for (int j = 0; j < 3; ++j) winograd_filter_1d(g + j, 3, t + j, 3);                    // G g: 6 x 3
         for (int i = 0; i < kWinoA; ++i) winograd_filter_1d(t + i * 3, 1, u + i * kWinoA, 1);  // (G g) G^T
-        float* dst = row + (k0 / NR) * kc * NR + k0 % NR;
-        for (int e = 0; e < kWinoE; ++e) u[e].store(dst + e * panel);
+        if (stream) {
+          for (int e = 0; e < kWinoE; ++e) u[e].stream(row + e * e_stride + l);
+        } else {
+          for (int e = 0; e < kWinoE; ++e) u[e].store(row + e * e_stride + l);
+        }
       }
     }
   }
+}
+
+// U[e] (C x K) for every filter, in the GEMM's packed layout (PackBPacked, `panel` floats per
+// e). A job is one sliver over up to kWinoFilterRows rows of one kGemmKC-deep block: its 36
+// destinations are each one contiguous run, written in order. A U larger than
+// kWinoStreamBytes, which would not stay in the cache for the GEMMs anyway, is written with
+// non-temporal stores (for 512 x 512 channels: 4.8 -> 2.1-2.6 ms).
+inline void winograd_filters(const Conv2dArgs& a, float* U, int64_t panel) {
+  constexpr int NR = gemm_nr<float>();
+  const int64_t K = a.c_out, C = a.c_in, k_padded = round_up(K, NR), slivers = k_padded / NR;
+  const int64_t chunks = ceil_div(C, kWinoFilterRows);  // kWinoFilterRows divides kGemmKC
+  const int threads = static_cast<int>(imin(a.threads, imax(1, chunks * slivers)));
+  const bool stream = kWinoE * panel * int64_t(sizeof(float)) > kWinoStreamBytes;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t job = 0; job < chunks * slivers; ++job) {
+    const int64_t c0 = job / slivers * kWinoFilterRows, c1 = imin(C, c0 + kWinoFilterRows), s = job % slivers;
+    const int64_t pc = c0 / kGemmKC * kGemmKC, kc = imin(kGemmKC, C - pc);
+    winograd_filter_rows(a, c0, c1, s * NR, imin(NR, K - s * NR), U + pc * k_padded + s * kc * NR + (c0 - pc) * NR,
+                         panel, stream);
+  }
+  if (stream) stream_fence();
 }
 
 // V[e][c][tb .. tb + cols) for one run of tiles and channel c: the input rows split by column
@@ -228,16 +268,95 @@ inline void winograd_output_run(const Conv2dArgs& a, const float* m, int64_t m_s
   }
 }
 
+// All tiles in one block, shared by the threads. They transform the input (a channel per job),
+// then split the output channels' NR-column slivers: for its sliver a thread transforms the
+// filters of one kGemmKC-deep block of input channels at a time into its own U panels and
+// adds their 36 products into M[e]'s columns, so U is never written out whole and each filter
+// is transformed once. (The blocks are gemm_serial's, so every sum is grouped as in
+// conv2d_winograd's blocked GEMMs: the two give bitwise the same output.) Then each thread
+// transforms the output of a share of the tiles.
+inline void conv2d_winograd_shared(const Conv2dArgs& a, const WinoTiles& tiles) {
+  const int64_t K = a.c_out, C = a.c_in, block = tiles.total;
+  constexpr int L = VecF::kWidth, NR = gemm_nr<float>();
+  const int64_t split_stride = round_up(tiles.tw + 1, L) + L;
+  const int64_t ev = C * block + kCacheLineFloats, em = K * block + kCacheLineFloats;
+  Scratch<float> vm(checked_mul(kWinoE, ev + em));
+  float* v = vm.data();
+  float* m = v + kWinoE * ev;
+  const int64_t rows = imax(1, imin(C, kGemmKC));
+  const int64_t up = rows * NR + kCacheLineFloats;  // a thread's U panel per position e
+  const int64_t per_thread = kWinoE * up + kWinoA * kWinoM * split_stride + kWinoM * kWinoM * L +
+                             gemm_scratch_per_thread<float>();
+  const int threads = a.threads;
+  Scratch<float> scratch(checked_mul(threads, per_thread));
+  const int64_t slivers = ceil_div(K, NR);
+  const Epilogue none;
+  if (C == 0) fill_floats(m, 0.0f, kWinoE * em);  // an empty sum, where gemm_serial writes nothing
+#pragma omp parallel num_threads(threads)
+  {
+    const int tid = omp_get_thread_num();
+    float* u = scratch.data() + tid * per_thread;
+    float* split = u + kWinoE * up;
+    float* out16 = split + kWinoA * kWinoM * split_stride;
+    float* gemm_buf = out16 + kWinoM * kWinoM * L;
+    fill_floats(split, 0.0f, kWinoA * kWinoM * split_stride);  // lanes past a run read these
+#pragma omp for schedule(static)
+    for (int64_t c = 0; c < C; ++c)
+      tiles.for_each_run(0, block, [&](int64_t img, int64_t row, int64_t col, int64_t cols, int64_t tb) {
+        winograd_input_run(a, a.x + (img * C + c) * a.h * a.w, row, col, cols, split, split_stride,
+                           v + c * block + tb, ev);
+      });
+#pragma omp for schedule(static)
+    for (int64_t s = 0; s < slivers; ++s) {
+      const int64_t k0 = s * NR, nk = imin(NR, K - k0);
+      for (int64_t c0 = 0; c0 < C; c0 += rows) {
+        const int64_t kc = imin(rows, C - c0);
+        winograd_filter_rows(a, c0, c0 + kc, k0, nk, u, up, false);
+        // M[e][:, k0 .. k0 + nk) (+)= V[e]^T (tiles x these channels) * U[e] (these channels x nk)
+        for (int e = 0; e < kWinoE; ++e)
+          gemm_serial(block, nk, kc, PackAStrided<float>{v + e * ev + c0 * block, 1, block},
+                      PackBPacked<float>(u + e * up, kc, nk), m + e * em + k0, K, none, 0, 0,
+                      GemmScratch<float>(gemm_buf), c0 > 0);
+      }
+    }
+    const int64_t t0 = block * tid / threads, t1 = block * (tid + 1) / threads;
+    tiles.for_each_run(t0, t1, [&](int64_t img, int64_t row, int64_t col, int64_t cols, int64_t tb) {
+      winograd_output_run(a, m + (t0 + tb) * K, em, a.y + img * K * a.h_out * a.w_out, row, col, cols, out16);
+    });
+  }
+}
+
+// Whether conv2d_winograd shares one block of all tiles among the threads
+// (conv2d_winograd_shared) rather than giving each thread blocks of its own, every one of which
+// reads all of U: where U would not stay in the L3 (over kWinoStreamBytes) and the whole
+// batch's V and M are not huge, or where the channels are many (C + K >= 512, blocks of at most
+// 20 tiles) and V and M are small. Every thread needs a sliver of output channels. Measured
+// (in-process, alternated, 2 threads, AVX-512; shared / blocked, each against the direct
+// kernel): 512 @7 batch 4 1.30x / 0.83x, batch 8 1.49x / 1.00x, batch 16 1.64x / 1.13x, batch
+// 32 1.75x / 1.30x; 256 -> 512 @14 batch 4 1.82x / 1.48x; 256 @14 batch 2 1.48x / 1.22x, batch
+// 4 1.71-1.76x / 1.56-1.62x; left blocked: 256 @14 batch 8 1.45-1.75x / 1.53-1.76x, batch 16
+// 1.51x / 1.56x, 128 @28 batch 2 1.06x / 1.34x, batch 8 1.79x / 2.00x.
+inline bool winograd_shares_tiles(const Conv2dArgs& a, const WinoTiles& tiles) {
+  const int64_t K = a.c_out, C = a.c_in;
+  if (ceil_div(K, int64_t{gemm_nr<float>()}) < a.threads) return false;
+  const int64_t u_bytes = kWinoE * C * K * int64_t(sizeof(float));
+  const int64_t vm_bytes = kWinoE * (C + K) * tiles.total * int64_t(sizeof(float));
+  return (u_bytes > kWinoStreamBytes && vm_bytes <= kWinoSharedMaxBytes) ||
+         (C + K >= 512 && vm_bytes <= kWinoSharedBytes);
+}
+
 inline void conv2d_winograd(const Conv2dArgs& a) {
   const int64_t K = a.c_out, C = a.c_in;
   const WinoTiles tiles(a);
   constexpr int L = VecF::kWidth;
-  const int64_t panel = PackBPacked<float>::elems(C, K);
-  Scratch<float> U(checked_mul(kWinoE, panel));
-  {
-    Scratch<float> taps(checked_mul(9, K * C));
-    winograd_filters(a, taps.data(), U.data(), panel);
+  if (winograd_shares_tiles(a, tiles)) {
+    conv2d_winograd_shared(a, tiles);
+    return;
   }
+  // U[e] lie a cache line more than whole panels apart (see kCacheLineFloats).
+  const int64_t panel = PackBPacked<float>::elems(C, K) + kCacheLineFloats;
+  Scratch<float> U(checked_mul(kWinoE, panel));
+  winograd_filters(a, U.data(), panel);
   // Blocks of at most kWinoBlockBytes, as many for each thread, of equal size.
   const int64_t fit = imax(kGemmMR, kWinoBlockBytes / (kWinoE * (C + K) * int64_t(sizeof(float))));
   const int64_t block = ceil_div(tiles.total, round_up(ceil_div(tiles.total, fit), a.threads));

@@ -323,19 +323,27 @@ def _winograd_wins(n: int, c_in: int, c_out: int, h_out: int, w_out: int) -> boo
     Its GEMMs make a quarter of the direct kernel's multiply-adds, but it transforms every
     filter (C_in x C_out per call), every input tile (4x4 outputs) per input channel and every
     output tile per output channel, and pads the plane to whole tiles. So it needs at least 64
-    channels on both sides, at least 48 tiles in the batch, and planes of at least 28 x 28
-    (14 x 14 from 128 channels). Measured against algo='direct' (in-process, alternated, 2
-    threads, AVX-512): 64 @56 1.44x, 128 @28 1.30-1.34x, 64->128 @56 1.56x, 128->64 @28 1.16x,
-    VGG 64 @224 1.67-2.07x, 64 @56 batch 32 1.46x, 128 @28 batch 2 1.46x, 256 @14 batch 4 1.13x
-    and batch 8 1.31x; left on the direct kernel: 256 @14 batch 1 (16 tiles) 0.58x, 512 @7
-    batch 16 0.89x, 64 @16 batch 8 1.06x, 96 @20 0.81x, 128 @16 0.83x, 32 @112 0.90x,
-    16 @112 0.53x, 3->64 @224 0.48x.
+    channels on both sides, and either at least 48 tiles in the batch on planes of at least
+    28 x 28 (14 x 14 from 128 channels), or at least 256 channels on both sides and tiles x
+    channels >= 8192, where the kernel shares one block of all tiles among the threads and
+    transforms the filters as its GEMMs use them (csrc/conv/winograd.h:winograd_shares_tiles).
+    Measured against algo='direct' (in-process, alternated, 2 threads, AVX-512): 64 @56
+    1.44-1.85x, 128 @28 1.30-1.34x, 64->128 @56 1.56x, 128->64 @28 1.16x, VGG 64 @224
+    1.67-2.07x, 64 @56 batch 32 1.46x, 128 @28 batch 2 1.34-1.46x, 256 @14 batch 2 1.48x (data
+    gradient 1.07x), batch 4 1.71x and batch 8 1.45-1.76x, 512 @7 batch 4 1.30x (data gradient
+    1.28x), batch 8 1.49x (1.51x), batch 16 1.64x, 256 @7 batch 8 1.53x, 384 @14 batch 2 1.30x,
+    512 @14 batch 1 1.06x; left on the direct kernel: 256 @14 batch 1 (16 tiles) 0.94x, 512 @7
+    batch 1 0.70x and batch 2 1.00x, 256 @7 batch 4 0.97x, 64 @16 batch 8 1.06x, 96 @20 0.81x,
+    128 @16 0.83x, 32 @112 0.90x, 16 @112 0.53x, 3->64 @224 0.48x.
     """
     tiles = n * -(-h_out // 4) * -(-w_out // 4)
-    if min(c_in, c_out) < 64 or tiles < 48:
+    narrow = min(c_in, c_out)
+    if narrow < 64:
         return False
+    if narrow >= 256 and tiles * narrow >= 8192:
+        return True
     plane = h_out * w_out
-    return plane >= 784 or (plane >= 196 and min(c_in, c_out) >= 128)
+    return tiles >= 48 and (plane >= 784 or (plane >= 196 and narrow >= 128))
 
 
 def _winograd_weight_grad_wins(n: int, c_in: int, c_out: int, h_out: int, w_out: int) -> bool:
