@@ -13,10 +13,15 @@
 //
 // Each thread takes blocks of consecutive tiles (a block's V and M stay in its L2 and the
 // L3) and for each runs the input transform, the 36 GEMMs and the output transform with
-// the bias and activation; nothing is shared but U. The input transform holds one tile per
-// vector lane, tiles along a row of tiles: the input rows are first split by column phase
-// (x mod 4), so that every value a lane needs is a plain vector load. The output transform
-// holds one output channel per lane (M's rows), then writes each lane's 4x4 to its plane.
+// the bias and activation; nothing is shared but U. Where there are many channels and few
+// tiles, every block would read all of U again, so the threads instead share one block of
+// all tiles and split the output channels, transforming the filters as their GEMMs use them
+// (conv2d_winograd_shared; winograd_shares_tiles says where).
+//
+// The input transform holds one tile per vector lane, tiles along a row of tiles: the input
+// rows are first split by column phase (x mod 4), so that every value a lane needs is a
+// plain vector load. The output transform holds one output channel per lane (M's rows), then
+// writes each lane's 4x4 to its plane.
 //
 // The transforms' fractions (1/4, 1/6, 1/24 in G) cost accuracy: the sum over c runs in
 // float32 on transformed values up to ~6x the inputs' size, so the error is a few times the
