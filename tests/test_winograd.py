@@ -162,7 +162,7 @@ def test_winograd_with_shared_tiles_matches_the_reference(isa, shape, winograd_e
 
 @pytest.mark.parametrize("threads", [1, 3, 12])
 def test_winograd_output_is_the_same_at_any_thread_count(threads, winograd_everywhere):
-    # With 2 and 3 threads the shape below shares its tiles (3 output slivers on AVX-512, more on
+    # With 1 to 3 threads the shape below shares its tiles (3 output slivers on AVX-512, more on
     # the others); with 12 on AVX-512 each thread takes blocks of its own. The GEMMs group every
     # sum alike either way, so the output and the data gradient are bitwise the same.
     x, wt, b = make(2, 384, 136, 9, 11, seed=5)

@@ -334,8 +334,8 @@ inline void conv2d_winograd_shared(const Conv2dArgs& a, const WinoTiles& tiles) 
 // Whether conv2d_winograd shares one block of all tiles among the threads
 // (conv2d_winograd_shared) rather than giving each thread blocks of its own, every one of which
 // reads all of U: where U would not stay in the L3 (over kWinoStreamBytes) and the whole
-// batch's V and M are not huge, or where the channels are many (C + K >= 512, blocks of at most
-// 20 tiles) and V and M are small. Every thread needs a sliver of output channels. Measured
+// batch's V and M are not huge, or where the channels are many (C + K >= 512: blocks of 21
+// tiles or fewer) and V and M are small. Every thread needs a sliver of output channels. Measured
 // (in-process, alternated, 2 threads, AVX-512; shared / blocked, each against the direct
 // kernel): 512 @7 batch 4 1.30x / 0.83x, batch 8 1.49x / 1.00x, batch 16 1.64x / 1.13x, batch
 // 32 1.75x / 1.30x; 256 -> 512 @14 batch 4 1.82x / 1.48x; 256 @14 batch 2 1.48x / 1.22x, batch
