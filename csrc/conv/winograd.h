@@ -273,6 +273,26 @@ inline void winograd_output_run(const Conv2dArgs& a, const float* m, int64_t m_s
   }
 }
 
+// V[e][c] for input channel c over tiles [t0, t1): tile t's column at v_c + (t - t0), the
+// positions e v_stride apart.
+inline void winograd_input_tiles(const Conv2dArgs& a, const WinoTiles& tiles, int64_t t0, int64_t t1, int64_t c,
+                                 float* split, int64_t split_stride, float* v_c, int64_t v_stride) {
+  tiles.for_each_run(t0, t1, [&](int64_t img, int64_t row, int64_t col, int64_t cols, int64_t tb) {
+    winograd_input_run(a, a.x + (img * a.c_in + c) * a.h * a.w, row, col, cols, split, split_stride, v_c + tb,
+                       v_stride);
+  });
+}
+
+// y for tiles [t0, t1) from M, tile t's row (K floats) at m + (t - t0) * K, the positions e
+// m_stride apart.
+inline void winograd_output_tiles(const Conv2dArgs& a, const WinoTiles& tiles, int64_t t0, int64_t t1,
+                                  const float* m, int64_t m_stride, float* out16) {
+  const int64_t K = a.c_out;
+  tiles.for_each_run(t0, t1, [&](int64_t img, int64_t row, int64_t col, int64_t cols, int64_t tb) {
+    winograd_output_run(a, m + tb * K, m_stride, a.y + img * K * a.h_out * a.w_out, row, col, cols, out16);
+  });
+}
+
 // All tiles in one block, shared by the threads. They transform the input (a channel per job),
 // then split the output channels' NR-column slivers: for its sliver a thread transforms the
 // filters of one kGemmKC-deep block of input channels at a time into its own U panels and
@@ -306,11 +326,7 @@ inline void conv2d_winograd_shared(const Conv2dArgs& a, const WinoTiles& tiles) 
     float* gemm_buf = out16 + kWinoM * kWinoM * L;
     fill_floats(split, 0.0f, kWinoA * kWinoM * split_stride);  // lanes past a run read these
 #pragma omp for schedule(static)
-    for (int64_t c = 0; c < C; ++c)
-      tiles.for_each_run(0, block, [&](int64_t img, int64_t row, int64_t col, int64_t cols, int64_t tb) {
-        winograd_input_run(a, a.x + (img * C + c) * a.h * a.w, row, col, cols, split, split_stride,
-                           v + c * block + tb, ev);
-      });
+    for (int64_t c = 0; c < C; ++c) winograd_input_tiles(a, tiles, 0, block, c, split, split_stride, v + c * block, ev);
 #pragma omp for schedule(static)
     for (int64_t s = 0; s < slivers; ++s) {
       const int64_t k0 = s * NR, nk = imin(NR, K - k0);
@@ -325,9 +341,7 @@ inline void conv2d_winograd_shared(const Conv2dArgs& a, const WinoTiles& tiles) 
       }
     }
     const int64_t t0 = block * tid / threads, t1 = block * (tid + 1) / threads;
-    tiles.for_each_run(t0, t1, [&](int64_t img, int64_t row, int64_t col, int64_t cols, int64_t tb) {
-      winograd_output_run(a, m + (t0 + tb) * K, em, a.y + img * K * a.h_out * a.w_out, row, col, cols, out16);
-    });
+    winograd_output_tiles(a, tiles, t0, t1, m + t0 * K, em, out16);
   }
 }
 
@@ -385,11 +399,7 @@ inline void conv2d_winograd(const Conv2dArgs& a) {
 #pragma omp for schedule(static)
     for (int64_t bi = 0; bi < blocks; ++bi) {
       const int64_t t0 = bi * block, t1 = imin(tiles.total, t0 + block), nt = t1 - t0;
-      tiles.for_each_run(t0, t1, [&](int64_t img, int64_t row, int64_t col, int64_t cols, int64_t tb) {
-        for (int64_t c = 0; c < C; ++c)
-          winograd_input_run(a, a.x + (img * C + c) * a.h * a.w, row, col, cols, split, split_stride,
-                             v + c * block + tb, ev);
-      });
+      for (int64_t c = 0; c < C; ++c) winograd_input_tiles(a, tiles, t0, t1, c, split, split_stride, v + c * block, ev);
       // M[e] (tiles x K) = V[e]^T (tiles x C) * U[e] (C x K); zero without input channels (an
       // empty sum, where gemm_serial writes nothing).
       if (C == 0) {
@@ -400,9 +410,7 @@ inline void conv2d_winograd(const Conv2dArgs& a) {
                       PackBPacked<float>(U.data() + e * panel, C, K), m + e * em, K, none, 0, 0,
                       GemmScratch<float>(gemm_buf));
       }
-      tiles.for_each_run(t0, t1, [&](int64_t img, int64_t row, int64_t col, int64_t cols, int64_t tb) {
-        winograd_output_run(a, m + tb * K, em, a.y + img * K * a.h_out * a.w_out, row, col, cols, out16);
-      });
+      winograd_output_tiles(a, tiles, t0, t1, m, em, out16);
     }
   }
 }

@@ -114,7 +114,7 @@ inline void conv2d_winograd_weight_grad(const Conv2dArgs& a, const float* gy, fl
   Scratch<float> scratch(checked_mul(a.threads, per_thread));
   float* v = vz.data();
   float* z = v + kWinoE * ev;
-  const int64_t plane_in = a.h * a.w, plane_out = a.h_out * a.w_out;
+  const int64_t plane_out = a.h_out * a.w_out;
   const Epilogue none;
 #pragma omp parallel num_threads(a.threads)
   {
@@ -125,14 +125,14 @@ inline void conv2d_winograd_weight_grad(const Conv2dArgs& a, const float* gy, fl
       const int64_t t0 = bi * block, t1 = imin(tiles.total, t0 + block), nt = t1 - t0;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t job = 0; job < C + K; ++job) {
-        tiles.for_each_run(t0, t1, [&](int64_t img, int64_t row, int64_t col, int64_t cols, int64_t tb) {
-          if (job < C)
-            winograd_input_run(a, a.x + (img * C + job) * plane_in, row, col, cols, split, split_stride,
-                               v + job * block + tb, ev);
-          else
+        if (job < C) {
+          winograd_input_tiles(a, tiles, t0, t1, job, split, split_stride, v + job * block, ev);
+        } else {
+          tiles.for_each_run(t0, t1, [&](int64_t img, int64_t row, int64_t col, int64_t cols, int64_t tb) {
             winograd_grad_run(a, gy + (img * K + job - C) * plane_out, row, col, cols, split, split_stride,
                               z + (job - C) * block + tb, ez);
-        });
+          });
+        }
       }
 #pragma omp for schedule(static)
       for (int64_t task = 0; task < kWinoE * parts; ++task) {
