@@ -88,6 +88,14 @@ def cache_dir(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def restore_threads():
+    """Puts fastconv's thread count back after a test that changes it."""
+    n = fastconv.get_num_threads()
+    yield
+    fastconv.set_num_threads(n)
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(1234)
 

@@ -67,13 +67,6 @@ def digests(threads: int) -> dict:
     return out
 
 
-@pytest.fixture
-def restore_threads():
-    n = fastconv.get_num_threads()
-    yield
-    fastconv.set_num_threads(n)
-
-
 def test_same_thread_count_gives_identical_bits_call_after_call(restore_threads):
     assert digests(2) == digests(2)
 

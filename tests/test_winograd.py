@@ -161,7 +161,7 @@ def test_winograd_with_shared_tiles_matches_the_reference(isa, shape, winograd_e
 
 
 @pytest.mark.parametrize("threads", [1, 3, 12])
-def test_winograd_output_is_the_same_at_any_thread_count(threads, winograd_everywhere):
+def test_winograd_output_is_the_same_at_any_thread_count(threads, winograd_everywhere, restore_threads):
     # With 1 to 3 threads the shape below shares its tiles (3 output slivers on AVX-512, more on
     # the others); with 12 on AVX-512 each thread takes blocks of its own. The GEMMs group every
     # sum alike either way, so the output and the data gradient are bitwise the same.
@@ -172,14 +172,10 @@ def test_winograd_output_is_the_same_at_any_thread_count(threads, winograd_every
         return (ops.conv2d(x, wt, b, padding=1, algo="winograd"),
                 ops.conv2d_backward(gy, x, wt, padding=1, needs=(True, False, False))[0])
 
-    before = fastconv.get_num_threads()
-    try:
-        fastconv.set_num_threads(2)
-        want = run()
-        fastconv.set_num_threads(threads)
-        got = run()
-    finally:
-        fastconv.set_num_threads(before)
+    fastconv.set_num_threads(2)
+    want = run()
+    fastconv.set_num_threads(threads)
+    got = run()
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
 
 
@@ -216,19 +212,15 @@ def test_winograd_weight_gradient_matches_the_reference(isa, shape, winograd_wei
 
 
 @pytest.mark.parametrize("threads", [1, 3, 12])
-def test_winograd_weight_gradient_is_the_same_at_any_thread_count(threads, winograd_weight_grad):
+def test_winograd_weight_gradient_is_the_same_at_any_thread_count(threads, winograd_weight_grad, restore_threads):
     # Blocks of tiles are fixed by the shape and each sum runs over them in order, so the thread
     # count (here up to 12, where the GEMMs split S's rows) changes no bit of the result.
     x, wt, _ = make(2, 40, 70, 37, 41, 1)
     gy = np.random.default_rng(2).standard_normal((2, 70, 37, 41)).astype(np.float32)
-    before = fastconv.get_num_threads()
-    try:
-        fastconv.set_num_threads(2)
-        base = ops.conv2d_backward(gy, x, wt, padding=1, needs=(False, True, False))[1]
-        fastconv.set_num_threads(threads)
-        got = ops.conv2d_backward(gy, x, wt, padding=1, needs=(False, True, False))[1]
-    finally:
-        fastconv.set_num_threads(before)
+    fastconv.set_num_threads(2)
+    base = ops.conv2d_backward(gy, x, wt, padding=1, needs=(False, True, False))[1]
+    fastconv.set_num_threads(threads)
+    got = ops.conv2d_backward(gy, x, wt, padding=1, needs=(False, True, False))[1]
     assert np.array_equal(got, base)
     assert close(got, conv_backward(gy, x, wt, padding=1)[1])
 
