@@ -160,6 +160,30 @@ def test_a_training_forward_between_inference_calls_refolds_the_batchnorm(grad):
         torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
 
 
+def test_inference_keeps_the_winograd_filters_of_the_folded_weights():
+    # 128 channels at 14 x 14, batch 1 (16 tiles): Winograd wins only with the filters transformed once
+    # (fastconv.ops.FilterCache), which the fused conv + BatchNorm keeps beside its folded weights. A
+    # change to a weight or running statistic (a new version) folds again and transforms again.
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.Conv2d(128, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU()).eval()
+    _perturb_bn(ref)
+    ours = ft.convert(ref)
+    x = torch.randn(1, 128, 14, 14)
+
+    def held():
+        (entry,) = ours.__dict__["_fastconv_folded"].values()
+        return entry[3].nbytes
+
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+        assert held() >= 36 * 128 * 128 * 4
+        for model in (ref, ours):
+            model[0].weight.mul_(-0.5)
+            model[1].running_var.mul_(2)
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+        assert held() > 0
+
+
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_autograd_around_the_dispatcher_records_the_same_backward(name):
     # An input that requires grad, with nothing watching, runs each op's autograd formula as a

@@ -140,7 +140,7 @@ SHARED_SHAPES = [
 @pytest.fixture
 def winograd_everywhere(monkeypatch):
     """Every Winograd-shaped float32 convolution (and data gradient) on the Winograd kernel, whatever its size."""
-    monkeypatch.setattr(conv_module, "_winograd_wins", lambda *shape: True)
+    monkeypatch.setattr(conv_module, "_winograd_wins", lambda *shape, **rule: True)
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -266,3 +266,112 @@ def test_the_backend_checks_the_weight_gradients_algorithm():
     with pytest.raises(ValueError, match="unknown algorithm"):
         kernels(x).conv_backward(gy, x, wt, None, gw, None, (1, 2, 2), (0, 1, 1), (1, 1, 1), 1,
                                  _core.ALGORITHMS["direct"], 99)
+
+
+# --------------------------------------------------------------------------- FilterCache
+
+# (n, c_in, c_out, h, w, padding): blocks of tiles per thread; tiles shared by the threads with
+# input channels in two GEMM depth blocks; output channels that fill no whole sliver.
+CACHED_SHAPES = [(1, 64, 64, 30, 30, 1), (2, 384, 136, 9, 11, 1), (1, 200, 70, 7, 7, "same")]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("shape", CACHED_SHAPES, ids=str)
+def test_cached_filters_give_the_same_output_as_filters_transformed_in_the_call(isa, shape):
+    n, c_in, c_out, h, w, padding = shape
+    x, wt, b = make(n, c_in, c_out, h, w)
+    ref = np.maximum(conv(x, wt, b, padding=padding), 0)
+    cache = ops.FilterCache()
+    with fastconv.use_isa(isa):
+        want = ops.conv2d(x, wt, b, padding=padding, activation="relu", algo="winograd")
+        first = ops.conv2d(x, wt, b, padding=padding, activation="relu", algo="winograd", filter_cache=cache)
+        held = cache.nbytes
+        again = ops.conv2d(x, wt, b, padding=padding, activation="relu", algo="winograd", filter_cache=cache)
+    assert held >= 36 * c_in * c_out * 4 and cache.nbytes == held
+    assert np.array_equal(first, want) and np.array_equal(again, want)
+    assert close(first, ref), float(np.abs(first - ref).max())
+
+
+def test_a_filter_cache_is_reused_until_its_key_or_the_weight_array_changes():
+    x, wt, b = make(1, 64, 64, 12, 12)
+    w2 = wt.copy()
+    cache = ops.FilterCache()
+
+    def run(weight):
+        return ops.conv2d(x, weight, b, padding=1, algo="winograd", filter_cache=cache)
+
+    before = run(wt)
+    wt *= 2  # in place: the cache cannot see it, so the next call still reads the old filters
+    assert np.array_equal(run(wt), before)
+    cache.keyed("changed")  # a new key drops them: the filters of the doubled weight
+    doubled = run(wt)
+    assert close(doubled, conv(x, wt, b, padding=1)) and not close(doubled, before)
+    assert np.array_equal(run(w2), before)  # another array (address) of the same shape: made anew
+    cache.keyed("changed")  # the same key keeps them
+    assert np.array_equal(run(w2), before)
+    cache.clear()
+    assert cache.nbytes == 0
+
+
+@pytest.mark.skipif(len(ISAS) < 2, reason="one kernel set on this CPU")
+def test_a_filter_cache_follows_the_kernel_set_in_use():
+    # The transformed filters' layout is the kernel set's (its GEMM's sliver width).
+    x, wt, b = make(1, 64, 72, 10, 10)
+    cache = ops.FilterCache()
+    for isa in ISAS + ISAS[::-1]:
+        with fastconv.use_isa(isa):
+            want = ops.conv2d(x, wt, b, padding=1, algo="winograd")
+            got = ops.conv2d(x, wt, b, padding=1, algo="winograd", filter_cache=cache)
+        assert np.array_equal(got, want), isa
+
+
+def test_auto_with_a_filter_cache_picks_winograd_for_fewer_tiles():
+    x14, w256 = np.zeros((1, 256, 14, 14), np.float32), np.zeros((256, 256, 3, 3), np.float32)
+    x7, w512 = np.zeros((2, 512, 7, 7), np.float32), np.zeros((512, 512, 3, 3), np.float32)
+    for x, wt, tiles in ((x14, w256, 16), (x7, w512, 8), (x7[:, :128], w512[:128, :128], 8)):
+        assert ops.conv_algorithm(x, wt, padding=1) == "direct", tiles
+        assert ops.conv_algorithm(x, wt, padding=1, filters_cached=True) == "winograd", tiles
+    assert ops.conv_algorithm(x7[:1], w512, padding=1, filters_cached=True) == "direct"  # 4 tiles
+    assert ops.conv_algorithm(x14[:, :64], w256[:64, :64], padding=1, filters_cached=True) == "direct"  # 64 channels
+    assert ops.conv_algorithm(x14.astype(np.float64), w256.astype(np.float64), padding=1,
+                              filters_cached=True) == "direct"
+
+
+def test_auto_runs_winograd_on_the_cached_filters():
+    x, wt, b = make(1, 128, 128, 14, 14)
+    cache = ops.FilterCache()
+    got = ops.conv2d(x, wt, b, padding=1, filter_cache=cache)
+    assert cache.nbytes > 0  # 16 tiles: Winograd only with the cache
+    assert np.array_equal(got, ops.conv2d(x, wt, b, padding=1, algo="winograd"))
+    assert close(got, conv(x, wt, b, padding=1))
+
+
+def test_a_filter_cache_is_left_alone_where_winograd_does_not_run():
+    x, wt, b = make(1, 8, 8, 6, 6)
+    cache = ops.FilterCache()
+    got = ops.conv2d(x, wt, b, padding=1, filter_cache=cache)  # few channels: direct
+    got64 = ops.conv2d(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64), padding=1,
+                       algo="winograd", filter_cache=cache)  # float64: the GEMM
+    assert cache.nbytes == 0
+    assert close(got, conv(x, wt, b, padding=1)) and close(got64, conv(x, wt, b, padding=1))
+    with pytest.raises(TypeError, match="FilterCache"):
+        ops.conv2d(x, wt, padding=1, filter_cache={})
+
+
+def test_the_backend_checks_the_transformed_filters():
+    be = fastconv._runtime.backend()
+    x, wt, _ = make(1, 16, 8, 6, 6)
+    y = np.empty((1, 8, 6, 6), np.float32)
+    size = be.conv_winograd_filters_size(16, 8)
+    u = np.empty(size, np.float32)
+    be.conv_winograd_filters(wt, u)
+    geometry = ((1, 1, 1), (0, 1, 1), (1, 1, 1), 1, 0)  # stride, padding, dilation, groups, activation
+    winograd, direct = fastconv._core.ALGORITHMS["winograd"], fastconv._core.ALGORITHMS["direct"]
+    be.conv_forward(x, wt, None, y, *geometry, winograd, u)
+    assert close(y, conv(x, wt, None, padding=1))
+    with pytest.raises(ValueError, match="elements"):
+        be.conv_forward(x, wt, None, y, *geometry, winograd, u[:-1])
+    with pytest.raises(ValueError, match="algo 'winograd'"):
+        be.conv_forward(x, wt, None, y, *geometry, direct, u)
+    with pytest.raises(ValueError, match="elements"):
+        be.conv_winograd_filters(wt, np.empty(size + 1, np.float32))

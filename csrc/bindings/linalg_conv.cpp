@@ -1,5 +1,6 @@
 // GEMM and convolution (forward and backward) bindings.
 #include <stdexcept>
+#include <type_traits>
 
 #include "bindings/common.h"
 
@@ -102,8 +103,36 @@ int64_t weight_numel(const ConvNdArgs<T>& g) {
   return g.c_out * (g.c_in / g.groups) * g.kernel[0] * g.kernel[1] * g.kernel[2];
 }
 
+// The floats of (c_out, c_in, 3, 3) filters transformed for this kernel set's Winograd kernel
+// (-1: none, float64).
+template <class T>
+int64_t winograd_filters_size(const Backend& be, int64_t c_in, int64_t c_out) {
+  ConvForward<T> f;
+  f.g.c_in = c_in;
+  f.g.c_out = c_out;
+  return be.table->of<T>().conv_winograd_filters(f, nullptr);
+}
+
+// `weight` (c_out, c_in, 3, 3) transformed for the Winograd kernel into `out` (1-D, of
+// winograd_filters_size floats, 64-byte aligned for the streaming stores where it is large).
+void conv_winograd_filters(const Backend& be, const py::array& weight, py::array& out) {
+  if (weight.ndim() != 4 || weight.shape(2) != 3 || weight.shape(3) != 3)
+    throw py::value_error("the Winograd filters need a (C_out, C_in, 3, 3) weight");
+  ConvForward<float> f;
+  f.g.c_out = weight.shape(0);
+  f.g.c_in = weight.shape(1);
+  f.g.kernel[1] = f.g.kernel[2] = 3;
+  f.g.threads = get_num_threads();
+  f.weight = in_ptr<float>(weight, "weight");
+  float* u = out_ptr<float>(out, "out", winograd_filters_size<float>(be, f.g.c_in, f.g.c_out));
+  if (f.g.c_in == 0 || f.g.c_out == 0) return;
+  py::gil_scoped_release release;
+  be.table->f32.conv_winograd_filters(f, u);
+}
+
 void conv_forward(const Backend& be, const py::array& x, const py::array& weight, const py::object& bias,
-                  py::array& out, Triple stride, Triple pad, Triple dil, int64_t groups, int act, int algo) {
+                  py::array& out, Triple stride, Triple pad, Triple dil, int64_t groups, int act, int algo,
+                  const py::object& winograd_filters) {
   dispatch_float(x, "input", [&](auto tag) {
     using T = decltype(tag);
     ConvForward<T> f;
@@ -115,6 +144,12 @@ void conv_forward(const Backend& be, const py::array& x, const py::array& weight
     f.bias = opt_in_ptr<T>(bias, "bias", f.g.c_out);
     f.y = out_ptr<T>(out, "out");
     f.act = to_activation(act);
+    if (!winograd_filters.is_none()) {
+      if (a != ConvAlgo::winograd || !std::is_same_v<T, float>)
+        throw py::value_error("winograd_filters go with algo 'winograd' on float32");
+      f.winograd_filters = opt_in_ptr<T>(winograd_filters, "winograd_filters",
+                                         winograd_filters_size<T>(be, f.g.c_in, f.g.c_out));
+    }
     if (numel(out) == 0) return;
     py::gil_scoped_release release;
     be.table->of<T>().conv_forward(f, a);
@@ -158,7 +193,9 @@ void register_linalg_conv(BackendClass& cls) {
           py::arg("activation"), py::arg("accumulate") = false);
   cls.def("conv_forward", &conv_forward, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("out"),
           py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("activation"),
-          py::arg("algo"));
+          py::arg("algo"), py::arg("winograd_filters") = py::none());
+  cls.def("conv_winograd_filters", &conv_winograd_filters, py::arg("weight"), py::arg("out"));
+  cls.def("conv_winograd_filters_size", &winograd_filters_size<float>, py::arg("c_in"), py::arg("c_out"));
   cls.def("conv_backward", &conv_backward, py::arg("grad_output"), py::arg("x"), py::arg("weight"),
           py::arg("grad_input"), py::arg("grad_weight"), py::arg("grad_bias"), py::arg("stride"), py::arg("padding"),
           py::arg("dilation"), py::arg("groups"), py::arg("algo"), py::arg("weight_algo") = -1);

@@ -53,6 +53,7 @@ static Conv2dArgs to_conv2d(const ConvForward<float>& f) {
   a.y = f.y;
   a.act = f.act;
   a.threads = g.threads;
+  a.winograd_filters = f.winograd_filters;
   return a;
 }
 
@@ -162,10 +163,25 @@ void conv_backward(const ConvBackward<T>& b, ConvAlgo algo) {
   if (a.grad_w) conv_gemm_backward_weight(a);
 }
 
+template <class T>
+int64_t conv_winograd_filters(const ConvForward<T>& f, T* u) {
+  if constexpr (std::is_same_v<T, float>) {
+    const Conv2dArgs a = to_conv2d(f);
+    const int64_t panel = winograd_filter_panel(a.c_in, a.c_out);
+    if (u != nullptr) winograd_filters(a, u, panel);
+    return kWinoE * panel;
+  } else {
+    (void)f, (void)u;
+    return -1;
+  }
+}
+
 template void conv_forward<float>(const ConvForward<float>&, ConvAlgo);
 template void conv_forward<double>(const ConvForward<double>&, ConvAlgo);
 template void conv_backward<float>(const ConvBackward<float>&, ConvAlgo);
 template void conv_backward<double>(const ConvBackward<double>&, ConvAlgo);
+template int64_t conv_winograd_filters<float>(const ConvForward<float>&, float*);
+template int64_t conv_winograd_filters<double>(const ConvForward<double>&, double*);
 
 }  // namespace FC_NS
 }  // namespace fastconv

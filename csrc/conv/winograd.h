@@ -177,6 +177,12 @@ inline void winograd_filter_rows(const Conv2dArgs& a, int64_t c0, int64_t c1, in
   }
 }
 
+// The floats of U[e] (C x K) in the GEMM's packed layout, a cache line more than whole panels apart
+// (see kCacheLineFloats): the distance between U[e] and U[e + 1].
+inline int64_t winograd_filter_panel(int64_t C, int64_t K) {
+  return PackBPacked<float>::elems(C, K) + kCacheLineFloats;
+}
+
 // U[e] (C x K) for every filter, in the GEMM's packed layout (PackBPacked, `panel` floats per
 // e). A job is one sliver over up to kWinoFilterRows rows of one kGemmKC-deep block: its 36
 // destinations are each one contiguous run, written in order. A U larger than
@@ -187,7 +193,8 @@ inline void winograd_filters(const Conv2dArgs& a, float* U, int64_t panel) {
   const int64_t K = a.c_out, C = a.c_in, k_padded = round_up(K, NR), slivers = k_padded / NR;
   const int64_t chunks = ceil_div(C, kWinoFilterRows);  // kWinoFilterRows divides kGemmKC
   const int threads = static_cast<int>(imin(a.threads, imax(1, chunks * slivers)));
-  const bool stream = kWinoE * panel * int64_t(sizeof(float)) > kWinoStreamBytes;
+  const bool stream = kWinoE * panel * int64_t(sizeof(float)) > kWinoStreamBytes &&
+                      reinterpret_cast<uintptr_t>(U) % (kCacheLineFloats * sizeof(float)) == 0;
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t job = 0; job < chunks * slivers; ++job) {
     const int64_t c0 = job / slivers * kWinoFilterRows, c1 = imin(C, c0 + kWinoFilterRows), s = job % slivers;
@@ -309,7 +316,8 @@ inline void conv2d_winograd_shared(const Conv2dArgs& a, const WinoTiles& tiles) 
   float* v = vm.data();
   float* m = v + kWinoE * ev;
   const int64_t rows = imax(1, imin(C, kGemmKC));
-  const int64_t up = rows * NR + kCacheLineFloats;  // a thread's U panel per position e
+  // A thread's U panel per position e (none where the filters came transformed).
+  const int64_t up = a.winograd_filters != nullptr ? 0 : rows * NR + kCacheLineFloats;
   const int64_t per_thread = kWinoE * up + kWinoA * kWinoM * split_stride + kWinoM * kWinoM * L +
                              gemm_scratch_per_thread<float>();
   const int threads = a.threads;
@@ -332,11 +340,20 @@ inline void conv2d_winograd_shared(const Conv2dArgs& a, const WinoTiles& tiles) 
       const int64_t k0 = s * NR, nk = imin(NR, K - k0);
       for (int64_t c0 = 0; c0 < C; c0 += rows) {
         const int64_t kc = imin(rows, C - c0);
-        winograd_filter_rows(a, c0, c0 + kc, k0, nk, u, up, false);
+        // This block's sliver of U: transformed now into the thread's panels, or where the
+        // filters came transformed, read in place (winograd_filters' layout: the same rows x NR).
+        const float* us = u;
+        int64_t us_stride = up;
+        if (a.winograd_filters != nullptr) {
+          us = a.winograd_filters + c0 * round_up(K, int64_t{NR}) + s * kc * NR;
+          us_stride = winograd_filter_panel(C, K);
+        } else {
+          winograd_filter_rows(a, c0, c0 + kc, k0, nk, u, up, false);
+        }
         // M[e][:, k0 .. k0 + nk) (+)= V[e]^T (tiles x these channels) * U[e] (these channels x nk)
         for (int e = 0; e < kWinoE; ++e)
           gemm_serial(block, nk, kc, PackAStrided<float>{v + e * ev + c0 * block, 1, block},
-                      PackBPacked<float>(u + e * up, kc, nk), m + e * em + k0, K, none, 0, 0,
+                      PackBPacked<float>(us + e * us_stride, kc, nk), m + e * em + k0, K, none, 0, 0,
                       GemmScratch<float>(gemm_buf), c0 > 0);
       }
     }
@@ -372,10 +389,10 @@ inline void conv2d_winograd(const Conv2dArgs& a) {
     conv2d_winograd_shared(a, tiles);
     return;
   }
-  // U[e] lie a cache line more than whole panels apart (see kCacheLineFloats).
-  const int64_t panel = PackBPacked<float>::elems(C, K) + kCacheLineFloats;
-  Scratch<float> U(checked_mul(kWinoE, panel));
-  winograd_filters(a, U.data(), panel);
+  const int64_t panel = winograd_filter_panel(C, K);
+  Scratch<float> own(a.winograd_filters != nullptr ? 0 : checked_mul(kWinoE, panel));
+  if (a.winograd_filters == nullptr) winograd_filters(a, own.data(), panel);
+  const float* U = a.winograd_filters != nullptr ? a.winograd_filters : own.data();
   // Blocks of at most kWinoBlockBytes, as many for each thread, of equal size.
   const int64_t fit = imax(kGemmMR, kWinoBlockBytes / (kWinoE * (C + K) * int64_t(sizeof(float))));
   const int64_t block = ceil_div(tiles.total, round_up(ceil_div(tiles.total, fit), a.threads));
@@ -407,7 +424,7 @@ inline void conv2d_winograd(const Conv2dArgs& a) {
       } else {
         for (int e = 0; e < kWinoE; ++e)
           gemm_serial(nt, K, C, PackAStrided<float>{v + e * ev, 1, block},
-                      PackBPacked<float>(U.data() + e * panel, C, K), m + e * em, K, none, 0, 0,
+                      PackBPacked<float>(U + e * panel, C, K), m + e * em, K, none, 0, 0,
                       GemmScratch<float>(gemm_buf));
       }
       winograd_output_tiles(a, tiles, t0, t1, m, em, out16);

@@ -14,6 +14,7 @@ struct KernelSet {
   void (*gemm)(const GemmArgsT<T>&);
   void (*conv_forward)(const ConvForward<T>&, ConvAlgo);
   void (*conv_backward)(const ConvBackward<T>&, ConvAlgo);
+  int64_t (*conv_winograd_filters)(const ConvForward<T>&, T*);
   void (*max_pool_forward)(const PoolArgs&, const T*, T*, int64_t*);
   bool (*max_pool_backward)(const PoolArgs&, const T*, const int64_t*, T*);
   void (*avg_pool_forward)(const PoolArgs&, const T*, T*);

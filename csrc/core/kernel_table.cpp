@@ -15,6 +15,7 @@ static KernelSet<T> kernel_set() {
   s.gemm = &gemm<T>;
   s.conv_forward = &conv_forward<T>;
   s.conv_backward = &conv_backward<T>;
+  s.conv_winograd_filters = &conv_winograd_filters<T>;
   s.max_pool_forward = &max_pool_forward<T>;
   s.max_pool_backward = &max_pool_backward<T>;
   s.avg_pool_forward = &avg_pool_forward<T>;

@@ -60,6 +60,9 @@ struct Conv2dArgs {
   // that convolution's (c_in, c_out / groups, kh, kw) with in/out channels swapped
   // within each group and every filter flipped.
   bool weight_transposed = false;
+  // Winograd only: the filters already transformed (conv_winograd_filters' layout), or null to
+  // transform them in the call.
+  const float* winograd_filters = nullptr;
 };
 
 // A convolution over up to three spatial dimensions (1-D and 2-D set the leading
@@ -86,6 +89,7 @@ struct ConvForward {
   const T* bias = nullptr;
   T* y = nullptr;
   Activation act = Activation::none;
+  const T* winograd_filters = nullptr;  // see Conv2dArgs::winograd_filters
 };
 
 // Backward: any of grad_x, grad_w, grad_b may be null (not wanted).

@@ -36,6 +36,7 @@ from .activation import (
     tanh_backward,
 )
 from .conv import (
+    FilterCache,
     ALGORITHMS,
     conv1d,
     conv1d_backward,
@@ -124,6 +125,7 @@ __all__ = [
     "max_pool3d",
     "max_pool3d_backward",
     "ALGORITHMS",
+    "FilterCache",
     "conv1d",
     "conv1d_backward",
     "conv2d",
@@ -144,6 +146,6 @@ __all__ = [
 from ._device import dispatch as _dispatch  # noqa: E402
 
 for _name in __all__:
-    if callable(globals()[_name]):
+    if callable(globals()[_name]) and not isinstance(globals()[_name], type):
         globals()[_name] = _dispatch(globals()[_name])
 del _name

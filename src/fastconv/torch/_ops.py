@@ -205,11 +205,26 @@ def _pool_out_shape(x: Tensor, kernel_size, stride, padding, dilation, ceil_mode
 # --------------------------------------------------------------------------- convolution (1-D and 2-D)
 
 
-def _conv_forward(input, weight, bias, stride, padding, dilation, groups, same, activation, algo):
+def _conv_forward(input, weight, bias, stride, padding, dilation, groups, same, activation, algo,
+                  filter_cache: Optional[ops.FilterCache] = None):
     nd = weight.dim() - 2
+    extra = {} if filter_cache is None else {"filter_cache": filter_cache}  # conv2d's only
     y = _CONV_FORWARD[nd](_np(input), _np(weight), _np(bias), tuple(stride), _padding_arg(padding, same),
-                          tuple(dilation), groups, activation=activation, algo=algo)
+                          tuple(dilation), groups, activation=activation, algo=algo, **extra)
     return _torch(y)
+
+
+def conv2d_cached_filters(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
+                          padding: List[int], dilation: List[int], groups: int, same: bool,
+                          activation: Optional[str], algo: str, filter_cache: ops.FilterCache) -> Tensor:
+    """:func:`conv2d` (same arguments) that keeps Winograd's transformed filters in ``filter_cache``
+    between calls (:class:`fastconv.ops.FilterCache`) where it runs the kernel itself: on a batch
+    (4-D input), with no gradient to record and nothing watching the dispatcher. Else the op."""
+    args = (input, weight, bias, stride, padding, dilation, groups, same, activation, algo)
+    if (input.dim() == 4 and unwatched(args)
+            and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias)))):
+        return _conv_forward(*args, filter_cache=filter_cache)
+    return call(conv2d, *args)
 
 
 def _conv_backward(grad_output, input, weight, output, stride, padding, dilation, groups, same, activation,

@@ -124,6 +124,21 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride:
                  algo)
 
 
+def _conv2d_cached_filters(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: IntOrSeq,
+                           padding: Union[IntOrSeq, str], dilation: IntOrSeq, groups: int,
+                           activation: Optional[str], filter_cache) -> Tensor:
+    """:func:`conv2d` for weights that stay fixed from call to call (the BatchNorm-folded ones of
+    inference): ``filter_cache`` (a :class:`fastconv.ops.FilterCache` that lives as long as the
+    weight) keeps Winograd's transformed filters where the call runs the kernel itself."""
+    if input.dim() != 4:
+        return conv2d(input, weight, bias, stride, padding, dilation, groups, activation=activation)
+    _check("conv2d", input=input, weight=weight, bias=bias)
+    pad, same = _conv_padding(padding, 2)
+    return _ops.conv2d_cached_filters(input, weight, bias, _ints(stride, 2, "stride"), pad,
+                                      _ints(dilation, 2, "dilation"), int(groups), same, _activation(activation),
+                                      "auto", filter_cache)
+
+
 @_batched_dims(3)
 def conv1d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride: IntOrSeq = 1,
            padding: Union[IntOrSeq, str] = 0, dilation: IntOrSeq = 1, groups: int = 1, *,

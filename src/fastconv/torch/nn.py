@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules import module as torch_module
 
+from .. import ops
 from . import functional as F
 from ._ops import _folded
 
@@ -176,14 +177,16 @@ def _conv_bn(cache_owner: dict, slot, conv, bn, act, input):
         return F.conv2d_bn(input, conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias,
                            bn.eps, conv.stride, conv.padding, conv.dilation, conv.groups, activation=act)
     # Inference without autograd: fold once and reuse the folded weights while no parameter or
-    # running statistic changes (their storage and version counters are the cache key).
+    # running statistic changes (their storage and version counters are the cache key), and with
+    # them, where the convolution runs Winograd, its transformed filters (a FilterCache).
     cache = cache_owner.setdefault("_fastconv_folded", {})
     key = tuple(None if t is None else (t.data_ptr(), t._version, t.dtype) for t in tensors) + (bn.eps,)
     hit = cache.get(slot)
     if hit is None or hit[0] != key:
         w, b = _folded(*tensors, bn.eps)
-        hit = cache[slot] = (key, torch.from_numpy(w), torch.from_numpy(b))
-    return F.conv2d(input, hit[1], hit[2], conv.stride, conv.padding, conv.dilation, conv.groups, activation=act)
+        hit = cache[slot] = (key, torch.from_numpy(w), torch.from_numpy(b), ops.FilterCache())
+    return F._conv2d_cached_filters(input, hit[1], hit[2], conv.stride, conv.padding, conv.dilation, conv.groups,
+                                    act, hit[3])
 
 
 class Sequential(nn.Sequential):
