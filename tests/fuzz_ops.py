@@ -100,6 +100,9 @@ def _dims(d: Draw, n, label):
 # numpy definition (or raises for arguments the definition does not cover).
 
 
+FILTER_CACHE = ops.FilterCache()
+
+
 def gen_conv2d(d: Draw):
     n = d.pick([1, 2], [0], p_bad=0.05, label="N")
     groups = d.pick([1, 2], [3, 0, -1], p_bad=0.1, label="groups")
@@ -126,8 +129,10 @@ def gen_conv2d(d: Draw):
         y = ref.conv(x, wt, b, **kw)
         return [np.clip(y, lo, hi) if act else y]
 
-    return (f"conv2d x{x.shape} w{wt.shape} {kw} act={act} algo={algo}",
-            lambda: [ops.conv2d(x, wt, b, activation=act, algo=algo, **kw)], reference)
+    # Now and then the one FilterCache every such case shares, whatever its shape (or a wrong type).
+    cache = d.pick([None, None, None, FILTER_CACHE], [{}], p_bad=0.02, label="filter_cache")
+    return (f"conv2d x{x.shape} w{wt.shape} {kw} act={act} algo={algo} cache={cache is not None}",
+            lambda: [ops.conv2d(x, wt, b, activation=act, algo=algo, filter_cache=cache, **kw)], reference)
 
 
 def gen_conv2d_backward(d: Draw):

@@ -305,6 +305,39 @@ def test_fuse_folds_batchnorm_and_relu_into_the_convolution():
     assert isinstance(m[1], nn.BatchNorm2d)  # the original is untouched
 
 
+def test_a_fused_model_freezes_its_convolutions_and_keeps_their_winograd_filters():
+    # 128 channels at 14 x 14, batch 1 (16 tiles): Winograd only with the filters transformed once. nn.fuse
+    # makes the weights read-only, which Conv2d takes as fixed: it keeps the transformed filters.
+    from reference import conv
+
+    fastconv.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(128, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU()).eval()
+    x = Tensor(np.random.default_rng(0).standard_normal((1, 128, 14, 14)).astype(np.float32))
+    with fastconv.no_grad():
+        ref = m(x).data
+        f = nn.fuse(m)
+        got = f(x).data
+    conv2d = f[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    assert conv2d.__dict__["_filter_cache"].nbytes >= 36 * 128 * 128 * 4
+    assert m[0].weight.data.flags.writeable  # the original stays as it was
+    with pytest.raises(ValueError, match="read-only"):
+        conv2d.weight.data *= 2
+    with pytest.raises(ValueError, match="before fusing"):
+        f.load_state_dict(f.state_dict())
+    # A new array is a new weight: its filters are made anew.
+    w = np.random.default_rng(1).standard_normal(conv2d.weight.shape).astype(np.float32) / 30
+    conv2d.weight.data = w
+    w.flags.writeable = False
+    want = np.maximum(conv(x.data, w, conv2d.bias.data, padding=1), 0)
+    with fastconv.no_grad():
+        np.testing.assert_allclose(f(x).data, want, rtol=1e-4, atol=1e-4)
+    w2 = w.copy()  # writeable: no cache
+    conv2d.weight.data = w2
+    with fastconv.no_grad():
+        np.testing.assert_allclose(f(x).data, want, rtol=1e-4, atol=1e-4)
+
+
 def test_layer_argument_errors():
     with pytest.raises(ValueError, match="groups"):
         nn.Conv2d(3, 4, 3, groups=2)

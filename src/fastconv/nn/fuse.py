@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from typing import List, Optional, Tuple
 
+import numpy as np
+
 from .. import ops
 from .layers import Conv1d, Conv2d, Conv3d, Identity, ReLU, ReLU6, _BatchNorm
 from .module import Module, Parameter, Sequential
@@ -60,6 +62,12 @@ def fuse(model: Module, inplace: bool = False) -> Module:
     bias, and a ReLU/ReLU6 right after it becomes the convolution's fused epilogue; the
     folded modules become :class:`Identity`. The result is in eval mode; its outputs equal
     the original's eval-mode outputs to float32 rounding.
+
+    The result's convolution weights (host arrays) are frozen, made read-only: a
+    :class:`Conv2d` with a read-only weight keeps what it derives from it between calls
+    (Winograd's transformed filters, :class:`fastconv.ops.FilterCache`). Writing to them raises
+    ``ValueError``; load a state into the model before fusing it. Give a new array
+    (``conv.weight.data = w``) to change one.
     """
     m = model if inplace else copy.deepcopy(model)
     m.eval()
@@ -77,4 +85,7 @@ def fuse(model: Module, inplace: bool = False) -> Module:
                 conv.activation = _ACTS[type(module._modules[act_name])]
                 if not keeps_activations:
                     module._modules[act_name] = Identity()
+    for module in m.modules():
+        if isinstance(module, _CONVS) and isinstance(module.weight.data, np.ndarray):
+            module.weight.data.flags.writeable = False
     return m

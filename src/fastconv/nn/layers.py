@@ -3,11 +3,13 @@ initialisation, running fastconv's kernels through :mod:`fastconv.nn.functional`
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Tuple, Union
 
 import numpy as np
 
+from .. import ops
 from ..ops._validate import as_int, tuple_arg
 from . import functional as F
 from . import init
@@ -85,8 +87,21 @@ class Conv1d(_ConvNd):
 
 
 class Conv2d(_ConvNd):
+    """``torch.nn.Conv2d``. A read-only weight array (:func:`fastconv.nn.fuse` freezes the
+    convolution weights of the model it returns) is taken as fixed: the layer keeps what it derives from it, Winograd's
+    transformed filters, from call to call (:class:`fastconv.ops.FilterCache`) until it is given
+    another array."""
+
     _nd = 2
     _functional = staticmethod(F.conv2d)
+
+    def forward(self, x):
+        w = self.weight.data
+        if isinstance(w, np.ndarray) and not w.flags.writeable:
+            cache = self.__dict__.setdefault("_filter_cache", ops.FilterCache())
+            return F._conv(functools.partial(ops.conv2d, filter_cache=cache), ops.conv2d_backward, x, self.weight,
+                           self.bias, self.stride, self.padding, self.dilation, self.groups, self.activation)
+        return super().forward(x)
 
 
 class Conv3d(_ConvNd):

@@ -285,6 +285,11 @@ class Module:
             errors.append("Shape mismatch(es): " + "; ".join(mismatched))
         if errors:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n  " + "\n  ".join(errors))
+        frozen = [k for k, dst in own.items() if k in given and isinstance(dst, np.ndarray) and not dst.flags.writeable]
+        if frozen:
+            raise ValueError(f"{', '.join(frozen)} {'is' if len(frozen) == 1 else 'are'} read-only (nn.fuse freezes "
+                             "the convolution weights of the model it returns): load the state into the model "
+                             "before fusing it")
         for k, dst in own.items():
             if k in given:
                 _copy_into(dst, given[k])

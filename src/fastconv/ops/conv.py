@@ -405,14 +405,15 @@ class FilterCache:
     The cache cannot see a weight change in place: before each call, :meth:`keyed` with a key
     that changes whenever the weight's values may have (``fastconv.torch`` passes the tensor's
     data pointer and version counter). Held filters are used only for a weight at the same
-    address, of the same shape, on the same kernel set; else they are made anew.
+    address, of the same shape, on the same kernel set; else they are made anew. The cache holds a
+    reference to the weight array its filters came from, so no other array can take its address.
     """
 
     __slots__ = ("_key", "_held")
 
     def __init__(self) -> None:
         self._key = None
-        self._held = None  # ((kernel set, weight address, weight shape), transformed filters)
+        self._held = None  # ((kernel set, weight address, weight shape), transformed filters, the weight)
 
     def keyed(self, key) -> "FilterCache":
         """This cache, emptied unless ``key`` equals the key of the previous call."""
@@ -436,7 +437,7 @@ class FilterCache:
         if self._held is None or self._held[0] != ident:
             u = _core.empty((be.conv_winograd_filters_size(conv.c_in, conv.c_out),), np.float32)
             be.conv_winograd_filters(w, u)
-            self._held = (ident, u)
+            self._held = (ident, u, w)
         return self._held[1]
 
 
