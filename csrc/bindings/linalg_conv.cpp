@@ -114,7 +114,7 @@ int64_t winograd_filters_size(const Backend& be, int64_t c_in, int64_t c_out) {
 }
 
 // `weight` (c_out, c_in, 3, 3) transformed for the Winograd kernel into `out` (1-D, of
-// winograd_filters_size floats, 64-byte aligned for the streaming stores where it is large).
+// winograd_filters_size floats; written with streaming stores where it is large and 64-byte aligned).
 void conv_winograd_filters(const Backend& be, const py::array& weight, py::array& out) {
   if (weight.ndim() != 4 || weight.shape(2) != 3 || weight.shape(3) != 3)
     throw py::value_error("the Winograd filters need a (C_out, C_in, 3, 3) weight");

@@ -17,8 +17,9 @@ template <class T>
 void conv_backward(const ConvBackward<T>& b, ConvAlgo algo);
 
 // The floats of f's 3x3 filters transformed for the Winograd kernel (ConvForward::winograd_filters),
-// and with `u` not null, writes them there (64-byte aligned). f needs only the channels, the
-// weight and the threads. The layout is this ISA's; float64 has none (-1).
+// and with `u` not null, writes them there (with streaming stores where they are large and `u` is
+// 64-byte aligned). f needs only the channels, the weight and the threads. The layout is this
+// ISA's; float64 has none (-1).
 template <class T>
 int64_t conv_winograd_filters(const ConvForward<T>& f, T* u);
 
