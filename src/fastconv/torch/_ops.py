@@ -109,6 +109,12 @@ def unwatched(args) -> bool:
     return True
 
 
+def records_grad(tensors) -> bool:
+    """Whether autograd records a call on ``tensors`` (others among them, such as None, are skipped):
+    grad mode is on and one of them requires grad."""
+    return torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
+
+
 def call(op, *args):
     """``op(*args)``, without the dispatcher where :func:`unwatched` allows: the implementation itself,
     or, where an input requires grad, the op's :data:`DIRECT_AUTOGRAD` function, which records the same
@@ -116,7 +122,7 @@ def call(op, *args):
     impl = IMPLEMENTATIONS.get(op)
     if impl is None or not unwatched(args):
         return op(*args)
-    if torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args):
+    if records_grad(args):
         direct = DIRECT_AUTOGRAD.get(op)
         return direct.apply(*args) if direct is not None else op(*args)
     return impl(*args)
@@ -217,12 +223,11 @@ def _conv_forward(input, weight, bias, stride, padding, dilation, groups, same, 
 def conv2d_cached_filters(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int],
                           padding: List[int], dilation: List[int], groups: int, same: bool,
                           activation: Optional[str], algo: str, filter_cache: ops.FilterCache) -> Tensor:
-    """:func:`conv2d` (same arguments) that keeps Winograd's transformed filters in ``filter_cache``
-    between calls (:class:`fastconv.ops.FilterCache`) where it runs the kernel itself: on a batch
-    (4-D input), with no gradient to record and nothing watching the dispatcher. Else the op."""
+    """:func:`conv2d` (same arguments, a 4-D input) that keeps Winograd's transformed filters in
+    ``filter_cache`` between calls (:class:`fastconv.ops.FilterCache`) where it runs the kernel itself:
+    with no gradient to record and nothing watching the dispatcher. Else the op."""
     args = (input, weight, bias, stride, padding, dilation, groups, same, activation, algo)
-    if (input.dim() == 4 and unwatched(args)
-            and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias)))):
+    if unwatched(args) and not records_grad(args):
         return _conv_forward(*args, filter_cache=filter_cache)
     return call(conv2d, *args)
 
@@ -556,7 +561,7 @@ def max_pool2d_values(input: Tensor, kernel_size: List[int], stride: List[int], 
     enabled for ``input``) and :func:`unwatched` allows, the kernel runs without writing them (an
     int64 per output: ResNet-18's max pool at batch 1 takes a third of the time); else the op, whose
     indices the backward needs."""
-    if unwatched((input,)) and not (input.requires_grad and torch.is_grad_enabled()):
+    if unwatched((input,)) and not records_grad((input,)):
         return _max_pool2d_values(input, kernel_size, stride, padding, dilation, ceil_mode)
     return call(max_pool2d, input, kernel_size, stride, padding, dilation, ceil_mode)[0]
 
@@ -756,7 +761,7 @@ def batch_norm_training(input: Tensor, weight: Optional[Tensor], bias: Optional[
     args = (input, weight, bias, running_mean, running_var)
     if (unwatched(args) and running_mean.is_contiguous() and running_var.is_contiguous()
             and not running_mean.is_inference() and not running_var.is_inference()):
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias)):
+        if records_grad((input, weight, bias)):
             return _BN_UPDATING_DIRECT.apply(*args, eps, activation, momentum)
         return _bn_training_updating(*args, eps, activation, momentum)
     y, mean, invstd = call(batch_norm, *args, True, eps, activation)

@@ -129,7 +129,7 @@ def _conv2d_cached_filters(input: Tensor, weight: Tensor, bias: Optional[Tensor]
                            activation: Optional[str], filter_cache) -> Tensor:
     """:func:`conv2d` for weights that stay fixed from call to call (the BatchNorm-folded ones of
     inference): ``filter_cache`` (a :class:`fastconv.ops.FilterCache` that lives as long as the
-    weight) keeps Winograd's transformed filters where the call runs the kernel itself."""
+    weight) keeps Winograd's transformed filters where the call runs the kernel itself (on a batch)."""
     if input.dim() != 4:
         return conv2d(input, weight, bias, stride, padding, dilation, groups, activation=activation)
     _check("conv2d", input=input, weight=weight, bias=bias)

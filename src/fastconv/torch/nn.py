@@ -17,7 +17,7 @@ from torch.nn.modules import module as torch_module
 
 from .. import ops
 from . import functional as F
-from ._ops import _folded
+from ._ops import _folded, records_grad
 
 __all__ = ["Conv1d", "Conv2d", "ConvTranspose2d", "BatchNorm1d", "BatchNorm2d", "MaxPool2d", "AvgPool2d",
            "AdaptiveAvgPool2d", "Linear", "Sequential"]
@@ -172,8 +172,7 @@ def _conv_bn(cache_owner: dict, slot, conv, bn, act, input):
     """conv → bn (→ act) as one convolution: the fused op when autograd or torch.compile needs it, else
     a plain convolution with the BatchNorm folded into weights cached in ``cache_owner`` under ``slot``."""
     tensors = (conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias)
-    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (input,) + tensors)):
+    if torch.compiler.is_compiling() or records_grad((input,) + tensors):
         return F.conv2d_bn(input, conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias,
                            bn.eps, conv.stride, conv.padding, conv.dilation, conv.groups, activation=act)
     # Inference without autograd: fold once and reuse the folded weights while no parameter or
