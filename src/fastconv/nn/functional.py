@@ -29,9 +29,10 @@ def _needs(*ts) -> tuple:
     return tuple(t is not None and t.requires_grad for t in ts)
 
 
-def _conv(forward, backward, input, weight, bias, stride, padding, dilation, groups, activation):
+def _conv(forward, backward, input, weight, bias, stride, padding, dilation, groups, activation, **forward_kw):
     x, w, b = _t(input), _t(weight), _opt(bias)
-    y = forward(x.data, w.data, None if b is None else b.data, stride, padding, dilation, groups, activation=activation)
+    y = forward(x.data, w.data, None if b is None else b.data, stride, padding, dilation, groups, activation=activation,
+                **forward_kw)
 
     def grads(g):
         if activation is not None:  # the fused activation's mask, read off its output
@@ -45,9 +46,12 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     return _conv(ops.conv1d, ops.conv1d_backward, input, weight, bias, stride, padding, dilation, groups, activation)
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None) -> Tensor:
-    """2-D convolution; ``activation`` ('relu'/'relu6') is fused into the kernel's store."""
-    return _conv(ops.conv2d, ops.conv2d_backward, input, weight, bias, stride, padding, dilation, groups, activation)
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None,
+           filter_cache=None) -> Tensor:
+    """2-D convolution; ``activation`` ('relu'/'relu6') is fused into the kernel's store;
+    ``filter_cache`` as :func:`fastconv.ops.conv2d` takes it."""
+    return _conv(ops.conv2d, ops.conv2d_backward, input, weight, bias, stride, padding, dilation, groups, activation,
+                 filter_cache=filter_cache)
 
 
 def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None) -> Tensor:

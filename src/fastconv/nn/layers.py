@@ -3,7 +3,6 @@ initialisation, running fastconv's kernels through :mod:`fastconv.nn.functional`
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Optional, Tuple, Union
 
@@ -97,11 +96,11 @@ class Conv2d(_ConvNd):
 
     def forward(self, x):
         w = self.weight.data
+        cache = None
         if isinstance(w, np.ndarray) and not w.flags.writeable:
             cache = self.__dict__.setdefault("_filter_cache", ops.FilterCache())
-            return F._conv(functools.partial(ops.conv2d, filter_cache=cache), ops.conv2d_backward, x, self.weight,
-                           self.bias, self.stride, self.padding, self.dilation, self.groups, self.activation)
-        return super().forward(x)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+                        activation=self.activation, filter_cache=cache)
 
 
 class Conv3d(_ConvNd):
