@@ -200,17 +200,13 @@ def test_large_layers_match_reference_on_fast_path(rng):
     assert close(conv2d(x, w1, algo="pointwise"), ref_conv2d(x, w1))
 
 
-def test_threads_do_not_change_results(rng):
+def test_threads_do_not_change_results(rng, restore_threads):
     x = rng.standard_normal((3, 16, 20, 20), dtype=np.float32)
     w = rng.standard_normal((24, 16, 3, 3), dtype=np.float32)
-    old = fastconv.get_num_threads()
-    try:
-        outs = []
-        for t in (1, 2, 3):
-            fastconv.set_num_threads(t)
-            outs.append([conv2d(x, w, padding=1, algo=a) for a in ("direct", "im2col")])
-    finally:
-        fastconv.set_num_threads(old)
+    outs = []
+    for t in (1, 2, 3):
+        fastconv.set_num_threads(t)
+        outs.append([conv2d(x, w, padding=1, algo=a) for a in ("direct", "im2col")])
     for algo_outs in zip(*outs):
         for y in algo_outs[1:]:
             np.testing.assert_array_equal(y, algo_outs[0])

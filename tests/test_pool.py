@@ -130,7 +130,7 @@ def test_max_pool_without_indices_and_nan(isa, rng):
     ((7, 19, 127, 125), 3, 1, 1, np.float64),
     ((2, 66, 9, 61, 59), 3, 2, 1, np.float32),
 ])
-def test_max_pool_backward_of_a_large_gradient(isa, shape, kernel, stride, padding, dtype):
+def test_max_pool_backward_of_a_large_gradient(isa, shape, kernel, stride, padding, dtype, restore_threads):
     rng = np.random.default_rng(sum(shape))
     x = rng.standard_normal(shape).astype(dtype)
     nd = len(shape) - 2
@@ -143,14 +143,10 @@ def test_max_pool_backward_of_a_large_gradient(isa, shape, kernel, stride, paddi
     flat[picks[500:1000]] = -1  # no tap inside the input: contributes nothing
     flat[picks[1000:]] = rng.integers(0, int(np.prod(shape[2:])), 1000)  # anywhere in the plane
     ref = max_pool_backward_at(g, idx, shape)
-    before = fastconv.get_num_threads()
-    try:
-        for threads in (1, 2):
-            fastconv.set_num_threads(threads)
-            gx = MAX_POOL_BWD[nd](g, idx, shape)
-            assert gx.dtype == dtype and close(gx, ref), threads
-    finally:
-        fastconv.set_num_threads(before)
+    for threads in (1, 2):
+        fastconv.set_num_threads(threads)
+        gx = MAX_POOL_BWD[nd](g, idx, shape)
+        assert gx.dtype == dtype and close(gx, ref), threads
     flat[picks[0]] = int(np.prod(shape[2:]))
     with pytest.raises(ValueError, match="outside its input plane"):
         MAX_POOL_BWD[nd](g, idx, shape)

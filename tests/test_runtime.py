@@ -22,14 +22,10 @@ def test_cpu_info_reports_detection_and_use():
     assert info["threads"] == fastconv.get_num_threads()
 
 
-def test_set_num_threads_roundtrip_and_errors():
-    old = fastconv.get_num_threads()
-    try:
-        fastconv.set_num_threads(3)
-        assert fastconv.get_num_threads() == 3
-        assert fastconv.cpu_info()["threads"] == 3
-    finally:
-        fastconv.set_num_threads(old)
+def test_set_num_threads_roundtrip_and_errors(restore_threads):
+    fastconv.set_num_threads(3)
+    assert fastconv.get_num_threads() == 3
+    assert fastconv.cpu_info()["threads"] == 3
     with pytest.raises(ValueError, match="n must be >= 1"):
         fastconv.set_num_threads(0)
     with pytest.raises(TypeError, match="n must be an int"):
@@ -88,12 +84,11 @@ def test_import_is_fast_and_needs_no_torch():
     assert torch_loaded == "False"
 
 
-def test_kernels_release_the_gil():
+def test_kernels_release_the_gil(restore_threads):
     # Two Python threads running large convolutions overlap: with the GIL held
     # they would serialise, and the check below would see no concurrency.
     x = np.random.default_rng(0).standard_normal((1, 32, 64, 64), dtype=np.float32)
     w = np.random.default_rng(1).standard_normal((32, 32, 3, 3), dtype=np.float32)
-    old = fastconv.get_num_threads()
     fastconv.set_num_threads(1)
     ticks = []
     stop = threading.Event()
@@ -103,15 +98,12 @@ def test_kernels_release_the_gil():
             ticks.append(1)
             stop.wait(0.001)
 
-    try:
-        t = threading.Thread(target=ticker)
-        t.start()
-        for _ in range(20):
-            fastconv.ops.conv2d(x, w, padding=1)
-        stop.set()
-        t.join()
-    finally:
-        fastconv.set_num_threads(old)
+    t = threading.Thread(target=ticker)
+    t.start()
+    for _ in range(20):
+        fastconv.ops.conv2d(x, w, padding=1)
+    stop.set()
+    t.join()
     assert len(ticks) > 5
 
 
